@@ -1,0 +1,1 @@
+"""Built-in measure implementations of sharpbench, one module per family."""

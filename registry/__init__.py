@@ -1,0 +1,1 @@
+"""Built-in YAML cards of sharpbench: measures/*.yaml and collections/*.yaml."""

@@ -1,0 +1,12 @@
+"""sharpbench: does a sharpness (or generalization) measure predict how well a network generalizes?
+
+The public API for measure authors and scripts: `MeasureContext` (what a measure receives),
+`compute_measure` (a registered measure on any model), and the sharpness kernels of the study.
+"""
+
+from sharpbench.compute import compute_measure
+from sharpbench.measure import MeasureContext
+from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
+from sharpbench.version import __version__
+
+__all__ = ["MeasureContext", "average_case_sharpness", "compute_measure", "worst_case_sharpness", "__version__"]

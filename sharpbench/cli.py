@@ -1,0 +1,159 @@
+"""The `sharpbench` command line: evaluate, list, collection build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tabulate import tabulate
+
+from sharpbench.collections import open_collection
+from sharpbench.errors import SharpbenchError
+from sharpbench.evaluate import Evaluation, default_device, evaluate
+from sharpbench.paths import sharpbench_home
+from sharpbench.registry import Registry
+from sharpbench.store import ResultStore
+
+DEFAULT_COLLECTION = "digits-mlp"
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SharpbenchError(f"--set {item!r}: expected key=value, e.g. --set rho=0.001")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: an undefined score (a constant measure, say) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
+    spec, collection = evaluation.spec, evaluation.collection
+    params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
+    print(f"{spec.name} on {collection.spec.name}: {len(collection.models)} models ({params})")
+    if evaluation.computed == 0:
+        print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
+    else:
+        print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
+    rows = [(target, f"{score['kendall_tau']:+.3f}" if math.isfinite(score["kendall_tau"]) else "undefined")
+            for target, score in evaluation.scores().items()]
+    print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github"))
+    print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
+          f"positive tau against an error agrees with that)")
+
+
+def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
+    spec = registry.measure(args.measure)
+    collection = open_collection(registry.collection(args.collection), sharpbench_home())
+    if not collection.is_built():
+        print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
+              file=sys.stderr)
+        collection.build(progress=not args.no_progress)
+    store_path = sharpbench_home() / "results.sqlite"
+    store = ResultStore(store_path)
+    try:
+        evaluation = evaluate(spec, collection, store, overrides=_parse_set(args.set),
+                              device=torch.device(args.device) if args.device else default_device(),
+                              n=args.n, m=args.m, seed=args.seed, progress=not args.no_progress)
+    finally:
+        store.close()
+    _print_evaluation(evaluation, store_path)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_finite_or_none(evaluation.report()), indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {path}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
+    if args.what == "measures":
+        rows = [(spec.name, spec.description) for spec in registry.measures.values()]
+        print(tabulate(rows, headers=["measure", "description"], tablefmt="plain"))
+        return 0
+    rows = []
+    for spec in registry.collections.values():
+        collection = open_collection(spec, sharpbench_home())
+        built = collection.is_built()
+        models = f"{len(collection.models)}" if built else f"0 of up to {spec.grid_size()}"
+        rows.append((spec.name, "built" if built else "not built", models, spec.description))
+    print(tabulate(rows, headers=["collection", "status", "models", "description"], tablefmt="plain"))
+    return 0
+
+
+def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
+    collection = open_collection(registry.collection(args.name), sharpbench_home())
+    collection.build(progress=not args.no_progress, force=args.force)
+    print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
+          f"(did not converge), under {collection.root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="sharpbench", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="a folder with measures/*.yaml and/or collections/*.yaml cards of your own "
+                             "(repeatable)")
+    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("evaluate", parents=[common], help="score a measure against a collection")
+    run.add_argument("--measure", required=True, help="a registered measure name (see `sharpbench list measures`)")
+    run.add_argument("--collection", default=DEFAULT_COLLECTION,
+                     help=f"a registered collection (default: {DEFAULT_COLLECTION})")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a measure parameter for this run (repeatable), e.g. --set rho=0.001")
+    run.add_argument("--json", metavar="PATH", help="write the full report (values, targets, scores) as JSON")
+    run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--n", type=int, help="sharpness points (default: the collection's protocol, 1024)")
+    run.add_argument("--m", type=int, help="m-sharpness batch size (default: the collection's protocol, 128)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the measure's random generator (default 0)")
+
+    listing = commands.add_parser("list", parents=[common], help="list registered measures or collections")
+    listing.add_argument("what", choices=["measures", "collections"])
+
+    collection = commands.add_parser("collection", help="manage checkpoint collections")
+    actions = collection.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", parents=[common], help="train a collection's models (resumes)")
+    build.add_argument("name")
+    build.add_argument("--force", action="store_true", help="discard what was built and build again")
+    return parser
+
+
+_COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_collection}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; user errors are one message and exit status 2, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        registry = Registry.discover(args.include_path)
+        return _COMMANDS[args.command](args, registry)
+    except SharpbenchError as error:
+        print(f"sharpbench: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

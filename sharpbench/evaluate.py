@@ -1,0 +1,199 @@
+"""Running a measure over a collection: fixed sharpness batches, the integrity guard, and the cache."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sharpbench.collections import Collection, ModelRecord
+from sharpbench.errors import Interrupted, MeasureError
+from sharpbench.measure import Batch, MeasureContext, MeasureSpec
+from sharpbench.scoring import score_targets
+from sharpbench.store import ResultStore, measure_key
+from sharpbench.version import __version__
+
+
+def default_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """A readable device name for provenance, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)' or 'cpu'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def _first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first tensor whose bits differ from the snapshot (NaN-safe), or None."""
+    current = model.state_dict()
+    if current.keys() != snapshot.keys():
+        return f"the set of tensors ({sorted(set(current) ^ set(snapshot))})"
+    for name, before in snapshot.items():
+        after = current[name].detach()
+        if after.shape != before.shape or after.dtype != before.dtype:
+            return name
+        if not torch.equal(after.contiguous().reshape(-1).view(torch.uint8), before.reshape(-1).view(torch.uint8)):
+            return name
+    return None
+
+
+def run_guarded(spec: MeasureSpec, model: nn.Module, context: MeasureContext, params: dict[str, Any],
+                model_id: str = "the model") -> float:
+    """Run a measure in eval mode and check that it returned a finite number and left the weights unchanged."""
+    model.eval()
+    snapshot = _state_snapshot(model)
+    try:
+        raw = spec.call(model, context, params)
+    except MeasureError:
+        raise
+    except Exception as error:
+        raise MeasureError(f"measure '{spec.name}' failed on {model_id}: {type(error).__name__}: {error} "
+                           f"(implementation {spec.function}, card {spec.path})") from error
+    changed = _first_changed(model, snapshot)
+    if changed is not None:
+        raise MeasureError(
+            f"measure '{spec.name}' changed the weights of {model_id} (first changed tensor: {changed}); a "
+            f"measure must only read the model: evaluate it functionally (torch.func.functional_call) or on "
+            f"a copy (copy.deepcopy(model)). Fix {spec.function}; no value was stored for this model."
+        )
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise MeasureError(f"measure '{spec.name}' returned {type(raw).__name__} for {model_id}; it must return "
+                           f"a float (or a one-element tensor). Fix {spec.function}.") from None
+    if not math.isfinite(value):
+        raise MeasureError(f"measure '{spec.name}' returned {value} for {model_id} with parameters {params}; "
+                           f"no value was stored. Check the parameters (is rho too large?) or {spec.function}.")
+    return value
+
+
+def infer_num_classes(model: nn.Module, batches: Sequence[Batch]) -> int:
+    """The width of the model's output on the first batch."""
+    with torch.no_grad():
+        return int(model(batches[0][0][:1]).shape[-1])
+
+
+@dataclass
+class Evaluation:
+    """The values of one measure over one collection, and where they came from."""
+
+    collection: Collection
+    spec: MeasureSpec
+    params: dict[str, Any]
+    protocol: dict[str, Any]
+    key: str
+    device: str
+    values: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+
+    def targets(self) -> dict[str, list[float]]:
+        """Each generalization target over the models, in the collection's order."""
+        models = self.collection.models
+        shifts = self.collection.shifts
+        targets = {
+            "test_error": [m.test_error for m in models],
+            "gen_gap": [m.test_error - m.train_error for m in models],
+            "ood_error": [sum(m.ood_error[s] for s in shifts) / len(shifts) for m in models] if shifts else None,
+        }
+        targets.update({f"ood_error/{s}": [m.ood_error[s] for m in models] for s in shifts})
+        return {name: values for name, values in targets.items() if values is not None}
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """Kendall tau-b of the measure against every target."""
+        values = [self.values[m.id] for m in self.collection.models]
+        return score_targets(values, self.targets())
+
+    def report(self) -> dict[str, Any]:
+        """The JSON report: enough to recompute every score from the per-model entries."""
+        return {
+            "collection": self.collection.spec.name,
+            "measure": self.spec.name,
+            "params": self.params,
+            "higher_means": self.spec.higher_means,
+            "n_models": len(self.collection.models),
+            "scores": self.scores(),
+            "models": {m.id: _model_entry(m, self.values[m.id], self.seconds[m.id]) for m in self.collection.models},
+            "provenance": {
+                "sharpbench_version": __version__,
+                "measure_key": self.key,
+                "measure_card_sha256": self.spec.card_sha256,
+                "collection_card_sha256": self.collection.spec.card_sha256,
+                "manifest_sha256": self.collection.manifest_sha256,
+                "protocol": self.protocol,
+                "device": self.device,
+            },
+        }
+
+
+def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:
+    return {"value": value, "seconds": seconds, "hparams": record.hparams, "train_error": record.train_error,
+            "test_error": record.test_error, "ood_error": dict(record.ood_error)}
+
+
+def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
+             overrides: dict[str, Any] | None = None, device: torch.device | None = None,
+             n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True) -> Evaluation:
+    """Compute the measure on every model of the collection that the store does not already hold."""
+    params = spec.bind(overrides)
+    device = device or default_device()
+    protocol = {**collection.protocol(n, m), "measure_seed": seed}
+    key = measure_key(spec.name, params, protocol)
+    evaluation = Evaluation(collection, spec, params, protocol, key, describe_device(device))
+    stored = store.get_many(key)
+    missing = [record for record in collection.models if record.sha256 not in stored]
+    for record in collection.models:
+        if record.sha256 in stored:
+            evaluation.values[record.id] = stored[record.sha256].value
+            evaluation.seconds[record.id] = stored[record.sha256].seconds
+    evaluation.cached = len(collection.models) - len(missing)
+    if not missing:
+        return evaluation
+
+    batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
+    bar = tqdm(missing, desc=f"{spec.name} on {collection.spec.name}", unit="model", disable=not progress)
+    try:
+        for record in bar:
+            _evaluate_one(evaluation, record, batches, device, seed, store)
+    except KeyboardInterrupt:
+        bar.close()
+        done = evaluation.cached + evaluation.computed
+        raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
+                          f"in the results store, and the same command resumes from them") from None
+    return evaluation
+
+
+def _evaluate_one(evaluation: Evaluation, record: ModelRecord, batches: list[Batch], device: torch.device,
+                  seed: int, store: ResultStore) -> None:
+    """Compute, check and store the measure's value on one model."""
+    collection, spec, params = evaluation.collection, evaluation.spec, evaluation.params
+    model = collection.load_model(record).to(device)
+    context = MeasureContext(
+        batches=batches,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        num_classes=collection.num_classes,
+        initial_state={k: v.to(device) for k, v in collection.load_initial_state(record).items()},
+    )
+    start = time.perf_counter()
+    value = run_guarded(spec, model, context, params, model_id=f"model '{record.id}'")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    store.put(evaluation.key, record.sha256, value, seconds, measure=spec.name, params=params,
+              protocol=evaluation.protocol, device=evaluation.device, version=__version__)
+    evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
+    evaluation.computed += 1

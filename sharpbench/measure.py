@@ -1,0 +1,197 @@
+"""The measure API: what a measure receives (MeasureContext) and how its card is read (MeasureSpec).
+
+A measure is a function `fn(model, context, **params) -> float`, or a class whose instances are built
+with `cls(**params)` and called as `instance(model, context) -> float`. Its card names it with
+`function: package.module:attribute` (an importable module) or `function: file.py:attribute` (a file
+beside the card), and declares its parameters with types and defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sharpbench.cards import check_type, field as card_field, read_card, reject_unknown
+from sharpbench.errors import CardError, SharpbenchError
+from sharpbench.losses import LossFn, cross_entropy
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+_PARAM_TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "str": str}
+_EXPECTED_SIGNS = ("worse", "better")
+
+
+@dataclass
+class MeasureContext:
+    """Everything a measure may use besides the model.
+
+    batches: the fixed sharpness batches (n training points in batches of m, the same for every model);
+    loss_fn: mean cross-entropy (logits, labels) -> scalar; device: where model and batches live;
+    generator: seeded afresh for each model, so values do not depend on evaluation order;
+    num_classes: outputs of the classifier; initial_state: the weights at initialization, when kept.
+    """
+
+    batches: list[Batch]
+    device: torch.device
+    generator: torch.Generator
+    num_classes: int
+    loss_fn: LossFn = cross_entropy
+    initial_state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter of a measure: its type, default and meaning."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+
+    def parse(self, raw: Any, origin: str) -> Any:
+        """Convert a value (a YAML value, or a string from --set) to this parameter's type."""
+        if isinstance(raw, str) and self.type is not str:
+            raw = _parse_scalar(raw, self.type, f"{origin}: parameter '{self.name}'")
+        try:
+            return check_type(raw, Path(origin), self.name, self.type)
+        except CardError:
+            raise SharpbenchError(
+                f"{origin}: parameter '{self.name}' expects {self.type.__name__}, got {raw!r}"
+            ) from None
+
+
+def _parse_scalar(text: str, kind: type, where: str) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise SharpbenchError(f"{where} expects true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise SharpbenchError(f"{where} expects {kind.__name__}, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """A validated measure card."""
+
+    name: str
+    description: str
+    function: str
+    params: dict[str, ParamSpec]
+    fixed: dict[str, Any]
+    higher_means: str
+    source: str
+    path: Path
+    card_sha256: str
+    definition: str = ""
+    _resolved: list = field(default_factory=list, repr=False, compare=False)
+
+    def bind(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full, typed parameter dict: defaults, then overrides; unknown names are errors."""
+        values = {name: spec.default for name, spec in self.params.items()}
+        for name, raw in (overrides or {}).items():
+            if name not in self.params:
+                fixed = f" ('{name}' is fixed by the card)" if name in self.fixed else ""
+                raise SharpbenchError(
+                    f"measure '{self.name}' has no parameter '{name}'{fixed}; its parameters are "
+                    f"{sorted(self.params)} (see {self.path})"
+                )
+            values[name] = self.params[name].parse(raw, f"measure '{self.name}'")
+        return values
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import the implementation named by the card's `function` field (once)."""
+        if not self._resolved:
+            self._resolved.append(_import_attribute(self.function, self.path))
+        return self._resolved[0]
+
+    def call(self, model: torch.nn.Module, context: MeasureContext, params: dict[str, Any]) -> Any:
+        """Run the implementation with the card's fixed values and the given parameters."""
+        implementation = self.resolve()
+        arguments = {**self.fixed, **params}
+        if isinstance(implementation, type):
+            return implementation(**arguments)(model, context)
+        return implementation(model, context, **arguments)
+
+
+def _import_attribute(reference: str, card_path: Path) -> Callable[..., Any]:
+    """'package.module:attr' is imported; 'file.py:attr' is loaded from beside the card."""
+    target, _, attribute = reference.partition(":")
+    if not attribute:
+        raise CardError(card_path, "function", "'module:attribute' or 'file.py:attribute'", reference)
+    try:
+        if target.endswith(".py"):
+            file = (card_path.parent / target).resolve()
+            if not file.is_file():
+                raise CardError(card_path, "function", f"an existing file (no file at {file})", reference)
+            module_name = "sharpbench_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, file)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except CardError:
+        raise
+    except Exception as error:  # the contributor's module failed to import: say which card and why
+        raise CardError(card_path, "function", f"an importable implementation ({type(error).__name__}: "
+                        f"{error})", reference) from error
+    if not hasattr(module, attribute):
+        raise CardError(card_path, "function", f"an attribute '{attribute}' in {target}", reference)
+    return getattr(module, attribute)
+
+
+_CARD_FIELDS = {"name", "description", "function", "params", "fixed", "higher_means", "source", "definition"}
+_PARAM_FIELDS = {"type", "default", "help"}
+
+
+def load_measure_spec(path: Path) -> MeasureSpec:
+    """Read and validate one measure card; every problem is a CardError naming the file and field."""
+    card = read_card(path)
+    reject_unknown(card, path, _CARD_FIELDS)
+    name = card_field(card, path, "name", str)
+    if path.stem != name:
+        raise CardError(path, "name", f"the file's name without .yaml ('{path.stem}')", name)
+    higher = card_field(card, path, "higher_means", str)
+    if higher not in _EXPECTED_SIGNS:
+        raise CardError(path, "higher_means", "'worse' or 'better' (what a larger value predicts)", higher)
+    params: dict[str, ParamSpec] = {}
+    for param_name, raw in card_field(card, path, "params", dict, {}).items():
+        where = f"params.{param_name}."
+        check_type(raw, path, where[:-1], dict)
+        reject_unknown(raw, path, _PARAM_FIELDS, where)
+        type_name = card_field(raw, path, "type", str, prefix=where)
+        if type_name not in _PARAM_TYPES:
+            raise CardError(path, f"{where}type", f"one of {sorted(_PARAM_TYPES)}", type_name)
+        kind = _PARAM_TYPES[type_name]
+        default = card_field(raw, path, "default", kind, prefix=where)
+        params[param_name] = ParamSpec(param_name, kind, default, card_field(raw, path, "help", str, "", where))
+    fixed = card_field(card, path, "fixed", dict, {})
+    clash = set(fixed) & set(params)
+    if clash:
+        raise CardError(path, "fixed", "names disjoint from params", sorted(clash))
+    return MeasureSpec(
+        name=name,
+        description=card_field(card, path, "description", str),
+        function=card_field(card, path, "function", str),
+        params=params,
+        fixed=fixed,
+        higher_means=higher,
+        source=card_field(card, path, "source", str),
+        definition=card_field(card, path, "definition", str, ""),
+        path=path,
+        card_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )

@@ -1,0 +1,68 @@
+"""Perturbation sets of the study, their projections, steps and noise.
+
+The set is {delta : ||delta / c||_p <= rho} with c = |w| (adaptive) or c = 1 (standard), p in {2, inf}.
+Everything here works in the coordinates u = delta / c, where the set is the plain ball (or box) of radius
+rho: the ascent is APGD on u, so adaptive sharpness is computed by a reparametrization-invariant algorithm.
+Coordinates with c_i = 0 cannot move (the 0/0 of the definition is read as 'fixed at zero').
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMS = ("linf", "l2")
+
+
+def scale_vector(w0: torch.Tensor, adaptive: bool) -> torch.Tensor:
+    """c = |w| for adaptive sharpness, c = 1 for standard sharpness."""
+    return w0.abs() if adaptive else torch.ones_like(w0)
+
+
+def check_norm(norm: str) -> None:
+    """Reject a norm other than the study's two."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def weighted_norm(delta: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
+    """||delta / c||_p, with 0/0 taken as 0 (and x/0 for x != 0 as +inf, outside every set)."""
+    safe_c = torch.where(c > 0, c, torch.ones_like(c))
+    ratio = torch.where(c > 0, delta / safe_c, torch.where(delta == 0, 0.0, float("inf")).to(delta.dtype))
+    return ratio.abs().amax() if norm == "linf" else ratio.norm()
+
+
+def project(z: torch.Tensor, c: torch.Tensor, rho: float, norm: str) -> torch.Tensor:
+    """Projection onto {delta : ||delta / c||_p <= rho}, taken in the coordinates u = delta / c.
+
+    L-inf: the clamp to [-rho c, rho c] (the Euclidean projection too). L2: rescaling onto the ellipsoid
+    along the ray, the Euclidean projection in u. Coordinates with c = 0 are set to 0.
+    """
+    z = torch.where(c > 0, z, torch.zeros_like(z))
+    if norm == "linf":
+        bound = rho * c
+        return torch.maximum(torch.minimum(z, bound), -bound)
+    radius = weighted_norm(z, c, "l2")
+    return z * torch.clamp(rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
+
+
+def ascent_step(grad: torch.Tensor, c: torch.Tensor, step_size: torch.Tensor, norm: str) -> torch.Tensor:
+    """APGD's steepest-ascent step on u = delta / c, mapped back to delta.
+
+    The gradient in u is c * g. L-inf: delta += eta * c * sign(c g) = eta * c * sign(g), the study's step.
+    L2: delta += eta * c * (c g) / ||c g||_2; for c = 1 this is the study's eta * g / ||g||_2. (The study's
+    adaptive L2 step, eta * c * g / ||g||_2, does not match its set's geometry: on a linear loss it stops short
+    of the maximizer, and its iterates change under a rescaling that leaves adaptive sharpness unchanged.)
+    """
+    if norm == "linf":
+        return step_size * grad.sign() * c
+    scaled = c * grad
+    return step_size * c * scaled / (scaled.norm() + 1e-12)
+
+
+def sample_noise(c: torch.Tensor, rho: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+    """delta = rho c xi with xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"), drawn from `generator`."""
+    if norm == "l2":
+        xi = torch.randn(c.shape, generator=generator, device=generator.device, dtype=c.dtype)
+    else:
+        xi = torch.rand(c.shape, generator=generator, device=generator.device, dtype=c.dtype) * 2 - 1
+    return rho * c * xi.to(c.device)
