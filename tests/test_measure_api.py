@@ -1,0 +1,190 @@
+"""The measure API: cards, parameters, the integrity guard, and compute_measure."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import sharpbench
+from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownNameError
+from sharpbench.measure import load_measure_spec
+from sharpbench.registry import Registry
+
+BUILTIN_MEASURES = {
+    "param-norm", "train-loss",
+    *(f"sharpness-{kind}-{norm}-{scale}" for kind in ("worst", "avg") for norm in ("linf", "l2")
+      for scale in ("adaptive", "standard")),
+}
+
+USER_MEASURES = '''
+import torch
+
+def mutating(model, context):
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    return 1.0
+
+def not_a_number(model, context):
+    return float("nan")
+
+def batchnorm_training(model, context):
+    model.train()
+    with torch.no_grad():
+        model(context.batches[0][0])
+    return 0.0
+
+class FirstLogit:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, model, context):
+        with torch.no_grad():
+            return self.scale * model(context.batches[0][0])[0, 0].item()
+'''
+
+
+def write_card(folder: Path, name: str, body: str) -> Path:
+    path = folder / "measures" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def user_card(folder: Path, name: str, function: str, params: str = "") -> Path:
+    return write_card(folder, name, f"""\
+        name: {name}
+        description: a test measure
+        function: user_measures.py:{function}
+        source: the tests
+        higher_means: worse
+        {params}""")
+
+
+@pytest.fixture()
+def user_registry(tmp_path: Path) -> Path:
+    (tmp_path / "measures").mkdir()
+    (tmp_path / "measures" / "user_measures.py").write_text(USER_MEASURES, encoding="utf-8")
+    user_card(tmp_path, "mutating", "mutating")
+    user_card(tmp_path, "not-a-number", "not_a_number")
+    user_card(tmp_path, "batchnorm-training", "batchnorm_training")
+    user_card(tmp_path, "first-logit", "FirstLogit", "params: {scale: {type: float, default: 2.0}}")
+    return tmp_path
+
+
+def mlp_and_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3))
+    batches = [(torch.randn(16, 5), torch.randint(0, 3, (16,))) for _ in range(2)]
+    return model, batches
+
+
+def test_every_builtin_card_loads_and_resolves():
+    registry = Registry.discover()
+    assert BUILTIN_MEASURES <= set(registry.measures)
+    for spec in registry.measures.values():
+        assert callable(spec.resolve()), spec.name
+        assert spec.higher_means in ("worse", "better")
+
+
+def test_param_norm_is_the_l2_norm_of_all_parameters():
+    model, batches = mlp_and_batches()
+    expected = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().norm().item()
+    assert sharpbench.compute_measure("param-norm", model, batches) == pytest.approx(expected, rel=1e-12)
+
+
+def test_train_loss_is_the_size_weighted_mean_cross_entropy_in_eval_mode():
+    model, batches = mlp_and_batches()
+    batches.append((torch.randn(4, 5), torch.randint(0, 3, (4,))))
+    model.eval()
+    with torch.no_grad():
+        inputs = torch.cat([x for x, _ in batches])
+        labels = torch.cat([y for _, y in batches])
+        expected = nn.functional.cross_entropy(model(inputs), labels).item()
+    model.train()  # compute_measure must switch to eval mode itself
+    assert sharpbench.compute_measure("train-loss", model, batches) == pytest.approx(expected, rel=1e-6)
+
+
+def test_overrides_are_typed_and_change_the_value():
+    model, batches = mlp_and_batches()
+    small = sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, rho=0.001)
+    large = sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, rho="0.01")
+    assert 0 <= small < large
+
+
+def test_an_unknown_parameter_or_a_fixed_one_is_refused():
+    model, batches = mlp_and_batches()
+    with pytest.raises(SharpbenchError, match="no parameter 'radius'"):
+        sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, radius=0.1)
+    with pytest.raises(SharpbenchError, match="fixed by the card"):
+        sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, norm="l2")
+    with pytest.raises(SharpbenchError, match="expects int"):
+        sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, steps="many")
+
+
+def test_an_unknown_measure_name_suggests_the_close_ones():
+    with pytest.raises(UnknownNameError, match="Did you mean: sharpness-worst-linf-adaptive"):
+        Registry.discover().measure("sharpness-worst-linf-adaptiv")
+
+
+def test_a_measure_that_changes_the_weights_is_caught(user_registry):
+    model, batches = mlp_and_batches()
+    with pytest.raises(MeasureError, match="'mutating' changed the weights.*0.weight"):
+        sharpbench.compute_measure("mutating", model, batches, include_paths=[user_registry])
+
+
+def test_a_measure_that_updates_batchnorm_statistics_is_caught(user_registry):
+    model, batches = mlp_and_batches()
+    with pytest.raises(MeasureError, match="running_mean"):
+        sharpbench.compute_measure("batchnorm-training", model, batches, include_paths=[user_registry])
+
+
+def test_a_non_finite_value_is_refused(user_registry):
+    model, batches = mlp_and_batches()
+    with pytest.raises(MeasureError, match="'not-a-number' returned nan"):
+        sharpbench.compute_measure("not-a-number", model, batches, include_paths=[user_registry])
+
+
+def test_a_class_measure_is_built_with_its_parameters(user_registry):
+    model, batches = mlp_and_batches()
+    model.eval()
+    with torch.no_grad():
+        first = model(batches[0][0])[0, 0].item()
+    value = sharpbench.compute_measure("first-logit", model, batches, include_paths=[user_registry], scale=3.0)
+    assert value == pytest.approx(3.0 * first)
+
+
+def test_a_users_card_cannot_shadow_a_builtin_one(tmp_path):
+    user_card(tmp_path, "param-norm", "whatever")
+    with pytest.raises(CardError, match="not already used by"):
+        Registry.discover([tmp_path])
+
+
+@pytest.mark.parametrize("body,field", [
+    ("description: x\nfunction: m:f\nsource: s\nhigher_means: worse\n", "'name'"),
+    ("name: bad\ndescription: 3\nfunction: m:f\nsource: s\nhigher_means: worse\n", "'description'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\nrho: 1\n", "'rho'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: lower\n", "'higher_means'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
+     "params: {rho: {type: float}}\n", "'params.rho.default'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
+     "params: {rho: {type: complex, default: 1}}\n", "'params.rho.type'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
+     "params: {rho: {type: float, default: fast}}\n", "'params.rho.default'"),
+    ("name: [unclosed\n", "'<file>'"),
+])
+def test_a_malformed_card_names_the_file_and_the_field(tmp_path, body, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(CardError, match=f"bad.yaml: field {field}"):
+        load_measure_spec(path)
+
+
+def test_a_card_pointing_at_a_missing_implementation_says_so(tmp_path):
+    path = user_card(tmp_path, "ghost", "ghost")
+    (tmp_path / "measures" / "user_measures.py").write_text("x = 1\n", encoding="utf-8")
+    with pytest.raises(CardError, match="field 'function'.*attribute 'ghost'"):
+        load_measure_spec(path).resolve()
