@@ -53,7 +53,8 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
     rows = [(target, f"{score['kendall_tau']:+.3f}" if math.isfinite(score["kendall_tau"]) else "undefined")
             for target, score in evaluation.scores().items()]
-    print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github"))
+    print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github", disable_numparse=True,
+                   colalign=("left", "right")))
     print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
           f"positive tau against an error agrees with that)")
 
