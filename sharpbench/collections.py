@@ -1,0 +1,746 @@
+"""Collections: a card (spec) -> trained checkpoints + manifest.json, resumable, verified on load.
+
+A collection card (``registry/collections/NAME.yaml``) declares the dataset, the OOD shifts, the
+architecture, a hyperparameter grid, the seeds, the training recipe, a convergence filter and the
+sharpness-data protocol. Each section is validated against the registries in :mod:`sharpbench.data`,
+:mod:`sharpbench.models` and :mod:`sharpbench.train`, so a new dataset, shift, architecture or recipe
+field is an entry there, not a special case here.
+
+On disk (``sharpbench_home()/collections/NAME``)::
+
+    checkpoints/ID.safetensors        trained weights of a kept model
+    checkpoints/ID.init.safetensors   its weights before training
+    records/ID.json                   one per finished model (kept or excluded), written atomically last:
+                                      a build that is interrupted resumes from these
+    manifest.json                     written at the end from the records
+
+Nothing here unpickles: checkpoints are safetensors, checked against their sha256 before loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from sharpbench.cards import check_type, field, read_card, reject_unknown
+from sharpbench.data import DATASETS, SHIFTS, Param, apply_shift, load_dataset
+from sharpbench.errors import CardError, CollectionError
+from sharpbench.models import ARCHITECTURES, build_model
+from sharpbench.paths import sharpbench_home
+from sharpbench.train import RECIPE_PARAMS, evaluate_errors, train_model
+
+MANIFEST = "manifest.json"
+CHECKPOINTS = "checkpoints"
+RECORDS = "records"
+MANIFEST_FORMAT = 1
+
+_CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", "grid", "seeds", "training",
+                "convergence", "sharpness_data"}
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Architecture fields that follow from the dataset: filled in from it, never varied by a grid.
+_DERIVED_ARCH_FIELDS = {"in_features", "num_classes"}
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """One OOD test set: the test split transformed by shift ``kind`` with ``params`` (defaults filled in)."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelPoint:
+    """One model the grid defines: its position, id, hyperparameters (as in the manifest) and seed."""
+
+    index: int
+    id: str
+    hparams: dict[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A parsed, validated collection card."""
+
+    name: str
+    description: str
+    path: Path
+    card_sha256: str
+    dataset: dict[str, Any]            # {name, ...the dataset kind's fields}, defaults filled in
+    shifts: tuple[ShiftSpec, ...]
+    architecture: dict[str, Any]       # {kind, ...fixed fields}, in_features / num_classes from the dataset
+    grid: dict[str, list[Any]]         # hparam -> values, in card order
+    seeds: tuple[int, ...]
+    training: dict[str, Any]           # fixed recipe fields (those not in the grid), defaults filled in
+    max_train_error: float
+    sharpness_data: dict[str, int]     # {n, m, seed}
+
+    def grid_size(self) -> int:
+        """Number of models the grid defines (grid points x seeds), before the convergence filter."""
+        return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset["name"]].num_classes
+
+    def model_points(self) -> list[ModelPoint]:
+        """Every model of the grid, in a fixed order (seeds outermost, then the grid in card order).
+
+        The manifest's hparams are the grid values, plus ``seed`` when the card lists several seeds."""
+        names = list(self.grid)
+        points = []
+        for seed in self.seeds:
+            for values in itertools.product(*(self.grid[name] for name in names)):
+                hparams = dict(zip(names, values))
+                if len(self.seeds) > 1:
+                    hparams["seed"] = seed
+                index = len(points)
+                points.append(ModelPoint(index, _model_id(index, hparams), hparams, seed))
+        return points
+
+
+def _abbreviation(name: str) -> str:
+    return "".join(word[0] for word in name.split("_") if word)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return re.sub(r"[^A-Za-z0-9.+]", "", str(value))
+
+
+def _model_id(index: int, hparams: dict[str, Any]) -> str:
+    """A readable, file-safe id such as ``017-lr0.1-bs32-w128-wd0.0005`` (the index keeps it unique)."""
+    parts = [f"{index:03d}"] + [f"{_abbreviation(k)}{_value_text(v)}" for k, v in hparams.items()]
+    return "-".join(parts)
+
+
+def _check_value(value: Any, path: Path, name: str, param: Param) -> Any:
+    if param.kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            float(value)
+            raise CardError(path, name, "a number (YAML reads 1e-4 as text: write 1.0e-4)", value)
+    value = check_type(value, path, name, param.kind)
+    if param.check is not None and not param.check(value):
+        raise CardError(path, name, param.expected or "a valid value", value)
+    return value
+
+
+def _check_section(values: Any, path: Path, prefix: str, schema: dict[str, Param],
+                   skip: set[str] = frozenset(), fill_defaults: bool = True) -> dict[str, Any]:
+    """Validate a mapping against a schema: unknown keys, types, checks; defaults filled in. Keys in
+    ``skip`` are left out (they are supplied elsewhere, e.g. by the grid)."""
+    if not isinstance(values, dict):
+        raise CardError(path, prefix.rstrip("."), "a mapping", values)
+    reject_unknown({prefix + k: v for k, v in values.items()}, path, {prefix + k for k in schema})
+    out: dict[str, Any] = {}
+    for name, param in schema.items():
+        if name in skip:
+            continue
+        if name in values:
+            out[name] = _check_value(values[name], path, prefix + name, param)
+        elif param.default is not ...:
+            if fill_defaults:
+                out[name] = param.default
+        else:
+            raise CardError(path, prefix + name, f"{_kind_name(param.kind)} (the field is required)")
+    return out
+
+
+def _choice(value: Any, path: Path, name: str, options: dict[str, Any]) -> str:
+    """A kind or name that must be a key of one of the registries."""
+    if not isinstance(value, str) or value not in options:
+        raise CardError(path, name, f"one of {sorted(options)}", value)
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_collection_spec(path: Path) -> CollectionSpec:
+    """Read and fully validate a collection card; every mistake is a CardError naming file and field."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as error:
+        raise CardError(path, "<file>", f"a readable file ({error.strerror})") from None
+    card = read_card(path)
+    reject_unknown(card, path, _CARD_FIELDS)
+
+    name = field(card, path, "name", str)
+    if not _NAME_PATTERN.match(name):
+        raise CardError(path, "name", "lower-case letters, digits, '.', '_' or '-' (it names a folder)", name)
+    description = field(card, path, "description", str)
+
+    # dataset
+    dataset_raw = field(card, path, "dataset", dict)
+    if "name" not in dataset_raw:
+        raise CardError(path, "dataset.name", f"one of {sorted(DATASETS)} (the field is required)")
+    dataset_name = _choice(dataset_raw["name"], path, "dataset.name", DATASETS)
+    dataset_kind = DATASETS[dataset_name]
+    dataset = {"name": dataset_name, **_check_section({k: v for k, v in dataset_raw.items() if k != "name"},
+                                                      path, "dataset.", dataset_kind.params)}
+
+    # OOD shifts
+    shifts_raw = field(card, path, "ood_shifts", list)
+    shifts: list[ShiftSpec] = []
+    for i, entry in enumerate(shifts_raw):
+        where = f"ood_shifts[{i}]"
+        if not isinstance(entry, dict):
+            raise CardError(path, where, "a mapping {name, kind, params}", entry)
+        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path,
+                       {f"{where}.{k}" for k in ("name", "kind", "params")})
+        if "name" not in entry:
+            raise CardError(path, f"{where}.name", "a string (the field is required)")
+        shift_name = check_type(entry["name"], path, f"{where}.name", str)
+        if not _NAME_PATTERN.match(shift_name):
+            raise CardError(path, f"{where}.name", "lower-case letters, digits, '.', '_' or '-'", shift_name)
+        if any(s.name == shift_name for s in shifts):
+            raise CardError(path, f"{where}.name", "a name not used by another shift", shift_name)
+        kind = _choice(entry.get("kind"), path, f"{where}.kind", SHIFTS)
+        params = _check_section(entry.get("params", {}) or {}, path, f"{where}.params.", SHIFTS[kind].params)
+        shifts.append(ShiftSpec(shift_name, kind, params))
+
+    # architecture (fixed fields; the grid may vary the others)
+    grid_raw = field(card, path, "grid", dict)
+    arch_raw = field(card, path, "architecture", dict)
+    arch_kind_name = _choice(arch_raw.get("kind"), path, "architecture.kind", ARCHITECTURES)
+    arch_schema = ARCHITECTURES[arch_kind_name].params
+    arch_fixed = {k: v for k, v in arch_raw.items() if k != "kind"}
+    gridable = {**{k: p for k, p in arch_schema.items() if k not in _DERIVED_ARCH_FIELDS}, **RECIPE_PARAMS}
+    for key in grid_raw:
+        if key not in gridable:
+            raise CardError(path, f"grid.{key}",
+                            f"a training or architecture field, one of {sorted(gridable)}", key)
+    for key in grid_raw:
+        if key in arch_fixed:
+            raise CardError(path, f"grid.{key}", f"a field not also fixed in architecture (architecture.{key})",
+                            key)
+    derived = {"in_features": math.prod(dataset_kind.input_shape), "num_classes": dataset_kind.num_classes}
+    for key, value in derived.items():
+        if key in arch_schema:
+            if key in arch_fixed and arch_fixed[key] != value:
+                raise CardError(path, f"architecture.{key}", f"{value} (given by dataset {dataset_name})",
+                                arch_fixed[key])
+            arch_fixed[key] = value
+    architecture = {"kind": arch_kind_name,
+                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw))}
+
+    # training recipe (fixed fields; the grid may vary the others)
+    training_raw = field(card, path, "training", dict)
+    for key in grid_raw:
+        if key in training_raw:
+            raise CardError(path, f"grid.{key}", f"a field not also fixed in training (training.{key})", key)
+    training = _check_section(training_raw, path, "training.", RECIPE_PARAMS, skip=set(grid_raw))
+
+    # grid
+    if not grid_raw:
+        raise CardError(path, "grid", "a mapping hparam -> list of values with at least one entry", grid_raw)
+    grid: dict[str, list[Any]] = {}
+    for key, values in grid_raw.items():
+        if not isinstance(values, list) or not values:
+            raise CardError(path, f"grid.{key}", "a non-empty list of values", values)
+        checked = [_check_value(v, path, f"grid.{key}[{i}]", gridable[key]) for i, v in enumerate(values)]
+        if len(set(map(repr, checked))) != len(checked):
+            raise CardError(path, f"grid.{key}", "a list without repeated values", values)
+        grid[key] = checked
+
+    # seeds
+    seeds_raw = field(card, path, "seeds", list)
+    if not seeds_raw:
+        raise CardError(path, "seeds", "a non-empty list of integers", seeds_raw)
+    seeds = tuple(check_type(s, path, f"seeds[{i}]", int) for i, s in enumerate(seeds_raw))
+    if len(set(seeds)) != len(seeds):
+        raise CardError(path, "seeds", "a list without repeated seeds", seeds_raw)
+
+    # convergence filter
+    convergence = _check_section(field(card, path, "convergence", dict), path, "convergence.",
+                                 {"max_train_error": Param(float, check=lambda v: 0 <= v <= 1,
+                                                           expected="a number in [0, 1]")})
+
+    # sharpness-data protocol
+    sharpness = _check_section(field(card, path, "sharpness_data", dict), path, "sharpness_data.", {
+        "n": Param(int, check=lambda v: v > 0, expected="a positive integer"),
+        "m": Param(int, check=lambda v: v > 0, expected="a positive integer"),
+        "seed": Param(int),
+    })
+    if sharpness["m"] > sharpness["n"]:
+        raise CardError(path, "sharpness_data.m", f"an integer <= n ({sharpness['n']})", sharpness["m"])
+
+    return CollectionSpec(
+        name=name, description=description, path=path, card_sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        dataset=dataset, shifts=tuple(shifts), architecture=architecture, grid=grid, seeds=seeds,
+        training=training, max_train_error=convergence["max_train_error"], sharpness_data=sharpness,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One kept (converged) model of a built collection, as listed in manifest.json."""
+
+    id: str
+    hparams: dict[str, float | int | str]
+    file: str            # path relative to the collection root
+    sha256: str
+    init_file: str
+    init_sha256: str
+    train_error: float
+    train_loss: float
+    test_error: float
+    test_loss: float
+    ood_error: dict[str, float]
+    ood_loss: dict[str, float]
+    seed: int = 0
+
+    def __hash__(self) -> int:  # the dict fields are not hashable; id and checkpoint hash identify a record
+        return hash((self.id, self.sha256))
+
+    @property
+    def gen_gap(self) -> float:
+        """Generalization gap: test error - train error."""
+        return self.test_error - self.train_error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "hparams": dict(self.hparams), "seed": self.seed,
+            "file": self.file, "sha256": self.sha256, "init_file": self.init_file, "init_sha256": self.init_sha256,
+            "train_error": self.train_error, "train_loss": self.train_loss,
+            "test_error": self.test_error, "test_loss": self.test_loss,
+            "ood_error": dict(self.ood_error), "ood_loss": dict(self.ood_loss),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelRecord":
+        return cls(
+            id=str(data["id"]), hparams=dict(data["hparams"]), seed=int(data.get("seed", 0)),
+            file=str(data["file"]), sha256=str(data["sha256"]),
+            init_file=str(data["init_file"]), init_sha256=str(data["init_sha256"]),
+            train_error=float(data["train_error"]), train_loss=float(data["train_loss"]),
+            test_error=float(data["test_error"]), test_loss=float(data["test_loss"]),
+            ood_error={k: float(v) for k, v in data["ood_error"].items()},
+            ood_loss={k: float(v) for k, v in data["ood_loss"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class CollectionData:
+    """The tensors of a collection's dataset: train and test splits and one shifted test input per shift."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    ood_inputs: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)  # labels are y_test
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _sharpbench_version() -> str:
+    from sharpbench.version import __version__
+
+    return __version__
+
+
+@contextlib.contextmanager
+def _deterministic_cpu() -> Iterator[None]:
+    """One intra-op thread (results of CPU matmuls depend on the thread count) and deterministic algorithms;
+    restores the caller's settings."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """An advisory lock so two processes that build the same collection do not both train it."""
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(root / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------- collection
+
+
+class Collection:
+    """A collection on disk: built from its spec (resumable), read through its manifest, verified on load."""
+
+    def __init__(self, spec: CollectionSpec, root: Path) -> None:
+        self.spec = spec
+        self.root = Path(root)
+        self._manifest: dict[str, Any] | None = None
+        self._manifest_bytes: bytes | None = None
+        self._data: CollectionData | None = None
+        self._models: list[ModelRecord] | None = None
+
+    def __repr__(self) -> str:
+        return f"Collection({self.spec.name!r}, root={str(self.root)!r}, built={self.is_built()})"
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def _read_manifest_file(self) -> tuple[dict[str, Any], bytes] | None:
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw), raw
+        except (ValueError, UnicodeDecodeError):
+            raise CollectionError(
+                f"{self.manifest_path} is not valid JSON; rebuild with "
+                f"`sharpbench collection build {self.spec.name} --force` or delete {self.root}") from None
+
+    def is_built(self) -> bool:
+        """True when manifest.json exists and was built from this very card (same sha256)."""
+        try:
+            found = self._read_manifest_file()
+        except CollectionError:
+            return False
+        return found is not None and found[0].get("card_sha256") == self.spec.card_sha256
+
+    def _stale_error(self, what: str) -> CollectionError:
+        return CollectionError(
+            f"{what} in {self.root} was built from a different version of the card {self.spec.path}; rebuild "
+            f"with `sharpbench collection build {self.spec.name} --force` or delete {self.root}")
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed manifest.json; builds the collection first if it is not built (first use)."""
+        if self._manifest is None:
+            if not self.is_built():
+                self.build()
+            found = self._read_manifest_file()
+            if found is None:
+                raise CollectionError(f"collection {self.spec.name} has no {MANIFEST} in {self.root}; build it with "
+                                      f"`sharpbench collection build {self.spec.name}`")
+            manifest, raw = found
+            if manifest.get("card_sha256") != self.spec.card_sha256:
+                raise self._stale_error(MANIFEST)
+            self._manifest, self._manifest_bytes = manifest, raw
+        return self._manifest
+
+    @property
+    def models(self) -> list[ModelRecord]:
+        """The kept (converged) models, in grid order, from manifest.json (a new list each call)."""
+        manifest = self.manifest
+        if self._models is not None:
+            return list(self._models)
+        try:
+            self._models = [ModelRecord.from_json(entry) for entry in manifest["models"]]
+            return list(self._models)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CollectionError(f"{self.manifest_path} is malformed ({error!r}); rebuild with "
+                                  f"`sharpbench collection build {self.spec.name} --force`") from None
+
+    @property
+    def excluded(self) -> list[dict[str, Any]]:
+        """Models the convergence filter dropped: {id, hparams, train_error, train_loss}."""
+        return [dict(entry) for entry in self.manifest.get("excluded", [])]
+
+    @property
+    def shifts(self) -> list[str]:
+        """OOD shift names, in card order."""
+        return [shift.name for shift in self.spec.shifts]
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def manifest_sha256(self) -> str:
+        self.manifest  # noqa: B018 - loads (and if needed builds) it
+        assert self._manifest_bytes is not None
+        return hashlib.sha256(self._manifest_bytes).hexdigest()
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def data(self) -> CollectionData:
+        """The dataset splits and the shifted test inputs (computed once per Collection object)."""
+        if self._data is None:
+            x_train, y_train, x_test, y_test = load_dataset(self.spec.dataset)
+            image_shape = DATASETS[self.spec.dataset["name"]].image_shape
+            ood = {s.name: apply_shift(s.kind, x_test, s.params, image_shape) for s in self.spec.shifts}
+            self._data = CollectionData(x_train, y_train, x_test, y_test, ood)
+        return self._data
+
+    def _num_train(self) -> int:
+        if self._data is not None:
+            return int(self._data.x_train.shape[0])
+        if self.is_built():
+            with contextlib.suppress(KeyError, TypeError, CollectionError):
+                return int(self.manifest["dataset"]["num_train"])
+        return int(self.data().x_train.shape[0])
+
+    def protocol(self, n: int | None = None, m: int | None = None) -> dict[str, Any]:
+        """The sharpness-data protocol as a JSON-able dict (part of every cache key)."""
+        n = self.spec.sharpness_data["n"] if n is None else int(n)
+        m = self.spec.sharpness_data["m"] if m is None else int(m)
+        if n <= 0 or m <= 0:
+            raise CollectionError(f"the sharpness-data protocol needs positive n and m (got n={n}, m={m})")
+        dataset_params = {k: v for k, v in self.spec.dataset.items() if k != "name"}
+        return {
+            "collection": self.spec.name,
+            "dataset": self.spec.dataset["name"],
+            "dataset_params": dataset_params,
+            "split_seed": dataset_params.get("split_seed"),
+            "n": n,
+            "m": m,
+            "subset_seed": self.spec.sharpness_data["seed"],
+            "n_used": min(n, self._num_train()),
+        }
+
+    def sharpness_batches(self, n: int | None = None, m: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A fixed subset of n training points (all if fewer), the same for every model and call, in a fixed
+        seeded order, no augmentation, split into consecutive batches of m (the last may be smaller)."""
+        protocol = self.protocol(n, m)
+        data = self.data()
+        generator = torch.Generator().manual_seed(int(protocol["subset_seed"]))
+        index = torch.randperm(data.x_train.shape[0], generator=generator)[: protocol["n_used"]]
+        m = protocol["m"]
+        return [(data.x_train[index[i:i + m]].clone(), data.y_train[index[i:i + m]].clone())
+                for i in range(0, index.shape[0], m)]
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    def _verified_tensors(self, relative: str, expected_sha256: str) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_safetensors
+
+        path = self.root / relative
+        fix = (f"rebuild with `sharpbench collection build {self.spec.name} --force` "
+               f"or delete {self.root} (it is rebuilt on next use)")
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise CollectionError(f"checkpoint {path} cannot be read ({error.strerror}); {fix}") from None
+        found = hashlib.sha256(raw).hexdigest()
+        if found != expected_sha256:
+            raise CollectionError(f"checkpoint {path} fails its integrity check (sha256 {found}, manifest says "
+                                  f"{expected_sha256}); {fix}")
+        try:
+            return load_safetensors(raw)
+        except (SafetensorError, ValueError) as error:
+            raise CollectionError(f"checkpoint {path} is not a valid safetensors file ({error}); {fix}") from None
+
+    def load_model(self, record: ModelRecord) -> nn.Module:
+        """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
+        state = self._verified_tensors(record.file, record.sha256)
+        model = build_model(self.spec.architecture, record.hparams)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise CollectionError(f"checkpoint {self.root / record.file} does not fit the card's architecture "
+                                  f"({error}); rebuild with `sharpbench collection build {self.spec.name} --force`"
+                                  ) from None
+        return model.to(device="cpu", dtype=torch.float32).eval()
+
+    def load_initial_state(self, record: ModelRecord) -> dict[str, torch.Tensor]:
+        """The weights of ``record`` before training (state-dict names), sha256 verified."""
+        return self._verified_tensors(record.init_file, record.init_sha256)
+
+    # -- building ------------------------------------------------------------------------------------
+
+    def ensure_built(self, progress: bool = True) -> None:
+        if not self.is_built():
+            self.build(progress=progress)
+
+    def _record_path(self, model_id: str) -> Path:
+        return self.root / RECORDS / f"{model_id}.json"
+
+    def _finished_record(self, point: ModelPoint) -> dict[str, Any] | None:
+        """The record of a model finished by an earlier (possibly interrupted) build, if it is intact."""
+        path = self._record_path(point.id)
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if record.get("card_sha256") != self.spec.card_sha256:
+            raise self._stale_error(f"record {path.name}")
+        if record.get("hparams") != point.hparams:
+            return None
+        if record.get("converged"):
+            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
+                file_path = self.root / str(record.get(file_key))
+                if not file_path.is_file() or _file_sha256(file_path) != record.get(sha_key):
+                    return None
+        return record
+
+    def build(self, progress: bool = True, force: bool = False) -> None:
+        """Train every model of the grid that no earlier build finished, then write manifest.json.
+
+        Does nothing when the collection is already built from this card (unless ``force``, which
+        deletes the folder first). Each finished model's files and record are written atomically at once,
+        so an interrupted build resumes without retraining anything it finished."""
+        with _build_lock(self.root):
+            if force:
+                for child in (CHECKPOINTS, RECORDS):
+                    shutil.rmtree(self.root / child, ignore_errors=True)
+                self.manifest_path.unlink(missing_ok=True)
+            elif self.is_built():
+                return
+            elif self._read_manifest_file() is not None:   # (an unreadable one raises, naming the fix)
+                raise self._stale_error(MANIFEST)
+            self._manifest = self._manifest_bytes = self._models = None
+            for leftover in self.root.glob("**/.*.tmp-*"):     # half-written files of an interrupted build
+                leftover.unlink(missing_ok=True)
+            self._train_missing(progress)
+            self._write_manifest()
+
+    def _train_missing(self, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        points = self.spec.model_points()
+        finished = {p.id for p in points if self._finished_record(p) is not None}
+        todo = [p for p in points if p.id not in finished]
+        if not todo:
+            return
+        data = self.data()
+        bar = tqdm(total=len(points), initial=len(finished), desc=f"building {self.spec.name}", unit="model",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            with _deterministic_cpu():
+                for point in todo:
+                    record = self._train_one(point, data)
+                    bar.set_postfix_str(f"last train error {record['train_error']:.4f}", refresh=False)
+                    bar.update(1)
+        finally:
+            bar.close()
+
+    def _train_one(self, point: ModelPoint, data: CollectionData) -> dict[str, Any]:
+        from safetensors.torch import save as save_safetensors
+
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(point.seed)
+            model = build_model(self.spec.architecture, point.hparams)
+        initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        train_model(model, data.x_train, data.y_train, self.spec.training, point.hparams, point.seed)
+        train_error, train_loss = evaluate_errors(model, data.x_train, data.y_train)
+        converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
+        record: dict[str, Any] = {
+            "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
+            "card_sha256": self.spec.card_sha256, "converged": converged,
+            "train_error": train_error, "train_loss": _finite_or_none(train_loss),
+        }
+        if converged:
+            test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test)
+            ood = {name: evaluate_errors(model, x, data.y_test) for name, x in data.ood_inputs.items()}
+            # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
+            metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
+            final = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            blobs = {"file": (f"{CHECKPOINTS}/{point.id}.safetensors", save_safetensors(final, metadata)),
+                     "init_file": (f"{CHECKPOINTS}/{point.id}.init.safetensors", save_safetensors(initial, metadata))}
+            for key, (relative, blob) in blobs.items():
+                _atomic_write(self.root / relative, blob)
+            record.update({
+                "file": blobs["file"][0], "sha256": hashlib.sha256(blobs["file"][1]).hexdigest(),
+                "init_file": blobs["init_file"][0], "init_sha256": hashlib.sha256(blobs["init_file"][1]).hexdigest(),
+                "test_error": test_error, "test_loss": test_loss,
+                "ood_error": {name: value[0] for name, value in ood.items()},
+                "ood_loss": {name: value[1] for name, value in ood.items()},
+            })
+        record["seconds"] = time.perf_counter() - started
+        _atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
+        return record
+
+    def _write_manifest(self) -> None:
+        points = self.spec.model_points()
+        records = []
+        for point in points:
+            record = self._finished_record(point)
+            if record is None:
+                raise CollectionError(f"model {point.id} of {self.spec.name} has no intact record after the build; "
+                                      f"run `sharpbench collection build {self.spec.name}` again")
+            records.append(record)
+        data = self.data()
+        keys = ("id", "hparams", "seed", "file", "sha256", "init_file", "init_sha256", "train_error", "train_loss",
+                "test_error", "test_loss", "ood_error", "ood_loss")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "collection": self.spec.name,
+            "description": self.spec.description,
+            "card": self.spec.path.name,
+            "card_sha256": self.spec.card_sha256,
+            "sharpbench_version": _sharpbench_version(),
+            "torch_version": torch.__version__,
+            "dataset": {**self.spec.dataset, "num_train": int(data.x_train.shape[0]),
+                        "num_test": int(data.x_test.shape[0]), "num_classes": self.spec.num_classes},
+            "shifts": [{"name": s.name, "kind": s.kind, "params": s.params} for s in self.spec.shifts],
+            "architecture": self.spec.architecture,
+            "training": self.spec.training,
+            "grid": self.spec.grid,
+            "max_train_error": self.spec.max_train_error,
+            "protocol": self.protocol(),
+            "loss": "mean cross-entropy",
+            "build_time_seconds": round(sum(float(r.get("seconds", 0.0)) for r in records), 3),
+            "models": [{key: r[key] for key in keys} for r in records if r["converged"]],
+            "excluded": [{"id": r["id"], "hparams": r["hparams"], "train_error": r["train_error"],
+                          "train_loss": r["train_loss"]} for r in records if not r["converged"]],
+        }
+        _atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
+        self._manifest = self._manifest_bytes = self._models = None
+
+
+def open_collection(spec: CollectionSpec, home: Path | None = None) -> Collection:
+    """The collection of ``spec`` under ``home/collections/NAME`` (home defaults to sharpbench_home())."""
+    return Collection(spec, Path(home if home is not None else sharpbench_home()) / "collections" / spec.name)

@@ -1,0 +1,202 @@
+"""Datasets and deterministic distribution shifts (OOD test sets) for collections.
+
+Two small registries, extended by adding an entry, never by a special case elsewhere:
+- ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
+  number of classes);
+- ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
+  parameters it takes).
+
+Inputs are float32 tensors of shape (N, *input_shape) flattened to (N, D) for vector datasets; labels are
+int64 tensors of shape (N,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+Tensor = torch.Tensor
+Split = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One card field of a dataset, shift or architecture: its type, default (``...`` = required) and check."""
+
+    kind: type
+    default: Any = ...
+    check: Callable[[Any], bool] | None = None
+    expected: str = ""  # what the check demands, for the error message
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    loader: Callable[[dict[str, Any]], Split]
+    params: dict[str, Param]
+    input_shape: tuple[int, ...]    # shape of one example as the model sees it (flat for an MLP)
+    image_shape: tuple[int, ...]    # (channels, height, width) for spatial shifts
+    num_classes: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ShiftKind:
+    apply: Callable[[Tensor, dict[str, Any], tuple[int, ...]], Tensor]
+    params: dict[str, Param] = field(default_factory=dict)
+    description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def _load_digits(cfg: dict[str, Any]) -> Split:
+    """scikit-learn's 8x8 digits (bundled, no download): pixels / 16 in [0, 1], flat 64-dim, 10 classes,
+    a stratified split with ``test_fraction`` of the points held out, seeded by ``split_seed``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype("float32")
+    y = bunch.target.astype("int64")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=float(cfg["test_fraction"]), stratify=y, random_state=int(cfg["split_seed"]), shuffle=True
+    )
+    return (torch.from_numpy(x_train).contiguous(), torch.from_numpy(y_train).contiguous(),
+            torch.from_numpy(x_test).contiguous(), torch.from_numpy(y_test).contiguous())
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "digits": DatasetKind(
+        loader=_load_digits,
+        params={
+            "test_fraction": Param(float, check=lambda v: 0.0 < v < 1.0, expected="a number in (0, 1)"),
+            "split_seed": Param(int),
+        },
+        input_shape=(64,),
+        image_shape=(1, 8, 8),
+        num_classes=10,
+        description="scikit-learn load_digits: 1797 8x8 grey images, pixels scaled to [0, 1]",
+    ),
+}
+
+
+def load_dataset(cfg: dict[str, Any]) -> Split:
+    """(x_train, y_train, x_test, y_test) for a validated dataset section of a card ({name, ...})."""
+    return DATASETS[cfg["name"]].loader(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ shifts
+
+
+def _gaussian_noise(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Add N(0, std^2) noise drawn from a generator seeded by ``seed``; clip to [0, 1] unless clip is false."""
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    out = x + float(params["std"]) * noise.to(x.dtype)
+    return out.clamp(0.0, 1.0) if params.get("clip", True) else out
+
+
+def _shift_whole(images: Tensor, dx: int, dy: int) -> Tensor:
+    """Shift (..., H, W) images by whole pixels (right and down positive) with zero fill."""
+    height, width = images.shape[-2], images.shape[-1]
+    out = torch.zeros_like(images)
+    if abs(dx) >= width or abs(dy) >= height:
+        return out
+    src_y, dst_y = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+    src_x, dst_x = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+    out[..., dst_y, dst_x] = images[..., src_y, src_x]
+    return out
+
+
+def _translate(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Shift the image by (dx, dy) pixels (right and down positive) with zero fill; a fractional shift
+    interpolates bilinearly between the neighbouring whole-pixel shifts (dx = 0.5: half a pixel)."""
+    dx, dy = float(params["dx"]), float(params["dy"])
+    images = x.reshape(x.shape[0], *image_shape)
+    x0, y0 = math.floor(dx), math.floor(dy)
+    fx, fy = dx - x0, dy - y0
+    out = torch.zeros_like(images)
+    for ox, wx in ((x0, 1.0 - fx), (x0 + 1, fx)):
+        for oy, wy in ((y0, 1.0 - fy), (y0 + 1, fy)):
+            if wx * wy > 0:
+                out += (wx * wy) * _shift_whole(images, ox, oy)
+    return out.reshape(x.shape)
+
+
+def _contrast(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Scale each image's deviation from its own mean intensity by ``factor`` (< 1 lowers contrast)."""
+    images = x.reshape(x.shape[0], -1)
+    mean = images.mean(dim=1, keepdim=True)
+    return (mean + float(params["factor"]) * (images - mean)).reshape(x.shape)
+
+
+def _pixel_dropout(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Set a fixed random fraction ``rate`` of the pixels of each image to 0 (seeded by ``seed``)."""
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    keep = torch.rand(x.shape, generator=generator) >= float(params["rate"])
+    return x * keep.to(x.dtype)
+
+
+def _blur(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Gaussian blur with standard deviation ``sigma`` pixels (3x3 kernel, zero padding)."""
+    sigma = float(params["sigma"])
+    taps = torch.tensor([math.exp(-1.0 / (2 * sigma**2)), 1.0, math.exp(-1.0 / (2 * sigma**2))])
+    kernel = torch.outer(taps, taps)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    channels = image_shape[0]
+    images = x.reshape(x.shape[0], *image_shape)
+    weight = kernel.expand(channels, 1, 3, 3).contiguous()
+    out = torch.nn.functional.conv2d(images, weight, padding=1, groups=channels)
+    return out.reshape(x.shape)
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+SHIFTS: dict[str, ShiftKind] = {
+    "gaussian_noise": ShiftKind(
+        _gaussian_noise,
+        {"std": Param(float, check=_positive, expected="a positive number"), "seed": Param(int),
+         "clip": Param(bool, default=True)},
+        "additive Gaussian noise with a fixed seed, clipped to [0, 1]",
+    ),
+    "translate": ShiftKind(
+        _translate,
+        {"dx": Param(float, default=0.0), "dy": Param(float, default=0.0)},
+        "shift by (dx, dy) pixels with zero fill (fractional: bilinear)",
+    ),
+    "contrast": ShiftKind(
+        _contrast,
+        {"factor": Param(float, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]")},
+        "per-image contrast scaled by factor around the image mean",
+    ),
+    "pixel_dropout": ShiftKind(
+        _pixel_dropout,
+        {"rate": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        "a fixed random fraction of pixels set to 0",
+    ),
+    "blur": ShiftKind(
+        _blur,
+        {"sigma": Param(float, check=_positive, expected="a positive number")},
+        "3x3 Gaussian blur",
+    ),
+}
+
+
+def apply_shift(kind: str, x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...] | None = None) -> Tensor:
+    """The shifted copy of x (never modified in place); deterministic for the same arguments.
+
+    ``image_shape`` (channels, height, width) is needed by spatial shifts; without it a square single-channel
+    image is assumed from the flat dimension."""
+    if kind not in SHIFTS:
+        raise KeyError(f"unknown shift kind {kind!r}; known: {sorted(SHIFTS)}")
+    if image_shape is None:
+        side = int(round(math.sqrt(x[0].numel())))
+        image_shape = (1, side, side)
+    full = {name: p.default for name, p in SHIFTS[kind].params.items() if p.default is not ...}
+    full.update(params)
+    return SHIFTS[kind].apply(x.clone(), full, tuple(image_shape))
