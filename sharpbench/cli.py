@@ -61,6 +61,7 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     spec = registry.measure(args.measure)
+    params = spec.bind(_parse_set(args.set))  # mistakes in --set surface before any collection is built
     collection = open_collection(registry.collection(args.collection), sharpbench_home())
     if not collection.is_built():
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
@@ -69,7 +70,7 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     store_path = sharpbench_home() / "results.sqlite"
     store = ResultStore(store_path)
     try:
-        evaluation = evaluate(spec, collection, store, overrides=_parse_set(args.set),
+        evaluation = evaluate(spec, collection, store, overrides=params,
                               device=torch.device(args.device) if args.device else default_device(),
                               n=args.n, m=args.m, seed=args.seed, progress=not args.no_progress)
     finally:
