@@ -6,7 +6,7 @@ The public API for measure authors and scripts: `MeasureContext` (what a measure
 
 from sharpbench.compute import compute_measure
 from sharpbench.measure import MeasureContext
-from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
+from sharpbench.sharpness import Execution, average_case_sharpness, worst_case_sharpness
 from sharpbench.version import __version__
 
-__all__ = ["MeasureContext", "average_case_sharpness", "compute_measure", "worst_case_sharpness", "__version__"]
+__all__ = ["Execution", "MeasureContext", "average_case_sharpness", "compute_measure", "worst_case_sharpness", "__version__"]

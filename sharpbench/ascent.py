@@ -1,11 +1,14 @@
 """The two sharpness kernels of the study: the worst-case maximizer and the average-case sampler.
 
-Both work on one flat perturbation vector `delta` of the trainable parameters and an `objective`
-delta -> loss on one batch. The worst case is the study's APGD-style ascent, run on u = delta / c (see perturb), with the
-reference code's defects fixed: the
-loss of each iterate comes from the same forward pass that gives its gradient, the best point and its
-gradient are tracked on the device with `torch.where` (no host synchronisation, no state-dict copies), and
-after a step-size halving the ascent really continues from the best point.
+Both solve N independent problems at once (m-sharpness batches): problem i perturbs the flat parameter
+vector origin[i] by delta[i] and evaluates `objective(w, inputs[i], labels[i])`. The problems form the
+leading dimension of every tensor and go through `torch.func.vmap`, so a step, a projection and the
+bookkeeping are a few fused operations for all of them.
+
+The worst case is the study's APGD-style ascent, run on u = delta / c (see perturb), with the reference
+code's defects fixed: the loss of each iterate comes from the same forward pass that gives its gradient,
+the best point and its gradient are tracked on the device with `torch.where` (no host synchronisation, no
+state-dict copies), and after a step-size halving the ascent really continues from the best point.
 """
 
 from __future__ import annotations
@@ -15,11 +18,25 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.func import grad_and_value
+from torch.func import grad_and_value, vmap
 
-from sharpbench.perturb import ascent_step, check_norm, project, sample_noise
+from sharpbench.perturb import ascent_step, check_norm, project
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
+# objective(w, inputs, labels) -> scalar loss of the model at flat parameters w on one batch.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def over_problems(function: Callable, problems: int, in_dims: tuple = (0, 0, 0)) -> Callable:
+    """`function` mapped over the leading dimension of its arguments: vmap for several problems, a plain
+    call for one (vmap's batched weights would send a lone problem down slower batched kernels)."""
+    if problems > 1:
+        return vmap(function, in_dims=in_dims)
+
+    def single(*args):
+        result = function(*(arg if dim is None else arg[0] for arg, dim in zip(args, in_dims)))
+        return tuple(r.unsqueeze(0) for r in result) if isinstance(result, tuple) else result.unsqueeze(0)
+
+    return single
 
 
 @dataclass(frozen=True)
@@ -50,59 +67,115 @@ def apgd_checkpoints(steps: int) -> frozenset[int]:
     return frozenset(point for point in points[1:] if point < steps)
 
 
-def worst_case_increase(objective: Objective, c: torch.Tensor,
-                        config: WorstCaseConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """max over the set of objective(delta) - objective(0), as the best of the ascent's iterates (>= 0),
-    and the best perturbation found. Cost: `steps` forward+backward passes and one forward pass.
-    """
-    value_and_grad = grad_and_value(objective)
-    checkpoints = apgd_checkpoints(config.steps)
+@dataclass
+class AscentState:
+    """Everything the ascent carries between iterations; one row per problem, all on the device."""
 
-    delta = torch.zeros_like(c)
-    grad, loss = value_and_grad(delta)
-    initial_loss = loss.detach()
-    previous = delta
-    best_loss, best_delta, best_grad = initial_loss, delta, grad
-    step_size = torch.tensor(2 * config.rho, dtype=c.dtype, device=c.device)
-    improvements = torch.zeros((), device=c.device)
-    last_checkpoint, step_at_checkpoint, best_at_checkpoint = 0, step_size, best_loss
+    delta: torch.Tensor
+    previous: torch.Tensor
+    grad: torch.Tensor
+    loss: torch.Tensor
+    best_loss: torch.Tensor
+    best_delta: torch.Tensor
+    best_grad: torch.Tensor
+    step_size: torch.Tensor           # (N, 1)
+    improvements: torch.Tensor        # improving iterations since the last checkpoint
+    step_at_checkpoint: torch.Tensor
+    best_at_checkpoint: torch.Tensor
 
-    for i in range(config.steps):
-        target = project(delta + ascent_step(grad, c, step_size, config.norm), c, config.rho, config.norm)
+
+class WorstCaseAscent:
+    """The APGD-style ascent for N problems: `start`, then `advance` once per iteration (with `checkpoint`
+    at APGD's checkpoints). `run` does all of it; the pieces exist so that one iteration can be timed."""
+
+    def __init__(self, objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
+                 labels: torch.Tensor, config: WorstCaseConfig) -> None:
+        self.value_and_grad = over_problems(grad_and_value(objective), len(origin))
+        self.forward = over_problems(objective, len(origin))
+        self.origin, self.c, self.inputs, self.labels, self.config = origin, c, inputs, labels, config
+
+    def start(self) -> AscentState:
+        """The first pass, at delta = 0: the initial loss and gradient."""
+        delta = torch.zeros_like(self.origin)
+        grad, loss = self.value_and_grad(self.origin, self.inputs, self.labels)
+        step_size = torch.full_like(loss, 2 * self.config.rho).unsqueeze(-1)
+        return AscentState(delta, delta, grad, loss, loss, delta, grad, step_size, torch.zeros_like(loss),
+                           step_size, loss)
+
+    def advance(self, state: AscentState, last: bool = False) -> AscentState:
+        """One iteration: step, project, average, one pass at the new point (forward only when `last`), and
+        keep the best point with its gradient."""
+        config, c = self.config, self.c
+        target = project(state.delta + ascent_step(state.grad, c, state.step_size, config.norm), c, config.rho,
+                         config.norm)
         # Both terms lie in the convex set, so their average does too.
-        delta, previous = config.momentum * target + (1 - config.momentum) * previous, delta
-        if i == config.steps - 1:
-            loss = objective(delta).detach()
+        delta = config.momentum * target + (1 - config.momentum) * state.previous
+        if last:
+            grad, loss = state.grad, self.forward(self.origin + delta, self.inputs, self.labels)
         else:
-            grad, loss = value_and_grad(delta)
-        improved = loss > best_loss
-        best_loss = torch.where(improved, loss, best_loss)
-        best_delta = torch.where(improved, delta, best_delta)
-        best_grad = torch.where(improved, grad, best_grad)
-        improvements = improvements + improved
+            grad, loss = self.value_and_grad(self.origin + delta, self.inputs, self.labels)
+        improved = loss > state.best_loss
+        rows = improved.unsqueeze(-1)
+        return AscentState(
+            delta=delta, previous=state.delta, grad=grad, loss=loss,
+            best_loss=torch.where(improved, loss, state.best_loss),
+            best_delta=torch.where(rows, delta, state.best_delta),
+            best_grad=torch.where(rows, grad, state.best_grad),
+            step_size=state.step_size, improvements=state.improvements + improved,
+            step_at_checkpoint=state.step_at_checkpoint, best_at_checkpoint=state.best_at_checkpoint,
+        )
 
-        if i in checkpoints:
-            too_few = improvements < config.min_improvement_ratio * (i - last_checkpoint)
-            stalled = (step_at_checkpoint == step_size) & (best_at_checkpoint == best_loss)
-            halve = too_few | stalled
-            last_checkpoint, step_at_checkpoint, best_at_checkpoint = i, step_size, best_loss
-            improvements = torch.zeros_like(improvements)
-            step_size = torch.where(halve, step_size / 2, step_size)
-            # Restart from the best point, with its gradient and no momentum from the abandoned path.
-            delta = torch.where(halve, best_delta, delta)
-            previous = torch.where(halve, best_delta, previous)
-            grad = torch.where(halve, best_grad, grad)
+    def checkpoint(self, state: AscentState, iterations: int) -> AscentState:
+        """Halve the step of each problem that improved in fewer than 75% of the `iterations` since the last
+        checkpoint, or changed neither its step nor its best loss; those restart from their best point, with
+        its gradient and no momentum from the abandoned path."""
+        too_few = state.improvements < self.config.min_improvement_ratio * iterations
+        stalled = ((state.step_at_checkpoint == state.step_size).squeeze(-1)
+                   & (state.best_at_checkpoint == state.best_loss))
+        halve = (too_few | stalled).unsqueeze(-1)
+        return AscentState(
+            delta=torch.where(halve, state.best_delta, state.delta),
+            previous=torch.where(halve, state.best_delta, state.previous),
+            grad=torch.where(halve, state.best_grad, state.grad),
+            loss=state.loss, best_loss=state.best_loss, best_delta=state.best_delta, best_grad=state.best_grad,
+            step_size=torch.where(halve, state.step_size / 2, state.step_size),
+            improvements=torch.zeros_like(state.improvements),
+            step_at_checkpoint=state.step_size, best_at_checkpoint=state.best_loss,
+        )
 
-    return best_loss - initial_loss, best_delta
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All iterations; returns the increase (N,) and the best perturbation (N, P)."""
+        state = self.start()
+        initial_loss = state.loss
+        steps, last_checkpoint = self.config.steps, 0
+        checkpoints = apgd_checkpoints(steps)
+        for i in range(steps):
+            state = self.advance(state, last=i == steps - 1)
+            if i in checkpoints:
+                state = self.checkpoint(state, i - last_checkpoint)
+                last_checkpoint = i
+        return state.best_loss - initial_loss, state.best_delta
 
 
-def average_case_increase(objective: Objective, c: torch.Tensor, rho: float, norm: str, samples: int,
-                          generator: torch.Generator) -> torch.Tensor:
-    """E_xi [objective(rho c xi) - objective(0)] over `samples` draws of xi (Gaussian or uniform)."""
-    check_norm(norm)
+def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
+                        labels: torch.Tensor, config: WorstCaseConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each problem i, max over the set of L_i(origin_i + delta) - L_i(origin_i): the best loss over the
+    ascent's iterates (>= 0), shape (N,), and the best perturbation, shape (N, P).
+
+    origin and c have shape (N, P) (an expanded view is fine). Cost: `steps` batched forward+backward passes
+    and one batched forward pass.
+    """
+    return WorstCaseAscent(objective, origin, c, inputs, labels, config).run()
+
+
+def average_case_increase(objective: Objective, origin: torch.Tensor, noise: torch.Tensor, inputs: torch.Tensor,
+                          labels: torch.Tensor) -> torch.Tensor:
+    """For each problem i, the mean over its noise rows of L_i(origin_i + noise_is) - L_i(origin_i), shape (N,).
+
+    origin: (N, P); noise: (N, S, P); forward passes only.
+    """
+    per_sample = over_problems(objective, noise.shape[1], in_dims=(0, None, None))
     with torch.no_grad():
-        initial_loss = objective(torch.zeros_like(c))
-        total = torch.zeros((), dtype=c.dtype, device=c.device)
-        for _ in range(samples):
-            total = total + objective(sample_noise(c, rho, norm, generator))
-    return total / samples - initial_loss
+        initial_loss = over_problems(objective, len(origin))(origin, inputs, labels)
+        noisy = over_problems(per_sample, len(origin))(origin.unsqueeze(1) + noise, inputs, labels)
+    return noisy.mean(dim=1) - initial_loss

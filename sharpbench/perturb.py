@@ -4,6 +4,8 @@ The set is {delta : ||delta / c||_p <= rho} with c = |w| (adaptive) or c = 1 (st
 Everything here works in the coordinates u = delta / c, where the set is the plain ball (or box) of radius
 rho: the ascent is APGD on u, so adaptive sharpness is computed by a reparametrization-invariant algorithm.
 Coordinates with c_i = 0 cannot move (the 0/0 of the definition is read as 'fixed at zero').
+Every function works on the last dimension, so a leading dimension of independent problems (m-sharpness
+batches, models) is handled by the same fused operations.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def check_norm(norm: str) -> None:
 
 
 def weighted_norm(delta: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
-    """||delta / c||_p, with 0/0 taken as 0 (and x/0 for x != 0 as +inf, outside every set)."""
+    """||delta / c||_p over the last dimension, with 0/0 taken as 0 (and x/0 for x != 0 as +inf)."""
     safe_c = torch.where(c > 0, c, torch.ones_like(c))
     ratio = torch.where(c > 0, delta / safe_c, torch.where(delta == 0, 0.0, float("inf")).to(delta.dtype))
-    return ratio.abs().amax() if norm == "linf" else ratio.norm()
+    return ratio.abs().amax(dim=-1) if norm == "linf" else ratio.norm(dim=-1)
 
 
 def project(z: torch.Tensor, c: torch.Tensor, rho: float, norm: str) -> torch.Tensor:
@@ -41,12 +43,12 @@ def project(z: torch.Tensor, c: torch.Tensor, rho: float, norm: str) -> torch.Te
     if norm == "linf":
         bound = rho * c
         return torch.maximum(torch.minimum(z, bound), -bound)
-    radius = weighted_norm(z, c, "l2")
+    radius = weighted_norm(z, c, "l2").unsqueeze(-1)
     return z * torch.clamp(rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
 
 
 def ascent_step(grad: torch.Tensor, c: torch.Tensor, step_size: torch.Tensor, norm: str) -> torch.Tensor:
-    """APGD's steepest-ascent step on u = delta / c, mapped back to delta.
+    """APGD's steepest-ascent step on u = delta / c, mapped back to delta (step_size: shape (..., 1)).
 
     The gradient in u is c * g. L-inf: delta += eta * c * sign(c g) = eta * c * sign(g), the study's step.
     L2: delta += eta * c * (c g) / ||c g||_2; for c = 1 this is the study's eta * g / ||g||_2. (The study's
@@ -56,13 +58,17 @@ def ascent_step(grad: torch.Tensor, c: torch.Tensor, step_size: torch.Tensor, no
     if norm == "linf":
         return step_size * grad.sign() * c
     scaled = c * grad
-    return step_size * c * scaled / (scaled.norm() + 1e-12)
+    return step_size * c * scaled / (scaled.norm(dim=-1, keepdim=True) + 1e-12)
 
 
-def sample_noise(c: torch.Tensor, rho: float, norm: str, generator: torch.Generator) -> torch.Tensor:
-    """delta = rho c xi with xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"), drawn from `generator`."""
-    if norm == "l2":
-        xi = torch.randn(c.shape, generator=generator, device=generator.device, dtype=c.dtype)
-    else:
-        xi = torch.rand(c.shape, generator=generator, device=generator.device, dtype=c.dtype) * 2 - 1
-    return rho * c * xi.to(c.device)
+def sample_noise(c: torch.Tensor, rho: float, norm: str, generator: torch.Generator, samples: int) -> torch.Tensor:
+    """`samples` rows delta = rho c xi, xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"), for a scale vector c of shape (P,).
+
+    Each row is one draw of P numbers, in order, so the values do not depend on how rows are grouped later.
+    """
+    draw = torch.randn if norm == "l2" else torch.rand
+    rows = [draw(c.shape, generator=generator, device=generator.device, dtype=c.dtype) for _ in range(samples)]
+    xi = torch.stack(rows).to(c.device)
+    if norm == "linf":
+        xi = xi * 2 - 1
+    return rho * c * xi

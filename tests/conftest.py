@@ -43,3 +43,14 @@ def tiny_collection_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (cards / "collections").mkdir(parents=True)
     (cards / "collections" / "tiny-digits.yaml").write_text(TINY_DIGITS_CARD, encoding="utf-8")
     return cards
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Let tests import their helpers (tests/oracle.py) by module name; run each benchmark once, at a small
+    size and without statistics, unless --benchmark-only asks for the full benchmarks."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    if hasattr(config.option, "benchmark_only") and not config.option.benchmark_only:
+        config.option.benchmark_disable = True

@@ -50,7 +50,8 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
     assert code == 0, err
     report = json.loads(report_path.read_text())
     assert report["collection"] == "tiny-digits" and report["measure"] == MEASURE
-    assert report["params"] == {"rho": 0.008, "steps": 20, "normalize_logits": False}
+    assert report["params"] == {"rho": 0.008, "steps": 20, "normalize_logits": False, "bf16": False,
+                                "compile": False}
     assert report["n_models"] == len(report["models"]) == 6
     models = list(report["models"].values())
     values = [m["value"] for m in models]

@@ -1,0 +1,30 @@
+"""The whole default collection under the study's headline measure, end to end (seconds per model)."""
+
+from __future__ import annotations
+
+import itertools
+
+from sharpbench.collections import open_collection
+from sharpbench.evaluate import evaluate
+from sharpbench.registry import Registry
+from sharpbench.store import ResultStore
+
+
+def test_collection_end_to_end(benchmark, setup, record, tiny_collection_card, tmp_path):
+    registry = Registry.discover([tiny_collection_card])
+    name = "digits-mlp" if setup.full else "tiny-digits"
+    collection = open_collection(registry.collection(name))
+    collection.build(progress=False)  # not timed
+    spec = registry.measure("sharpness-worst-linf-adaptive")
+    counter = itertools.count()
+
+    def fresh_store():  # every round computes every model: an empty results store each time
+        return (ResultStore(tmp_path / f"results-{next(counter)}.sqlite"),), {}
+
+    def run(store):
+        evaluation = evaluate(spec, collection, store, device=setup.device, progress=False)
+        setup.sync()
+        assert evaluation.computed == len(collection.models)
+
+    benchmark.pedantic(run, setup=fresh_store, rounds=3 if setup.full else 1)
+    record("collection", f"{name} worst-linf-adaptive", "per-model", per=len(collection.models))
