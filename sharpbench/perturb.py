@@ -61,14 +61,11 @@ def ascent_step(grad: torch.Tensor, c: torch.Tensor, step_size: torch.Tensor, no
     return step_size * c * scaled / (scaled.norm(dim=-1, keepdim=True) + 1e-12)
 
 
-def sample_noise(c: torch.Tensor, rho: float, norm: str, generator: torch.Generator, samples: int) -> torch.Tensor:
-    """`samples` rows delta = rho c xi, xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"), for a scale vector c of shape (P,).
-
-    Each row is one draw of P numbers, in order, so the values do not depend on how rows are grouped later.
-    """
+def sample_noise(c: torch.Tensor, norm: str, generator: torch.Generator, samples: int) -> torch.Tensor:
+    """`samples` rows of xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"), each of the shape of c (the perturbation
+    is then rho * c * xi). Each row is one draw of c.numel() numbers, in order, so the values do not depend
+    on how rows are grouped later."""
     draw = torch.randn if norm == "l2" else torch.rand
     rows = [draw(c.shape, generator=generator, device=generator.device, dtype=c.dtype) for _ in range(samples)]
-    xi = torch.stack(rows).to(c.device)
-    if norm == "linf":
-        xi = xi * 2 - 1
-    return rho * c * xi
+    xi = (rows[0].unsqueeze(0) if samples == 1 else torch.stack(rows)).to(c.device)
+    return xi.mul_(2).sub_(1) if norm == "linf" else xi

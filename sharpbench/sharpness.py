@@ -154,6 +154,7 @@ def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: f
     pairs = _chunk_size(execution, objective, flat.w0, batches[0], len(batches) * samples)
     batches_per_call, samples_per_call = max(1, pairs // samples), min(samples, pairs)
     kernel = torch.compile(average_case_increase, dynamic=False) if execution.compile else average_case_increase
+    scale = rho * c
     increases = []
     for run in _same_shape_runs(batches):
         for start in range(0, len(run), batches_per_call):
@@ -163,7 +164,7 @@ def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: f
             total = torch.zeros(len(indices), dtype=flat.w0.dtype, device=flat.w0.device)
             for first in range(0, samples, samples_per_call):
                 count = min(samples_per_call, samples - first)
-                noise = torch.stack([sample_noise(c, rho, norm, generator, count) for _ in indices])
-                total = total + kernel(objective, origin, noise, inputs, labels) * count
+                xi = torch.stack([sample_noise(c, norm, generator, count) for _ in indices])
+                total = total + kernel(objective, origin, scale, xi, inputs, labels) * count
             increases.append(total / samples)
     return torch.cat(increases).mean().item()
