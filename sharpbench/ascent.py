@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch.func import grad_and_value, vmap
 
-from sharpbench.perturb import ascent_step, check_norm, project
+from sharpbench.perturb import PerturbationSet, check_norm
 
 # objective(w, inputs, labels) -> scalar loss of the model at flat parameters w on one batch.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,6 +79,7 @@ class AscentState:
     best_delta: torch.Tensor
     best_grad: torch.Tensor
     step_size: torch.Tensor           # (N, 1)
+    step_scale: torch.Tensor          # step_size * c, (N, P)
     improvements: torch.Tensor        # improving iterations since the last checkpoint
     step_at_checkpoint: torch.Tensor
     best_at_checkpoint: torch.Tensor
@@ -92,24 +93,23 @@ class WorstCaseAscent:
                  labels: torch.Tensor, config: WorstCaseConfig) -> None:
         self.value_and_grad = over_problems(grad_and_value(objective), len(origin))
         self.forward = over_problems(objective, len(origin))
-        self.origin, self.c, self.inputs, self.labels, self.config = origin, c, inputs, labels, config
+        self.origin, self.inputs, self.labels, self.config = origin, inputs, labels, config
+        self.set = PerturbationSet.of(c, config.rho, config.norm)
 
     def start(self) -> AscentState:
         """The first pass, at delta = 0: the initial loss and gradient."""
         delta = torch.zeros_like(self.origin)
         grad, loss = self.value_and_grad(self.origin, self.inputs, self.labels)
         step_size = torch.full_like(loss, 2 * self.config.rho).unsqueeze(-1)
-        return AscentState(delta, delta, grad, loss, loss, delta, grad, step_size, torch.zeros_like(loss),
-                           step_size, loss)
+        return AscentState(delta, delta, grad, loss, loss, delta, grad, step_size, step_size * self.set.c,
+                           torch.zeros_like(loss), step_size, loss)
 
     def advance(self, state: AscentState, last: bool = False) -> AscentState:
         """One iteration: step, project, average, one pass at the new point (forward only when `last`), and
         keep the best point with its gradient."""
-        config, c = self.config, self.c
-        target = project(state.delta + ascent_step(state.grad, c, state.step_size, config.norm), c, config.rho,
-                         config.norm)
-        # Both terms lie in the convex set, so their average does too.
-        delta = config.momentum * target + (1 - config.momentum) * state.previous
+        target = self.set.project(self.set.step(state.delta, state.grad, state.step_scale))
+        # momentum * target + (1 - momentum) * previous: both lie in the convex set, so their average does too.
+        delta = torch.lerp(state.previous, target, self.config.momentum)
         if last:
             grad, loss = state.grad, self.forward(self.origin + delta, self.inputs, self.labels)
         else:
@@ -121,7 +121,7 @@ class WorstCaseAscent:
             best_loss=torch.where(improved, loss, state.best_loss),
             best_delta=torch.where(rows, delta, state.best_delta),
             best_grad=torch.where(rows, grad, state.best_grad),
-            step_size=state.step_size, improvements=state.improvements + improved,
+            step_size=state.step_size, step_scale=state.step_scale, improvements=state.improvements + improved,
             step_at_checkpoint=state.step_at_checkpoint, best_at_checkpoint=state.best_at_checkpoint,
         )
 
@@ -139,6 +139,7 @@ class WorstCaseAscent:
             grad=torch.where(halve, state.best_grad, state.grad),
             loss=state.loss, best_loss=state.best_loss, best_delta=state.best_delta, best_grad=state.best_grad,
             step_size=torch.where(halve, state.step_size / 2, state.step_size),
+            step_scale=torch.where(halve, state.step_scale / 2, state.step_scale),
             improvements=torch.zeros_like(state.improvements),
             step_at_checkpoint=state.step_size, best_at_checkpoint=state.best_loss,
         )
@@ -162,7 +163,7 @@ def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Ten
     """For each problem i, max over the set of L_i(origin_i + delta) - L_i(origin_i): the best loss over the
     ascent's iterates (>= 0), shape (N,), and the best perturbation, shape (N, P).
 
-    origin and c have shape (N, P) (an expanded view is fine). Cost: `steps` batched forward+backward passes
+    origin has shape (N, P) (an expanded view is fine), c shape (P,). Cost: `steps` batched forward+backward passes
     and one batched forward pass.
     """
     return WorstCaseAscent(objective, origin, c, inputs, labels, config).run()

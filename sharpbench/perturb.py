@@ -10,6 +10,8 @@ batches, models) is handled by the same fused operations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 NORMS = ("linf", "l2")
@@ -26,39 +28,56 @@ def check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def weighted_norm(delta: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
-    """||delta / c||_p over the last dimension, with 0/0 taken as 0 (and x/0 for x != 0 as +inf)."""
-    safe_c = torch.where(c > 0, c, torch.ones_like(c))
-    ratio = torch.where(c > 0, delta / safe_c, torch.where(delta == 0, 0.0, float("inf")).to(delta.dtype))
-    return ratio.abs().amax(dim=-1) if norm == "linf" else ratio.norm(dim=-1)
+@dataclass(frozen=True)
+class PerturbationSet:
+    """{delta : ||delta / c||_p <= rho} for a scale vector c of shape (P,), with what its projection and
+    steps need computed once (so that each ascent iteration is a handful of fused operations)."""
 
+    c: torch.Tensor
+    rho: float
+    norm: str
+    movable: torch.Tensor       # c > 0
+    inverse: torch.Tensor       # 1 / c where c > 0, else 0
+    bound: torch.Tensor         # rho * c, the half-width of the box
 
-def project(z: torch.Tensor, c: torch.Tensor, rho: float, norm: str) -> torch.Tensor:
-    """Projection onto {delta : ||delta / c||_p <= rho}, taken in the coordinates u = delta / c.
+    @classmethod
+    def of(cls, c: torch.Tensor, rho: float, norm: str) -> "PerturbationSet":
+        check_norm(norm)
+        movable = c > 0
+        inverse = torch.where(movable, 1 / torch.where(movable, c, torch.ones_like(c)), torch.zeros_like(c))
+        return cls(c=c, rho=rho, norm=norm, movable=movable, inverse=inverse, bound=rho * c)
 
-    L-inf: the clamp to [-rho c, rho c] (the Euclidean projection too). L2: rescaling onto the ellipsoid
-    along the ray, the Euclidean projection in u. Coordinates with c = 0 are set to 0.
-    """
-    z = torch.where(c > 0, z, torch.zeros_like(z))
-    if norm == "linf":
-        bound = rho * c
-        return torch.maximum(torch.minimum(z, bound), -bound)
-    radius = weighted_norm(z, c, "l2").unsqueeze(-1)
-    return z * torch.clamp(rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
+    def weighted_norm(self, delta: torch.Tensor) -> torch.Tensor:
+        """||delta / c||_p over the last dimension, with 0/0 taken as 0 (and x/0 for x != 0 as +inf)."""
+        stuck = torch.where(delta == 0, 0.0, float("inf")).to(delta.dtype)
+        ratio = torch.where(self.movable, delta * self.inverse, stuck)
+        return ratio.abs().amax(dim=-1) if self.norm == "linf" else ratio.norm(dim=-1)
 
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """Projection onto the set, taken in the coordinates u = delta / c.
 
-def ascent_step(grad: torch.Tensor, c: torch.Tensor, step_size: torch.Tensor, norm: str) -> torch.Tensor:
-    """APGD's steepest-ascent step on u = delta / c, mapped back to delta (step_size: shape (..., 1)).
+        L-inf: the clamp to [-rho c, rho c] (the Euclidean projection too). L2: rescaling onto the ellipsoid
+        along the ray, the Euclidean projection in u. Coordinates with c = 0 are set to 0.
+        """
+        if self.norm == "linf":
+            return torch.clamp(z, -self.bound, self.bound)
+        radius = (z * self.inverse).norm(dim=-1, keepdim=True)
+        factor = torch.clamp(self.rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
+        return torch.where(self.movable, z * factor, torch.zeros_like(z))
 
-    The gradient in u is c * g. L-inf: delta += eta * c * sign(c g) = eta * c * sign(g), the study's step.
-    L2: delta += eta * c * (c g) / ||c g||_2; for c = 1 this is the study's eta * g / ||g||_2. (The study's
-    adaptive L2 step, eta * c * g / ||g||_2, does not match its set's geometry: on a linear loss it stops short
-    of the maximizer, and its iterates change under a rescaling that leaves adaptive sharpness unchanged.)
-    """
-    if norm == "linf":
-        return step_size * grad.sign() * c
-    scaled = c * grad
-    return step_size * c * scaled / (scaled.norm(dim=-1, keepdim=True) + 1e-12)
+    def step(self, delta: torch.Tensor, grad: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
+        """APGD's steepest-ascent step on u = delta / c, mapped back to delta; step_scale = eta * c.
+
+        The gradient in u is c * g. L-inf: delta += eta * c * sign(c g) = eta * c * sign(g), the study's step.
+        L2: delta += eta * c * (c g) / ||c g||_2; for c = 1 this is the study's eta * g / ||g||_2. (The study's
+        adaptive L2 step, eta * c * g / ||g||_2, does not match its set's geometry: on a linear loss it stops
+        short of the maximizer, and its iterates change under a rescaling that leaves adaptive sharpness
+        unchanged.)
+        """
+        if self.norm == "linf":
+            return torch.addcmul(delta, grad.sign(), step_scale)
+        scaled = self.c * grad
+        return torch.addcmul(delta, step_scale, scaled / (scaled.norm(dim=-1, keepdim=True) + 1e-12))
 
 
 def sample_noise(c: torch.Tensor, norm: str, generator: torch.Generator, samples: int) -> torch.Tensor:

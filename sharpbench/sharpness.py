@@ -128,7 +128,7 @@ def worst_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: flo
             indices = run[start:start + chunk]
             shape = (len(indices), flat.w0.numel())
             inputs, labels = _stacked(batches, indices)
-            increase, _ = kernel(objective, flat.w0.expand(shape), c.expand(shape), inputs, labels, config)
+            increase, _ = kernel(objective, flat.w0.expand(shape), c, inputs, labels, config)
             increases.append(increase)
     return torch.cat(increases).mean().item()
 

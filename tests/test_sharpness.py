@@ -13,7 +13,7 @@ from torch import nn
 
 from sharpbench.ascent import WorstCaseConfig, apgd_checkpoints, worst_case_increase
 from sharpbench.flat import FlatModel
-from sharpbench.perturb import project, scale_vector, weighted_norm
+from sharpbench.perturb import PerturbationSet, scale_vector
 from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
 
 
@@ -139,9 +139,9 @@ def test_the_best_perturbation_stays_in_its_set_and_raises_the_loss(norm, adapti
     def objective(w, x, y):
         return nn.functional.cross_entropy(flat.logits(w, x), y)
 
-    increase, best = worst_case_increase(objective, flat.w0.expand(shape), c.expand(shape), inputs, labels,
+    increase, best = worst_case_increase(objective, flat.w0.expand(shape), c, inputs, labels,
                                          WorstCaseConfig(rho=rho, norm=norm))
-    assert torch.all(weighted_norm(best, c, norm) <= rho * (1 + 1e-9))
+    assert torch.all(PerturbationSet.of(c, rho, norm).weighted_norm(best) <= rho * (1 + 1e-9))
     assert torch.all(increase > 0)
     for row, (x, y) in enumerate(batches):
         at_best = objective(flat.w0 + best[row], x, y) - objective(flat.w0, x, y)
@@ -160,11 +160,12 @@ def test_the_best_perturbation_stays_in_its_set_and_raises_the_loss(norm, adapti
 def test_projection_lands_in_the_set_and_is_idempotent(values, scales, rho, norm):
     z = torch.tensor(values)
     c = torch.tensor(scales[: len(values)])
-    projected = project(z, c, rho, norm)
-    assert weighted_norm(projected, c, norm) <= rho * (1 + 1e-9)
+    perturbation_set = PerturbationSet.of(c, rho, norm)
+    projected = perturbation_set.project(z)
+    assert perturbation_set.weighted_norm(projected) <= rho * (1 + 1e-9)
     assert torch.all(projected[c == 0] == 0)
-    assert torch.allclose(project(projected, c, rho, norm), projected, rtol=1e-12, atol=1e-12)
-    if weighted_norm(z, c, norm) <= rho:
+    assert torch.allclose(perturbation_set.project(projected), projected, rtol=1e-12, atol=1e-12)
+    if perturbation_set.weighted_norm(z) <= rho:
         assert torch.equal(projected, z)
 
 

@@ -43,7 +43,7 @@ def test_worst_case_iteration(benchmark, setup, record, name):
     flat = FlatModel.of(model)
     objective = make_objective(flat, F.cross_entropy, normalize_logits=False, bf16=False)
     shape = (1, flat.w0.numel())
-    c = scale_vector(flat.w0, adaptive=True).expand(shape)
+    c = scale_vector(flat.w0, adaptive=True)
     ascent = WorstCaseAscent(objective, flat.w0.expand(shape), c, inputs[None], labels[None],
                              WorstCaseConfig(rho=0.002))
     state = ascent.start()
