@@ -169,13 +169,14 @@ def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Ten
     return WorstCaseAscent(objective, origin, c, inputs, labels, config).run()
 
 
-def average_case_increase(objective: Objective, origin: torch.Tensor, scale: torch.Tensor, xi: torch.Tensor,
-                          inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """For each problem i, the mean over its noise rows of L_i(origin_i + scale * xi_is) - L_i(origin_i),
-    shape (N,). origin: (N, P); scale: (P,), rho * c; xi: (N, S, P); forward passes only.
+def average_case_losses(objective: Objective, origin: torch.Tensor, scale: torch.Tensor, xi: torch.Tensor,
+                        inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """For each problem i, the sum over its noise rows of L_i(origin_i + scale * xi_is), shape (N,).
+
+    origin: (N, P); scale: (P,), rho * c; xi: (N, S, P); forward passes only. Sums, so that the caller can
+    split the rows of a problem into several calls.
     """
     per_sample = over_problems(objective, xi.shape[1], in_dims=(0, None, None))
     with torch.no_grad():
-        initial_loss = over_problems(objective, len(origin))(origin, inputs, labels)
-        noisy = over_problems(per_sample, len(origin))(torch.addcmul(origin.unsqueeze(1), scale, xi), inputs, labels)
-    return noisy.mean(dim=1) - initial_loss
+        return over_problems(per_sample, len(origin))(torch.addcmul(origin.unsqueeze(1), scale, xi), inputs,
+                                                      labels).sum(dim=1)

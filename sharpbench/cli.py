@@ -15,6 +15,7 @@ from tabulate import tabulate
 from sharpbench.collections import open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluate import Evaluation, default_device, evaluate
+from sharpbench.jsonsafe import finite_or_none
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
 from sharpbench.store import ResultStore
@@ -30,17 +31,6 @@ def _parse_set(items: Sequence[str]) -> dict[str, str]:
             raise SharpbenchError(f"--set {item!r}: expected key=value, e.g. --set rho=0.001")
         overrides[key.strip()] = value.strip()
     return overrides
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: an undefined score (a constant measure, say) is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
@@ -79,7 +69,7 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite_or_none(evaluation.report()), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(finite_or_none(evaluation.report()), indent=2) + "\n", encoding="utf-8")
         print(f"report written to {path}")
     return 0
 

@@ -38,9 +38,11 @@ from torch import nn
 from sharpbench.cards import check_type, field, read_card, reject_unknown
 from sharpbench.data import DATASETS, SHIFTS, Param, apply_shift, load_dataset
 from sharpbench.errors import CardError, CollectionError
+from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models import ARCHITECTURES, build_model
 from sharpbench.paths import sharpbench_home
 from sharpbench.train import RECIPE_PARAMS, evaluate_errors, train_model
+from sharpbench.version import __version__
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
@@ -372,16 +374,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _sharpbench_version() -> str:
-    from sharpbench.version import __version__
-
-    return __version__
-
-
 @contextlib.contextmanager
 def _deterministic_cpu() -> Iterator[None]:
     """One intra-op thread (results of CPU matmuls depend on the thread count) and deterministic algorithms;
@@ -680,7 +672,7 @@ class Collection:
         record: dict[str, Any] = {
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
             "card_sha256": self.spec.card_sha256, "converged": converged,
-            "train_error": train_error, "train_loss": _finite_or_none(train_loss),
+            "train_error": train_error, "train_loss": finite_or_none(train_loss),
         }
         if converged:
             test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test)
@@ -721,7 +713,7 @@ class Collection:
             "description": self.spec.description,
             "card": self.spec.path.name,
             "card_sha256": self.spec.card_sha256,
-            "sharpbench_version": _sharpbench_version(),
+            "sharpbench_version": __version__,
             "torch_version": torch.__version__,
             "dataset": {**self.spec.dataset, "num_train": int(data.x_train.shape[0]),
                         "num_test": int(data.x_test.shape[0]), "num_classes": self.spec.num_classes},

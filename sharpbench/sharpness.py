@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from sharpbench.ascent import Objective, WorstCaseConfig, average_case_increase, worst_case_increase
+from sharpbench.ascent import Objective, WorstCaseConfig, average_case_losses, over_problems, worst_case_increase
 from sharpbench.flat import FlatModel
 from sharpbench.losses import LossFn, cross_entropy, with_normalized_logits
 from sharpbench.perturb import check_norm, sample_noise, scale_vector
@@ -153,7 +153,7 @@ def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: f
     # at a time in slices of its samples.
     pairs = _chunk_size(execution, objective, flat.w0, batches[0], len(batches) * samples)
     batches_per_call, samples_per_call = max(1, pairs // samples), min(samples, pairs)
-    kernel = torch.compile(average_case_increase, dynamic=False) if execution.compile else average_case_increase
+    kernel = torch.compile(average_case_losses, dynamic=False) if execution.compile else average_case_losses
     scale = rho * c
     increases = []
     for run in _same_shape_runs(batches):
@@ -161,10 +161,12 @@ def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: f
             indices = run[start:start + batches_per_call]
             inputs, labels = _stacked(batches, indices)
             origin = flat.w0.expand(len(indices), flat.w0.numel())
-            total = torch.zeros(len(indices), dtype=flat.w0.dtype, device=flat.w0.device)
+            with torch.no_grad():
+                initial_loss = over_problems(objective, len(indices))(origin, inputs, labels)
+            total = torch.zeros_like(initial_loss)
             for first in range(0, samples, samples_per_call):
                 count = min(samples_per_call, samples - first)
                 xi = torch.stack([sample_noise(c, norm, generator, count) for _ in indices])
-                total = total + kernel(objective, origin, scale, xi, inputs, labels) * count
-            increases.append(total / samples)
+                total = total + kernel(objective, origin, scale, xi, inputs, labels)
+            increases.append(total / samples - initial_loss)
     return torch.cat(increases).mean().item()
