@@ -74,9 +74,15 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _one_line(description: str) -> str:
+    """The first sentence of a card's description, for listings."""
+    first, _, rest = " ".join(description.split()).partition(". ")
+    return first + ("." if rest else "")
+
+
 def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     if args.what == "measures":
-        rows = [(spec.name, spec.description) for spec in registry.measures.values()]
+        rows = [(spec.name, _one_line(spec.description)) for spec in registry.measures.values()]
         print(tabulate(rows, headers=["measure", "description"], tablefmt="plain"))
         return 0
     rows = []
@@ -84,7 +90,7 @@ def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
         collection = open_collection(spec, sharpbench_home())
         built = collection.is_built()
         models = f"{len(collection.models)}" if built else f"0 of up to {spec.grid_size()}"
-        rows.append((spec.name, "built" if built else "not built", models, spec.description))
+        rows.append((spec.name, "built" if built else "not built", models, _one_line(spec.description)))
     print(tabulate(rows, headers=["collection", "status", "models", "description"], tablefmt="plain"))
     return 0
 
