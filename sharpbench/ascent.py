@@ -1,4 +1,4 @@
-"""The two sharpness kernels of the study: the worst-case maximizer and the average-case sampler.
+"""The two sharpness kernels of the study: the worst-case maximizer and the average-case noisy losses.
 
 Both solve N independent problems at once (m-sharpness batches): problem i perturbs the flat parameter
 vector origin[i] by delta[i] and evaluates `objective(w, inputs[i], labels[i])`. The problems form the

@@ -130,22 +130,15 @@ def test_an_unknown_measure_name_suggests_the_close_ones():
         Registry.discover().measure("sharpness-worst-linf-adaptiv")
 
 
-def test_a_measure_that_changes_the_weights_is_caught(user_registry):
+@pytest.mark.parametrize("name,message", [
+    ("mutating", "'mutating' changed the weights.*0.weight"),
+    ("batchnorm-training", "changed the weights.*running_mean"),
+    ("not-a-number", "'not-a-number' returned nan"),
+])
+def test_a_misbehaving_measure_is_caught_and_named(user_registry, name, message):
     model, batches = mlp_and_batches()
-    with pytest.raises(MeasureError, match="'mutating' changed the weights.*0.weight"):
-        sharpbench.compute_measure("mutating", model, batches, include_paths=[user_registry])
-
-
-def test_a_measure_that_updates_batchnorm_statistics_is_caught(user_registry):
-    model, batches = mlp_and_batches()
-    with pytest.raises(MeasureError, match="running_mean"):
-        sharpbench.compute_measure("batchnorm-training", model, batches, include_paths=[user_registry])
-
-
-def test_a_non_finite_value_is_refused(user_registry):
-    model, batches = mlp_and_batches()
-    with pytest.raises(MeasureError, match="'not-a-number' returned nan"):
-        sharpbench.compute_measure("not-a-number", model, batches, include_paths=[user_registry])
+    with pytest.raises(MeasureError, match=message):
+        sharpbench.compute_measure(name, model, batches, include_paths=[user_registry])
 
 
 def test_a_class_measure_is_built_with_its_parameters(user_registry):
