@@ -112,14 +112,27 @@ def _stacked(batches: Sequence[Batch], indices: list[int]) -> Batch:
     return torch.stack([batches[i][0] for i in indices]), torch.stack([batches[i][1] for i in indices])
 
 
+def _scale(flat: FlatModel, adaptive: bool, scale: torch.Tensor | None) -> torch.Tensor:
+    if scale is None:
+        return scale_vector(flat.w0, adaptive)
+    if scale.shape != flat.w0.shape:
+        raise ValueError(f"scale must be a flat vector of {flat.w0.numel()} entries, got shape {tuple(scale.shape)}")
+    return scale.to(device=flat.w0.device, dtype=flat.w0.dtype)
+
+
 def worst_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: float, norm: str = "linf",
                          adaptive: bool = True, steps: int = 20, normalize_logits: bool = False,
-                         loss_fn: LossFn = cross_entropy, execution: Execution = Execution()) -> float:
-    """E_S [max_{||delta / c||_p <= rho} L_S(w + delta) - L_S(w)] over the given batches."""
+                         loss_fn: LossFn = cross_entropy, execution: Execution = Execution(),
+                         scale: torch.Tensor | None = None) -> float:
+    """E_S [max_{||delta / c||_p <= rho} L_S(w + delta) - L_S(w)] over the given batches.
+
+    c is |w| (adaptive) or 1, unless `scale` gives it as a flat vector in `FlatModel.of(model)` order (for
+    other sets of the same shape, such as Keskar et al.'s box rho (|w| + 1)).
+    """
     config = WorstCaseConfig(rho=rho, norm=norm, steps=steps)
     flat = FlatModel.of(model)
     objective = make_objective(flat, loss_fn, normalize_logits, execution.bf16)
-    c = scale_vector(flat.w0, adaptive)
+    c = _scale(flat, adaptive, scale)
     chunk = _chunk_size(execution, objective, flat.w0, batches[0], len(batches))
     kernel = torch.compile(worst_case_increase, dynamic=False) if execution.compile else worst_case_increase
     increases = []
@@ -136,8 +149,9 @@ def worst_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: flo
 def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: float, norm: str = "l2",
                            adaptive: bool = True, samples: int = 20, normalize_logits: bool = False,
                            generator: torch.Generator | None = None, loss_fn: LossFn = cross_entropy,
-                           execution: Execution = Execution()) -> float:
-    """E_S E_xi [L_S(w + rho c xi) - L_S(w)], xi ~ N(0, I) ("l2") or U[-1, 1] ("linf").
+                           execution: Execution = Execution(), scale: torch.Tensor | None = None) -> float:
+    """E_S E_xi [L_S(w + rho c xi) - L_S(w)], xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"); c as in
+    `worst_case_sharpness`.
 
     The noise is drawn batch after batch, `samples` rows each, so the value does not depend on chunking.
     """
@@ -146,7 +160,7 @@ def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: f
         raise ValueError(f"samples must be >= 1, got {samples}")
     flat = FlatModel.of(model)
     objective = make_objective(flat, loss_fn, normalize_logits, execution.bf16)
-    c = scale_vector(flat.w0, adaptive)
+    c = _scale(flat, adaptive, scale)
     if generator is None:
         generator = torch.Generator(device=flat.w0.device).manual_seed(0)
     # A chunk counts (batch, noise sample) pairs: whole batches when all their samples fit, else one batch
