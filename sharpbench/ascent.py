@@ -90,16 +90,22 @@ class WorstCaseAscent:
     at APGD's checkpoints). `run` does all of it; the pieces exist so that one iteration can be timed."""
 
     def __init__(self, objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
-                 labels: torch.Tensor, config: WorstCaseConfig) -> None:
+                 labels: torch.Tensor, config: WorstCaseConfig, initial: torch.Tensor | None = None) -> None:
         self.value_and_grad = over_problems(grad_and_value(objective), len(origin))
         self.forward = over_problems(objective, len(origin))
         self.origin, self.inputs, self.labels, self.config = origin, inputs, labels, config
         self.set = PerturbationSet.of(c, config.rho, config.norm)
+        self.initial = initial
 
     def start(self) -> AscentState:
-        """The first pass, at delta = 0: the initial loss and gradient."""
-        delta = torch.zeros_like(self.origin)
-        grad, loss = self.value_and_grad(self.origin, self.inputs, self.labels)
+        """The first pass, at the initial perturbation (delta = 0 unless a random start was given): its loss
+        and gradient."""
+        if self.initial is None:
+            delta = torch.zeros_like(self.origin)
+            grad, loss = self.value_and_grad(self.origin, self.inputs, self.labels)
+        else:
+            delta = self.initial
+            grad, loss = self.value_and_grad(self.origin + delta, self.inputs, self.labels)
         step_size = torch.full_like(loss, 2 * self.config.rho).unsqueeze(-1)
         return AscentState(delta, delta, grad, loss, loss, delta, grad, step_size, step_size * self.set.c,
                            torch.zeros_like(loss), step_size, loss)
@@ -145,9 +151,14 @@ class WorstCaseAscent:
         )
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All iterations; returns the increase (N,) and the best perturbation (N, P)."""
+        """All iterations; returns the increase over the unperturbed loss (N,) and the best perturbation
+        (N, P). From a random start the unperturbed loss costs one more forward pass."""
         state = self.start()
-        initial_loss = state.loss
+        if self.initial is None:
+            initial_loss = state.loss
+        else:
+            with torch.no_grad():
+                initial_loss = self.forward(self.origin, self.inputs, self.labels)
         steps, last_checkpoint = self.config.steps, 0
         checkpoints = apgd_checkpoints(steps)
         for i in range(steps):
@@ -159,24 +170,27 @@ class WorstCaseAscent:
 
 
 def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
-                        labels: torch.Tensor, config: WorstCaseConfig) -> tuple[torch.Tensor, torch.Tensor]:
+                        labels: torch.Tensor, config: WorstCaseConfig,
+                        initial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For each problem i, max over the set of L_i(origin_i + delta) - L_i(origin_i): the best loss over the
-    ascent's iterates (>= 0), shape (N,), and the best perturbation, shape (N, P).
+    ascent's iterates, shape (N,), and the best perturbation, shape (N, P).
 
-    origin has shape (N, P) (an expanded view is fine), c shape (P,). Cost: `steps` batched forward+backward passes
-    and one batched forward pass.
+    origin has shape (N, P) (an expanded view is fine), c shape (P,) or (N, P); `initial` (N, P), inside the
+    set, is a random start (default delta = 0, which makes the increase >= 0). Cost: `steps` batched
+    forward+backward passes and one batched forward pass (two from a random start).
     """
-    return WorstCaseAscent(objective, origin, c, inputs, labels, config).run()
+    return WorstCaseAscent(objective, origin, c, inputs, labels, config, initial).run()
 
 
 def average_case_losses(objective: Objective, origin: torch.Tensor, scale: torch.Tensor, xi: torch.Tensor,
                         inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """For each problem i, the sum over its noise rows of L_i(origin_i + scale * xi_is), shape (N,).
 
-    origin: (N, P); scale: (P,), rho * c; xi: (N, S, P); forward passes only. Sums, so that the caller can
-    split the rows of a problem into several calls.
+    origin: (N, P); scale: rho * c, (P,) or (N, P); xi: (N, S, P); forward passes only. Sums, so that the
+    caller can split the rows of a problem into several calls.
     """
     per_sample = over_problems(objective, xi.shape[1], in_dims=(0, None, None))
+    scale = scale if scale.dim() == 1 else scale.unsqueeze(1)
     with torch.no_grad():
         return over_problems(per_sample, len(origin))(torch.addcmul(origin.unsqueeze(1), scale, xi), inputs,
                                                       labels).sum(dim=1)

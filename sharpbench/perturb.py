@@ -17,11 +17,6 @@ import torch
 NORMS = ("linf", "l2")
 
 
-def scale_vector(w0: torch.Tensor, adaptive: bool) -> torch.Tensor:
-    """c = |w| for adaptive sharpness, c = 1 for standard sharpness."""
-    return w0.abs() if adaptive else torch.ones_like(w0)
-
-
 def check_norm(norm: str) -> None:
     """Reject a norm other than the study's two."""
     if norm not in NORMS:
@@ -88,3 +83,19 @@ def sample_noise(c: torch.Tensor, norm: str, generator: torch.Generator, samples
     rows = [draw(c.shape, generator=generator, device=generator.device, dtype=c.dtype) for _ in range(samples)]
     xi = (rows[0].unsqueeze(0) if samples == 1 else torch.stack(rows)).to(c.device)
     return xi.mul_(2).sub_(1) if norm == "linf" else xi
+
+
+def sample_start(size: int, rho: float, norm: str, generator: torch.Generator, count: int) -> torch.Tensor:
+    """`count` random points u of the unit-scale set {||u||_p <= rho} in R^size, for random restarts (the
+    start is then delta = c * u): uniform in the box (L-inf), uniform in the ball (L2: a Gaussian direction
+    at radius rho * U^(1/size))."""
+    check_norm(norm)
+    rows = []
+    for _ in range(count):
+        if norm == "linf":
+            rows.append(rho * (2 * torch.rand(size, generator=generator, device=generator.device) - 1))
+        else:
+            direction = torch.randn(size, generator=generator, device=generator.device)
+            radius = rho * torch.rand((), generator=generator, device=generator.device) ** (1 / size)
+            rows.append(direction * (radius / direction.norm()))
+    return torch.stack(rows) if rows else torch.empty(0, size, device=generator.device)

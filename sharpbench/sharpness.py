@@ -18,7 +18,8 @@ from torch import nn
 from sharpbench.ascent import Objective, WorstCaseConfig, average_case_losses, over_problems, worst_case_increase
 from sharpbench.flat import FlatModel
 from sharpbench.losses import LossFn, cross_entropy, with_normalized_logits
-from sharpbench.perturb import check_norm, sample_noise, scale_vector
+from sharpbench.perturb import check_norm, sample_noise, sample_start
+from sharpbench.scaling import Scaling
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -112,75 +113,141 @@ def _stacked(batches: Sequence[Batch], indices: list[int]) -> Batch:
     return torch.stack([batches[i][0] for i in indices]), torch.stack([batches[i][1] for i in indices])
 
 
-def _scale(flat: FlatModel, adaptive: bool, scale: torch.Tensor | None) -> torch.Tensor:
+def _scales(flat: FlatModel, scaling: Scaling, scale: torch.Tensor | None) -> torch.Tensor:
+    """c for every model of the stack, (K, P); `scale` (one model only) replaces the built one."""
+    rows = flat.w0.reshape(-1, flat.w0.shape[-1])
     if scale is None:
-        return scale_vector(flat.w0, adaptive)
-    if scale.shape != flat.w0.shape:
-        raise ValueError(f"scale must be a flat vector of {flat.w0.numel()} entries, got shape {tuple(scale.shape)}")
-    return scale.to(device=flat.w0.device, dtype=flat.w0.dtype)
+        return torch.stack([scaling.vector(flat, row) for row in rows])
+    if len(rows) != 1 or scale.shape != (flat.trainable,):
+        raise ValueError(f"scale must be a flat vector of {flat.trainable} entries for one model, got shape "
+                         f"{tuple(scale.shape)} for {len(rows)} model(s)")
+    return scale.to(device=rows.device, dtype=rows.dtype).unsqueeze(0)
 
 
-def worst_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: float, norm: str = "linf",
-                         adaptive: bool = True, steps: int = 20, normalize_logits: bool = False,
-                         loss_fn: LossFn = cross_entropy, execution: Execution = Execution(),
-                         scale: torch.Tensor | None = None) -> float:
-    """E_S [max_{||delta / c||_p <= rho} L_S(w + delta) - L_S(w)] over the given batches.
+def _padded(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """Draws over the trainable entries, padded with zeros over a stack's carried buffers."""
+    return torch.nn.functional.pad(rows, (0, size - rows.shape[-1]))
 
-    c is |w| (adaptive) or 1, unless `scale` gives it as a flat vector in `FlatModel.of(model)` order (for
-    other sets of the same shape, such as Keskar et al.'s box rho (|w| + 1)).
+
+@dataclass(frozen=True)
+class _Problems:
+    """Independent problems (model k, batch b, ...) of one chunk: gathered rows, or shared ones for one model."""
+
+    origins: torch.Tensor         # (K, P)
+    scales: torch.Tensor          # (K, P)
+    models: list[int]
+
+    def origin(self) -> torch.Tensor:
+        if len(self.origins) == 1:
+            return self.origins[0].expand(len(self.models), self.origins.shape[-1])
+        return self.origins[self.models]
+
+    def scale(self) -> torch.Tensor:
+        return self.scales[0] if len(self.scales) == 1 else self.scales[self.models]
+
+
+def worst_case_sharpness(model: nn.Module, batches: Sequence[Batch], **options) -> float:
+    """E_S [max_{||delta / c||_p <= rho} L_S(w + delta) - L_S(w)] over the given batches; the options are
+    those of `worst_case_sharpness_many`."""
+    return worst_case_sharpness_many([model], batches, **options)[0]
+
+
+def worst_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Batch], *, rho: float,
+                              norm: str = "linf", adaptive: bool = True, steps: int = 20, restarts: int = 1,
+                              normalize_logits: bool = False, scaling: str = "elementwise",
+                              perturb_norm_layers: bool = True, perturb_head: bool = True,
+                              generator: torch.Generator | None = None, loss_fn: LossFn = cross_entropy,
+                              execution: Execution = Execution(), scale: torch.Tensor | None = None) -> list[float]:
+    """Worst-case sharpness of each same-architecture model, all solved as one set of problems.
+
+    c is |w| (adaptive) or 1, element- or filter-wise, and 0 on the parameter groups left out; `scale` gives it
+    instead as a flat vector in `FlatModel.of(model)` order (one model only; for other sets of the same shape,
+    such as Keskar et al.'s box rho (|w| + 1)). Restart 0 starts at delta = 0; each further restart at a random
+    point of the set, drawn from `generator` batch after batch (the same draws for every model, so a value does
+    not depend on which models are evaluated together); each batch keeps its best restart.
     """
     config = WorstCaseConfig(rho=rho, norm=norm, steps=steps)
-    flat = FlatModel.of(model)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    flat = FlatModel.stack(models)
     objective = make_objective(flat, loss_fn, normalize_logits, execution.bf16)
-    c = _scale(flat, adaptive, scale)
-    chunk = _chunk_size(execution, objective, flat.w0, batches[0], len(batches))
+    scales = _scales(flat, Scaling(adaptive, scaling, perturb_norm_layers, perturb_head), scale)
+    origins = flat.w0.reshape(len(scales), -1)
+    generator = generator or torch.Generator(device=origins.device).manual_seed(0)
+    starts = [_padded(sample_start(flat.trainable, rho, norm, generator, restarts - 1), origins.shape[1])
+              .to(origins.dtype) for _ in batches]
+    chunk = _chunk_size(execution, objective, origins[0], batches[0], len(models) * len(batches) * restarts)
     kernel = torch.compile(worst_case_increase, dynamic=False) if execution.compile else worst_case_increase
-    increases = []
+    increases = torch.empty(len(models), len(batches), restarts, device=origins.device, dtype=origins.dtype)
     for run in _same_shape_runs(batches):
-        for start in range(0, len(run), chunk):
-            indices = run[start:start + chunk]
-            shape = (len(indices), flat.w0.numel())
-            inputs, labels = _stacked(batches, indices)
-            increase, _ = kernel(objective, flat.w0.expand(shape), c, inputs, labels, config)
-            increases.append(increase)
-    return torch.cat(increases).mean().item()
+        problems = [(k, b, r) for b in run for r in range(restarts) for k in range(len(models))]
+        for first in range(0, len(problems), chunk):
+            ks, bs, rs = (list(column) for column in zip(*problems[first:first + chunk]))
+            rows = _Problems(origins, scales, ks)
+            inputs, labels = _stacked(batches, bs)
+            initial = None
+            if any(rs):  # restart r > 0 starts at c * u, u drawn inside the unit-scale set
+                u = torch.stack([starts[b][r - 1] if r else torch.zeros_like(origins[0]) for b, r in zip(bs, rs)])
+                initial = rows.scale() * u
+            increase, _ = kernel(objective, rows.origin(), rows.scale(), inputs, labels, config, initial)
+            increases[ks, bs, rs] = increase.to(increases.dtype)
+    return increases.amax(dim=2).mean(dim=1).tolist()
 
 
-def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], *, rho: float, norm: str = "l2",
-                           adaptive: bool = True, samples: int = 20, normalize_logits: bool = False,
-                           generator: torch.Generator | None = None, loss_fn: LossFn = cross_entropy,
-                           execution: Execution = Execution(), scale: torch.Tensor | None = None) -> float:
-    """E_S E_xi [L_S(w + rho c xi) - L_S(w)], xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"); c as in
-    `worst_case_sharpness`.
+def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], **options) -> float:
+    """E_S E_xi [L_S(w + rho c xi) - L_S(w)], xi ~ N(0, I) ("l2") or U[-1, 1] ("linf"); the options are those
+    of `average_case_sharpness_many`."""
+    return average_case_sharpness_many([model], batches, **options)[0]
 
-    The noise is drawn batch after batch, `samples` rows each, so the value does not depend on chunking.
+
+def average_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Batch], *, rho: float,
+                                norm: str = "l2", adaptive: bool = True, samples: int = 20,
+                                normalize_logits: bool = False, scaling: str = "elementwise",
+                                perturb_norm_layers: bool = True, perturb_head: bool = True,
+                                generator: torch.Generator | None = None, loss_fn: LossFn = cross_entropy,
+                                execution: Execution = Execution(),
+                                scale: torch.Tensor | None = None) -> list[float]:
+    """Average-case sharpness of each same-architecture model; c as in `worst_case_sharpness_many`.
+
+    The noise is drawn batch after batch, `samples` rows each, and shared by all models, so a value depends
+    neither on chunking nor on which models are evaluated together.
     """
     check_norm(norm)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    flat = FlatModel.of(model)
+    flat = FlatModel.stack(models)
     objective = make_objective(flat, loss_fn, normalize_logits, execution.bf16)
-    c = _scale(flat, adaptive, scale)
-    if generator is None:
-        generator = torch.Generator(device=flat.w0.device).manual_seed(0)
-    # A chunk counts (batch, noise sample) pairs: whole batches when all their samples fit, else one batch
-    # at a time in slices of its samples.
-    pairs = _chunk_size(execution, objective, flat.w0, batches[0], len(batches) * samples)
-    batches_per_call, samples_per_call = max(1, pairs // samples), min(samples, pairs)
+    scales = rho * _scales(flat, Scaling(adaptive, scaling, perturb_norm_layers, perturb_head), scale)
+    origins = flat.w0.reshape(len(scales), -1)
+    generator = generator or torch.Generator(device=origins.device).manual_seed(0)
+    # A chunk counts (model, batch, noise sample) triples: all samples of all models of several batches when
+    # they fit, else fewer models, else slices of one batch's samples.
+    budget = _chunk_size(execution, objective, origins[0], batches[0], len(models) * len(batches) * samples)
+    samples_per_call = min(samples, budget)
+    models_per_call = max(1, min(len(models), budget // samples_per_call))
+    batches_per_call = max(1, budget // (samples_per_call * len(models))) if models_per_call == len(models) else 1
     kernel = torch.compile(average_case_losses, dynamic=False) if execution.compile else average_case_losses
-    scale = rho * c
-    increases = []
+    increases = torch.empty(len(models), len(batches), device=origins.device, dtype=origins.dtype)
     for run in _same_shape_runs(batches):
         for start in range(0, len(run), batches_per_call):
-            indices = run[start:start + batches_per_call]
-            inputs, labels = _stacked(batches, indices)
-            origin = flat.w0.expand(len(indices), flat.w0.numel())
-            with torch.no_grad():
-                initial_loss = over_problems(objective, len(indices))(origin, inputs, labels)
-            total = torch.zeros_like(initial_loss)
+            chunk_batches = run[start:start + batches_per_call]
+            totals = torch.zeros(len(models), len(chunk_batches), device=origins.device, dtype=origins.dtype)
+            initial = torch.zeros_like(totals)
             for first in range(0, samples, samples_per_call):
                 count = min(samples_per_call, samples - first)
-                xi = torch.stack([sample_noise(c, norm, generator, count) for _ in indices])
-                total = total + kernel(objective, origin, scale, xi, inputs, labels)
-            increases.append(total / samples - initial_loss)
-    return torch.cat(increases).mean().item()
+                xi = _padded(torch.stack([sample_noise(scales[0, :flat.trainable], norm, generator, count)
+                                          for _ in chunk_batches]), origins.shape[1])
+                for low in range(0, len(models), models_per_call):
+                    ks = list(range(low, min(len(models), low + models_per_call)))
+                    pairs = [(k, j) for k in ks for j in range(len(chunk_batches))]
+                    rows = _Problems(origins, scales, [k for k, _ in pairs])
+                    inputs, labels = _stacked(batches, [chunk_batches[j] for _, j in pairs])
+                    noise = xi[[j for _, j in pairs]]
+                    losses = kernel(objective, rows.origin(), rows.scale(), noise, inputs, labels)
+                    totals[ks] += losses.view(len(ks), len(chunk_batches)).to(totals.dtype)
+                    if first == 0:
+                        with torch.no_grad():
+                            unperturbed = over_problems(objective, len(pairs))(rows.origin(), inputs, labels)
+                        initial[ks] = unperturbed.view(len(ks), len(chunk_batches)).to(totals.dtype)
+            increases[:, chunk_batches] = totals / samples - initial
+    return increases.mean(dim=1).tolist()

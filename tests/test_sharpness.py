@@ -13,7 +13,8 @@ from torch import nn
 
 from sharpbench.ascent import WorstCaseConfig, apgd_checkpoints, worst_case_increase
 from sharpbench.flat import FlatModel
-from sharpbench.perturb import PerturbationSet, scale_vector
+from sharpbench.perturb import PerturbationSet
+from sharpbench.scaling import Scaling
 from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
 
 
@@ -130,7 +131,7 @@ def small_mlp(seed: int) -> tuple[nn.Module, list]:
 def test_the_best_perturbation_stays_in_its_set_and_raises_the_loss(norm, adaptive):
     model, batches = small_mlp(0)
     flat = FlatModel.of(model)
-    c = scale_vector(flat.w0, adaptive)
+    c = Scaling(adaptive=adaptive).vector(flat)
     rho = 0.05 if norm == "linf" else 0.5
     inputs = torch.stack([x for x, _ in batches])
     labels = torch.stack([y for _, y in batches])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from benchmarks.models import LARGE, model_and_batches
 from sharpbench.ascent import WorstCaseAscent, WorstCaseConfig
 from sharpbench.flat import FlatModel
-from sharpbench.perturb import scale_vector
+from sharpbench.scaling import Scaling
 from sharpbench.sharpness import Execution, average_case_sharpness, make_objective, worst_case_sharpness
 
 ITERATION_MODELS = ["small-cnn", "resnet18", "vit-s", "digits-mlp"]
@@ -43,7 +43,7 @@ def test_worst_case_iteration(benchmark, setup, record, name):
     flat = FlatModel.of(model)
     objective = make_objective(flat, F.cross_entropy, normalize_logits=False, bf16=False)
     shape = (1, flat.w0.numel())
-    c = scale_vector(flat.w0, adaptive=True)
+    c = Scaling(adaptive=True).vector(flat)
     ascent = WorstCaseAscent(objective, flat.w0.expand(shape), c, inputs[None], labels[None],
                              WorstCaseConfig(rho=0.002))
     state = ascent.start()
