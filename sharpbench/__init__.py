@@ -5,8 +5,10 @@ The public API for measure authors and scripts: `MeasureContext` (what a measure
 """
 
 from sharpbench.compute import compute_measure
-from sharpbench.measure import MeasureContext
-from sharpbench.sharpness import Execution, average_case_sharpness, worst_case_sharpness
+from sharpbench.measure import MeasureContext, computes_many
+from sharpbench.sharpness import (Execution, average_case_sharpness, average_case_sharpness_many, worst_case_sharpness,
+                                  worst_case_sharpness_many)
 from sharpbench.version import __version__
 
-__all__ = ["Execution", "MeasureContext", "average_case_sharpness", "compute_measure", "worst_case_sharpness", "__version__"]
+__all__ = ["Execution", "MeasureContext", "average_case_sharpness", "average_case_sharpness_many", "compute_measure",
+           "computes_many", "worst_case_sharpness", "worst_case_sharpness_many", "__version__"]

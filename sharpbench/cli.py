@@ -15,6 +15,7 @@ from tabulate import tabulate
 from sharpbench.collections import open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluate import Evaluation, default_device, evaluate
+from sharpbench.measure import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
@@ -41,17 +42,57 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
     else:
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
-    rows = [(target, f"{score['kendall_tau']:+.3f}" if math.isfinite(score["kendall_tau"]) else "undefined")
-            for target, score in evaluation.scores().items()]
+    rows = [(target, _tau_text(score["kendall_tau"])) for target, score in evaluation.scores().items()]
     print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github", disable_numparse=True,
                    colalign=("left", "right")))
     print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
           f"positive tau against an error agrees with that)")
 
 
+def _sweep(spec: MeasureSpec, text: str | None) -> tuple[str, list[Any]] | None:
+    """--sweep PARAM=V1,V2,... or PARAM=FAMILY (a grid the card documents): the parameter and its values."""
+    if text is None:
+        return None
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name or not raw:
+        raise SharpbenchError(f"--sweep {text!r}: expected PARAM=V1,V2,... or PARAM=GRID, e.g. --sweep "
+                              f"rho=0.0005,0.001,0.002")
+    grids = spec.grids.get(name, {})
+    if raw in grids:
+        return name, list(grids[raw])
+    values = [value.strip() for value in raw.split(",")]
+    if len(values) == 1 and grids and not _is_number(values[0]):
+        raise SharpbenchError(f"--sweep {text!r}: measure '{spec.name}' has no grid '{raw}' for {name}; its grids "
+                              f"are {sorted(grids)} (see {spec.path}), or give values: {name}=V1,V2,...")
+    return name, [spec.bind({name: value})[name] for value in values]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _print_sweep(name: str, evaluations: list[Evaluation]) -> None:
+    targets = [target for target in evaluations[0].scores() if "/" not in target]
+    rows = [[evaluation.params[name]] + [_tau_text(evaluation.scores()[target]["kendall_tau"]) for target in targets]
+            for evaluation in evaluations]
+    print(f"sweep of {name}: Kendall tau-b")
+    print(tabulate(rows, headers=[name] + targets, tablefmt="github", disable_numparse=True))
+
+
+def _tau_text(tau: float) -> str:
+    return f"{tau:+.3f}" if math.isfinite(tau) else "undefined"
+
+
 def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     spec = registry.measure(args.measure)
-    params = spec.bind(_parse_set(args.set))  # mistakes in --set surface before any collection is built
+    params = spec.bind(_parse_set(args.set))  # mistakes in --set or --sweep surface before any build
+    sweep = _sweep(spec, args.sweep)
+    runs = [params] if sweep is None else [{**params, sweep[0]: value} for value in sweep[1]]
     collection = open_collection(registry.collection(args.collection), sharpbench_home())
     if not collection.is_built():
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
@@ -59,17 +100,26 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         collection.build(progress=not args.no_progress)
     store_path = sharpbench_home() / "results.sqlite"
     store = ResultStore(store_path)
+    evaluations = []
     try:
-        evaluation = evaluate(spec, collection, store, overrides=params,
-                              device=torch.device(args.device) if args.device else default_device(),
-                              n=args.n, m=args.m, seed=args.seed, progress=not args.no_progress)
+        for run_params in runs:
+            evaluation = evaluate(spec, collection, store, overrides=run_params,
+                                  device=torch.device(args.device) if args.device else default_device(),
+                                  n=args.n, m=args.m, seed=args.seed, progress=not args.no_progress,
+                                  group_models=not args.no_grouping)
+            _print_evaluation(evaluation, store_path)
+            evaluations.append(evaluation)
     finally:
         store.close()
-    _print_evaluation(evaluation, store_path)
+    if sweep is not None:
+        _print_sweep(sweep[0], evaluations)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(finite_or_none(evaluation.report()), indent=2) + "\n", encoding="utf-8")
+        report = (evaluations[0].report() if sweep is None else
+                  {"sweep": {"parameter": sweep[0], "values": sweep[1]},
+                   "reports": [evaluation.report() for evaluation in evaluations]})
+        path.write_text(json.dumps(finite_or_none(report), indent=2) + "\n", encoding="utf-8")
         print(f"report written to {path}")
     return 0
 
@@ -124,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n", type=int, help="sharpness points (default: the collection's protocol, 1024)")
     run.add_argument("--m", type=int, help="m-sharpness batch size (default: the collection's protocol, 128)")
     run.add_argument("--seed", type=int, default=0, help="seed of the measure's random generator (default 0)")
+    run.add_argument("--sweep", metavar="PARAM=V1,V2,...",
+                     help="evaluate once per value of one parameter and report each, e.g. --sweep "
+                          "rho=0.0005,0.001,0.002; PARAM=GRID takes a grid the card documents, e.g. --sweep "
+                          "rho=resnet18-cifar10")
+    run.add_argument("--no-grouping", action="store_true",
+                     help="evaluate one model at a time even when the measure can do same-architecture models "
+                          "together (the values are the same)")
 
     listing = commands.add_parser("list", parents=[common], help="list registered measures or collections")
     listing.add_argument("what", choices=["measures", "collections"])

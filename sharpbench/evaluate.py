@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from sharpbench.collections import Collection, ModelRecord
 from sharpbench.errors import Interrupted, MeasureError
+from sharpbench.flat import architecture_key
 from sharpbench.measure import Batch, MeasureContext, MeasureSpec
 from sharpbench.scoring import score_targets
 from sharpbench.store import ResultStore, measure_key
@@ -52,22 +53,39 @@ def _first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str |
 def run_guarded(spec: MeasureSpec, model: nn.Module, context: MeasureContext, params: dict[str, Any],
                 model_id: str = "the model") -> float:
     """Run a measure in eval mode and check that it returned a finite number and left the weights unchanged."""
-    model.eval()
-    snapshot = _state_snapshot(model)
+    return run_guarded_many(spec, [model], context, params, [model_id], many=False)[0]
+
+
+def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: MeasureContext, params: dict[str, Any],
+                     model_ids: list[str], many: bool = True) -> list[float]:
+    """`run_guarded` for same-architecture models through the measure's many-model form (one call for all)."""
+    snapshots = []
+    for model in models:
+        model.eval()
+        snapshots.append(_state_snapshot(model))
+    names = ", ".join(model_ids)
     try:
-        raw = spec.call(model, context, params)
+        raw = spec.call_many(models, context, params) if many else [spec.call(models[0], context, params)]
     except MeasureError:
         raise
     except Exception as error:
-        raise MeasureError(f"measure '{spec.name}' failed on {model_id}: {type(error).__name__}: {error} "
+        raise MeasureError(f"measure '{spec.name}' failed on {names}: {type(error).__name__}: {error} "
                            f"(implementation {spec.function}, card {spec.path})") from error
-    changed = _first_changed(model, snapshot)
-    if changed is not None:
-        raise MeasureError(
-            f"measure '{spec.name}' changed the weights of {model_id} (first changed tensor: {changed}); a "
-            f"measure must only read the model: evaluate it functionally (torch.func.functional_call) or on "
-            f"a copy (copy.deepcopy(model)). Fix {spec.function}; no value was stored for this model."
-        )
+    for model, snapshot, model_id in zip(models, snapshots, model_ids):
+        changed = _first_changed(model, snapshot)
+        if changed is not None:
+            raise MeasureError(
+                f"measure '{spec.name}' changed the weights of {model_id} (first changed tensor: {changed}); a "
+                f"measure must only read the model: evaluate it functionally (torch.func.functional_call) or "
+                f"on a copy (copy.deepcopy(model)). Fix {spec.function}; no value was stored for this model."
+            )
+    if many and (not isinstance(raw, (list, tuple)) or len(raw) != len(models)):
+        raise MeasureError(f"measure '{spec.name}': its many-model form returned {raw!r} for {len(models)} models; "
+                           f"it must return one value per model. Fix {spec.function}.many.")
+    return [_finite(spec, value, model_id, params) for value, model_id in zip(raw, model_ids)]
+
+
+def _finite(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -146,8 +164,13 @@ def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str,
 
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
              overrides: dict[str, Any] | None = None, device: torch.device | None = None,
-             n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True) -> Evaluation:
-    """Compute the measure on every model of the collection that the store does not already hold."""
+             n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True,
+             group_models: bool = True) -> Evaluation:
+    """Compute the measure on every model of the collection that the store does not already hold.
+
+    With `group_models`, a measure with a many-model form gets same-architecture models together (up to a
+    memory cap); each group's values are stored as soon as it is done.
+    """
     params = spec.bind(overrides)
     device = device or default_device()
     protocol = {**collection.protocol(n, m), "measure_seed": seed}
@@ -164,36 +187,68 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
         return evaluation
 
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
-    bar = tqdm(missing, desc=f"{spec.name} on {collection.spec.name}", unit="model", disable=not progress)
+    many = group_models and spec.computes_many
+    bar = tqdm(total=len(missing), desc=f"{spec.name} on {collection.spec.name}", unit="model",
+               disable=not progress)
     try:
-        for record in bar:
-            _evaluate_one(evaluation, record, batches, device, seed, store)
+        for group in _groups(collection, missing, device, many):
+            _evaluate_group(evaluation, group, batches, device, seed, store)
+            bar.update(len(group))
     except KeyboardInterrupt:
         bar.close()
         done = evaluation.cached + evaluation.computed
         raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
                           f"in the results store, and the same command resumes from them") from None
+    bar.close()
     return evaluation
 
 
-def _evaluate_one(evaluation: Evaluation, record: ModelRecord, batches: list[Batch], device: torch.device,
-                  seed: int, store: ResultStore) -> None:
-    """Compute, check and store the measure's value on one model."""
+# A group of models evaluated together holds at most this many parameter bytes (their stacked copies, and the
+# ascent's state, scale with it) and this many models.
+_GROUP_BYTES = 256 << 20
+_GROUP_MODELS = 64
+
+
+def _groups(collection: Collection, records: list[ModelRecord], device: torch.device,
+            many: bool) -> Iterator[list[tuple[ModelRecord, nn.Module]]]:
+    """The records with their loaded models: one at a time, or grouped by architecture when `many`."""
+    pending: dict[str, list[tuple[ModelRecord, nn.Module]]] = {}
+    for record in records:
+        model = collection.load_model(record).to(device)
+        if not many:
+            yield [(record, model)]
+            continue
+        key = architecture_key(model)
+        group = pending.setdefault(key, [])
+        group.append((record, model))
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        if len(group) >= min(_GROUP_MODELS, max(1, _GROUP_BYTES // max(size, 1))):
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch],
+                    device: torch.device, seed: int, store: ResultStore) -> None:
+    """Compute, check and store the measure's values on one model, or on a group of same-architecture ones."""
     collection, spec, params = evaluation.collection, evaluation.spec, evaluation.params
-    model = collection.load_model(record).to(device)
+    records, models = [record for record, _ in group], [model for _, model in group]
+    single = len(group) == 1
     context = MeasureContext(
         batches=batches,
         device=device,
         generator=torch.Generator(device=device).manual_seed(seed),
         num_classes=collection.num_classes,
-        initial_state={k: v.to(device) for k, v in collection.load_initial_state(record).items()},
+        initial_state={k: v.to(device) for k, v in collection.load_initial_state(records[0]).items()}
+        if single else None,
     )
     start = time.perf_counter()
-    value = run_guarded(spec, model, context, params, model_id=f"model '{record.id}'")
+    values = run_guarded_many(spec, models, context, params, [f"model '{record.id}'" for record in records],
+                              many=not single)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    store.put(evaluation.key, record.sha256, value, seconds, measure=spec.name, params=params,
-              protocol=evaluation.protocol, device=evaluation.device, version=__version__)
-    evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
-    evaluation.computed += 1
+    seconds = (time.perf_counter() - start) / len(group)
+    for record, value in zip(records, values):
+        store.put(evaluation.key, record.sha256, value, seconds, measure=spec.name, params=params,
+                  protocol=evaluation.protocol, device=evaluation.device, version=__version__)
+        evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
+        evaluation.computed += 1

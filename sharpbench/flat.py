@@ -86,7 +86,19 @@ class FlatModel:
     def logits(self, w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The module's output at parameters `w`, computed functionally (the module is never modified)."""
         tensors = {**self.fixed, **self.unflatten(w)}
+        if self.trainable < w.shape[-1]:  # a stack's carried buffers are constants, outside autograd
+            carried = self.unflatten(w.detach())
+            tensors.update({name: carried[name] for name in self.names[self._trainable_names():]})
         return functional_call(self.module, tensors, (inputs,))
+
+    def _trainable_names(self) -> int:
+        """How many of `names` are trainable parameters (the rest are a stack's carried buffers)."""
+        total = 0
+        for index, numel in enumerate(self.numels):
+            if total == self.trainable:
+                return index
+            total += numel
+        return len(self.numels)
 
 
 

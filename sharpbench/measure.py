@@ -1,7 +1,9 @@
 """The measure API: what a measure receives (MeasureContext) and how its card is read (MeasureSpec).
 
 A measure is a function `fn(model, context, **params) -> float`, or a class whose instances are built
-with `cls(**params)` and called as `instance(model, context) -> float`. Its card names it with
+with `cls(**params)` and called as `instance(model, context) -> float`. A measure that can do several
+same-architecture models at once (faster, for small models) also offers `many(models, context, **params)
+-> list[float]` (see `computes_many`; for a class, a method `many(models, context)`). Its card names it with
 `function: package.module:attribute` (an importable module) or `function: file.py:attribute` (a file
 beside the card), and declares its parameters with types and defaults.
 """
@@ -95,6 +97,7 @@ class MeasureSpec:
     path: Path
     card_sha256: str
     definition: str = ""
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     _resolved: list = field(default_factory=list, repr=False, compare=False)
 
     def bind(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -123,6 +126,29 @@ class MeasureSpec:
         if isinstance(implementation, type):
             return implementation(**arguments)(model, context)
         return implementation(model, context, **arguments)
+
+    @property
+    def computes_many(self) -> bool:
+        """Whether the implementation has a many-model form (`computes_many`, or a class method `many`)."""
+        return callable(getattr(self.resolve(), "many", None))
+
+    def call_many(self, models: list[torch.nn.Module], context: MeasureContext, params: dict[str, Any]) -> Any:
+        """The many-model form on same-architecture models: one value per model, in order."""
+        implementation = self.resolve()
+        arguments = {**self.fixed, **params}
+        if isinstance(implementation, type):
+            return implementation(**arguments).many(models, context)
+        return implementation.many(models, context, **arguments)
+
+
+def computes_many(many: Callable[..., list[float]]) -> Callable[[Callable], Callable]:
+    """Decorator giving a measure function its many-model form: `many(models, context, **params)` must return,
+    for each model, what the single function returns on it (same seed, same draws), whichever models it
+    is given together. The context of a many-model call has no `initial_state`."""
+    def mark(function: Callable) -> Callable:
+        function.many = many
+        return function
+    return mark
 
 
 def _import_attribute(reference: str, card_path: Path) -> Callable[..., Any]:
@@ -154,7 +180,8 @@ def _import_attribute(reference: str, card_path: Path) -> Callable[..., Any]:
     return getattr(module, attribute)
 
 
-_CARD_FIELDS = {"name", "description", "function", "params", "fixed", "higher_means", "source", "definition"}
+_CARD_FIELDS = {"name", "description", "function", "params", "fixed", "higher_means", "source", "definition",
+                "grids"}
 _PARAM_FIELDS = {"type", "default", "help"}
 
 
@@ -179,6 +206,7 @@ def load_measure_spec(path: Path) -> MeasureSpec:
         kind = _PARAM_TYPES[type_name]
         default = card_field(raw, path, "default", kind, prefix=where)
         params[param_name] = ParamSpec(param_name, kind, default, card_field(raw, path, "help", str, "", where))
+    grids = _read_grids(card, path, params)
     fixed = card_field(card, path, "fixed", dict, {})
     clash = set(fixed) & set(params)
     if clash:
@@ -192,6 +220,25 @@ def load_measure_spec(path: Path) -> MeasureSpec:
         higher_means=higher,
         source=card_field(card, path, "source", str),
         definition=card_field(card, path, "definition", str, ""),
+        grids=grids,
         path=path,
         card_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
     )
+
+
+def _read_grids(card: dict[str, Any], path: Path, params: dict[str, ParamSpec]) -> dict[str, dict[str, list[Any]]]:
+    """`grids: {param: {family: [values]}}`: documented sweeps, e.g. the study's radii per architecture."""
+    grids: dict[str, dict[str, list[Any]]] = {}
+    for param_name, families in card_field(card, path, "grids", dict, {}).items():
+        if param_name not in params:
+            raise CardError(path, f"grids.{param_name}", f"one of the card's params {sorted(params)}", param_name)
+        check_type(families, path, f"grids.{param_name}", dict)
+        grids[param_name] = {}
+        for family, values in families.items():
+            where = f"grids.{param_name}.{family}"
+            check_type(values, path, where, list)
+            if not values:
+                raise CardError(path, where, "a non-empty list of values", values)
+            kind = params[param_name].type
+            grids[param_name][family] = [check_type(value, path, where, kind) for value in values]
+    return grids

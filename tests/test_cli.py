@@ -50,8 +50,9 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
     assert code == 0, err
     report = json.loads(report_path.read_text())
     assert report["collection"] == "tiny-digits" and report["measure"] == MEASURE
-    assert report["params"] == {"rho": 0.008, "steps": 20, "normalize_logits": False, "bf16": False,
-                                "compile": False}
+    assert report["params"] == {"rho": 0.008, "steps": 20, "restarts": 1, "normalize_logits": False,
+                                "scaling": "elementwise", "perturb_norm_layers": True, "perturb_head": True,
+                                "bf16": False, "compile": False}
     assert report["n_models"] == len(report["models"]) == 6
     models = list(report["models"].values())
     values = [m["value"] for m in models]
@@ -140,11 +141,44 @@ def test_a_killed_process_keeps_its_finished_models(tiny_collection_card, tmp_pa
     assert "reused" in finished.stdout and "reused 0" not in finished.stdout
 
 
+def test_a_sweep_reports_each_value_and_matches_single_runs(capsys, tiny_collection_card, tmp_path):
+    code, out, err = evaluate(capsys, tiny_collection_card, "--sweep", "rho=0.002,0.008", "--json",
+                              str(tmp_path / "sweep.json"))
+    assert code == 0, err
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["sweep"] == {"parameter": "rho", "values": [0.002, 0.008]}
+    assert [report["params"]["rho"] for report in sweep["reports"]] == [0.002, 0.008]
+    assert "sweep of rho: Kendall tau-b" in out
+    evaluate(capsys, tiny_collection_card, "--set", "rho=0.008", "--json", str(tmp_path / "single.json"))
+    single = json.loads((tmp_path / "single.json").read_text())
+    assert single["models"] == sweep["reports"][1]["models"]
+    small, large = ([m["value"] for m in report["models"].values()] for report in sweep["reports"])
+    assert all(a < b for a, b in zip(small, large))  # a larger box holds a larger maximum
+    code, out, err = evaluate(capsys, tiny_collection_card, "--sweep", "rho=resnet18-cifar10", "--json",
+                              str(tmp_path / "grid.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "grid.json").read_text())["sweep"]["values"] == [0.001, 0.002, 0.004, 0.008]
+
+
+def test_grouped_and_one_at_a_time_evaluation_agree(capsys, tiny_collection_card, tmp_path, monkeypatch):
+    for flag, name in (((), "grouped"), (("--no-grouping",), "single")):
+        monkeypatch.setenv("SHARPBENCH_HOME", str(tmp_path / name))  # separate result stores
+        code, _, err = evaluate(capsys, tiny_collection_card, "--measure", "sharpness-avg-l2-adaptive", *flag,
+                                "--json", str(tmp_path / f"{name}.json"))
+        assert code == 0, err
+    grouped, single = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("grouped", "single"))
+    for model_id, entry in grouped["models"].items():
+        assert entry["value"] == pytest.approx(single["models"][model_id]["value"], rel=1e-6)
+
+
 @pytest.mark.parametrize("args,message", [
     (("evaluate", "--measure", "sharpness-worst-linf-adaptiv"), "Did you mean: sharpness-worst-linf-adaptive"),
     (("evaluate", "--measure", MEASURE, "--collection", "cifar-100"), "unknown collection 'cifar-100'"),
     (("evaluate", "--measure", MEASURE, "--set", "rho"), "expected key=value"),
     (("evaluate", "--measure", MEASURE, "--set", "radius=1"), "no parameter 'radius'"),
+    (("evaluate", "--measure", MEASURE, "--sweep", "rho=vit-imagenet"), "no grid 'vit-imagenet'"),
+    (("evaluate", "--measure", MEASURE, "--sweep", "rho=0.1,big"), "expects float"),
+    (("evaluate", "--measure", MEASURE, "--sweep", "rho"), "expected PARAM=V1,V2"),
     (("list", "measures", "--include-path", "/no/such/folder"), "no such folder"),
 ])
 def test_user_mistakes_get_one_clear_message_and_status_2(capsys, args, message):

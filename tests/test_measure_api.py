@@ -11,6 +11,7 @@ from torch import nn
 
 import sharpbench
 from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownNameError
+from sharpbench.evaluate import run_guarded_many
 from sharpbench.measure import load_measure_spec
 from sharpbench.registry import Registry
 
@@ -36,6 +37,24 @@ def batchnorm_training(model, context):
     with torch.no_grad():
         model(context.batches[0][0])
     return 0.0
+
+from sharpbench import computes_many
+
+def _sums_many(models, context):
+    with torch.no_grad():
+        next(models[1].parameters()).add_(1.0)  # the second model is changed
+    return [1.0, 2.0]
+
+@computes_many(_sums_many)
+def sums(model, context):
+    return 1.0
+
+def _short_many(models, context):
+    return [1.0]
+
+@computes_many(_short_many)
+def short(model, context):
+    return 1.0
 
 class FirstLogit:
     def __init__(self, scale):
@@ -72,6 +91,8 @@ def user_registry(tmp_path: Path) -> Path:
     user_card(tmp_path, "not-a-number", "not_a_number")
     user_card(tmp_path, "batchnorm-training", "batchnorm_training")
     user_card(tmp_path, "first-logit", "FirstLogit", "params: {scale: {type: float, default: 2.0}}")
+    user_card(tmp_path, "sums", "sums")
+    user_card(tmp_path, "short", "short")
     return tmp_path
 
 
@@ -168,6 +189,10 @@ def test_a_users_card_cannot_shadow_a_builtin_one(tmp_path):
     ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
      "params: {rho: {type: float, default: fast}}\n", "'params.rho.default'"),
     ("name: [unclosed\n", "'<file>'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
+     "params: {rho: {type: float, default: 1}}\ngrids: {radius: {vit: [1.0]}}\n", "'grids.radius'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
+     "params: {rho: {type: float, default: 1}}\ngrids: {rho: {vit: [small]}}\n", "'grids.rho.vit'"),
 ])
 def test_a_malformed_card_names_the_file_and_the_field(tmp_path, body, field):
     path = tmp_path / "bad.yaml"
@@ -181,3 +206,15 @@ def test_a_card_pointing_at_a_missing_implementation_says_so(tmp_path):
     (tmp_path / "measures" / "user_measures.py").write_text("x = 1\n", encoding="utf-8")
     with pytest.raises(CardError, match="field 'function'.*attribute 'ghost'"):
         load_measure_spec(path).resolve()
+
+
+def test_the_guard_checks_every_model_of_a_many_model_call(user_registry):
+    registry = Registry.discover([user_registry])
+    models = [mlp_and_batches()[0] for _ in range(2)]
+    _, batches = mlp_and_batches()
+    context = sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"),
+                                        generator=torch.Generator(), num_classes=3)
+    with pytest.raises(MeasureError, match="changed the weights of model 'b'"):
+        run_guarded_many(registry.measure("sums"), models, context, {}, ["model 'a'", "model 'b'"])
+    with pytest.raises(MeasureError, match="one value per model"):
+        run_guarded_many(registry.measure("short"), models, context, {}, ["model 'a'", "model 'b'"])
