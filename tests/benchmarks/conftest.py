@@ -20,6 +20,7 @@ RATIOS = [
     ("iteration", "plain", "one worst-case iteration / one plain forward+backward", "<= 1.10 CPU, <= 1.05 GPU"),
     ("oracle", "fast", "straightforward oracle / fast path (speed-up)", ">= 1.6 ResNet-18, >= 2 / >= 5 MLP L-inf / L2"),
     ("sequential", "vmapped", "one batch at a time / vmapped batches (speed-up)", "> 1 where vmap is used"),
+    ("one-at-a-time", "grouped", "one model at a time / same-architecture models together", "> 1 small models"),
 ]
 
 

@@ -1,8 +1,11 @@
-"""The whole default collection under the study's headline measure, end to end (seconds per model)."""
+"""The whole default collection under the study's headline measure, end to end (seconds per model), with
+same-architecture models evaluated together and one at a time."""
 
 from __future__ import annotations
 
 import itertools
+
+import pytest
 
 from sharpbench.collections import open_collection
 from sharpbench.evaluate import evaluate
@@ -10,7 +13,8 @@ from sharpbench.registry import Registry
 from sharpbench.store import ResultStore
 
 
-def test_collection_end_to_end(benchmark, setup, record, tiny_collection_card, tmp_path):
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "one-at-a-time"])
+def test_collection_end_to_end(benchmark, setup, record, tiny_collection_card, tmp_path, grouped):
     registry = Registry.discover([tiny_collection_card])
     name = "digits-mlp" if setup.full else "tiny-digits"
     collection = open_collection(registry.collection(name))
@@ -22,9 +26,11 @@ def test_collection_end_to_end(benchmark, setup, record, tiny_collection_card, t
         return (ResultStore(tmp_path / f"results-{next(counter)}.sqlite"),), {}
 
     def run(store):
-        evaluation = evaluate(spec, collection, store, device=setup.device, progress=False)
+        evaluation = evaluate(spec, collection, store, device=setup.device, progress=False, group_models=grouped)
         setup.sync()
         assert evaluation.computed == len(collection.models)
 
     benchmark.pedantic(run, setup=fresh_store, rounds=3 if setup.full else 1)
-    record("collection", f"{name} worst-linf-adaptive", "per-model", per=len(collection.models))
+    label = "grouped" if grouped else "one-at-a-time"
+    record("collection", f"{name} worst-linf-adaptive, {label}", "per-model", per=len(collection.models))
+    record("one-at-a-time", f"{name} worst-linf-adaptive", label, per=len(collection.models))
