@@ -216,3 +216,36 @@ def test_brute_force_search_would_catch_a_weak_maximizer():
     weak = worst_case_sharpness(model, data, rho=0.5, norm="linf", steps=1)
     strong = worst_case_sharpness(model, data, rho=0.5, norm="linf")
     assert weak < best_corner <= strong * (1 + 1e-3)
+
+
+SHARPNESS_CARDS = [f"sharpness-{kind}-{norm}-{scale}" for kind in ("worst", "avg") for norm in ("linf", "l2")
+                   for scale in ("adaptive", "standard")]
+
+
+def tiny_vit(seed: int) -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(seed)
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=16, depth=1, num_heads=2).double().eval()
+
+
+@pytest.mark.parametrize("name", SHARPNESS_CARDS)
+def test_every_sharpness_card_on_a_timm_vit_is_seeded_and_grouping_free(name):
+    from sharpbench import compute_measure
+    from sharpbench.evaluate import run_guarded_many
+    from sharpbench.measure import MeasureContext
+    from sharpbench.registry import Registry
+
+    generator = torch.Generator().manual_seed(0)
+    data = [(torch.randn(6, 1, 8, 8, generator=generator), torch.randint(0, 3, (6,), generator=generator))
+            for _ in range(2)]
+    options = dict(steps=3) if "worst" in name else dict(samples=3)
+    models = [tiny_vit(seed) for seed in range(2)]
+    alone = [compute_measure(name, model, data, seed=5, **options) for model in models]
+    assert alone == [compute_measure(name, model, data, seed=5, **options) for model in models]
+    assert all(value > 0 for value in alone) if "worst" in name else all(value != 0 for value in alone)
+    spec = Registry.discover().measure(name)
+    context = MeasureContext(batches=data, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5),
+                             num_classes=3)
+    together = run_guarded_many(spec, models, context, spec.bind(options), ["model 0", "model 1"])
+    assert together == pytest.approx(alone, rel=1e-9)
