@@ -1,4 +1,4 @@
-"""The `sharpbench` command line: evaluate, list, collection build."""
+"""The `sharpbench` command line: evaluate, list, collection build, leaderboard build."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from sharpbench.collections import open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluate import Evaluation, default_device, evaluate
 from sharpbench.jsonsafe import finite_or_none
+from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
+from sharpbench.leaderboard.results import publish
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
 from sharpbench.store import ResultStore
@@ -33,6 +35,14 @@ def _parse_set(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _number(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else "undefined"
+
+
+def _interval(interval: list[float]) -> str:
+    return f"[{_number(interval[0])}, {_number(interval[1])}]"
+
+
 def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
     spec, collection = evaluation.spec, evaluation.collection
     params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
@@ -41,10 +51,14 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
     else:
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
-    rows = [(target, f"{score['kendall_tau']:+.3f}" if math.isfinite(score["kendall_tau"]) else "undefined")
+    rows = [(target, _number(score["kendall_tau"]), _interval(score["kendall_tau_ci"]), _number(score["spearman"]),
+             _number(score["granulated_kendall"]), _number(score["conditional_mi"]), _number(score["sign_error_mean"]))
             for target, score in evaluation.scores().items()]
-    print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github", disable_numparse=True,
-                   colalign=("left", "right")))
+    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% interval", "Spearman", "Psi", "cond. MI",
+                                  "sign error"], tablefmt="github", disable_numparse=True,
+                   colalign=("left",) + ("right",) * 6))
+    tracks = ", ".join(f"{name} {_number(tau)}" for name, tau in evaluation.tau_vs_hparams().items())
+    print(f"Kendall tau-b against each hyperparameter: {tracks or 'none varies'}")
     print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
           f"positive tau against an error agrees with that)")
 
@@ -71,6 +85,9 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(finite_or_none(evaluation.report()), indent=2) + "\n", encoding="utf-8")
         print(f"report written to {path}")
+    if args.publish:
+        print(f"result published to {publish(evaluation, Path(args.leaderboard_dir))}; run `sharpbench leaderboard "
+              f"build` to update the tables and the page")
     return 0
 
 
@@ -103,6 +120,12 @@ def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace, registry: Registry) -> int:
+    for path in build_leaderboard(Path(args.leaderboard_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sharpbench", description=__doc__)
@@ -113,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("evaluate", parents=[common], help="score a measure against a collection")
+    leaderboard_dir = argparse.ArgumentParser(add_help=False)
+    leaderboard_dir.add_argument("--leaderboard-dir", default=str(DEFAULT_LEADERBOARD), metavar="DIR",
+                                 help=f"the leaderboard folder (default: ./{DEFAULT_LEADERBOARD} under the current "
+                                      f"directory)")
+
+    run = commands.add_parser("evaluate", parents=[common, leaderboard_dir],
+                              help="score a measure against a collection")
     run.add_argument("--measure", required=True, help="a registered measure name (see `sharpbench list measures`)")
     run.add_argument("--collection", default=DEFAULT_COLLECTION,
                      help=f"a registered collection (default: {DEFAULT_COLLECTION})")
@@ -124,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n", type=int, help="sharpness points (default: the collection's protocol, 1024)")
     run.add_argument("--m", type=int, help="m-sharpness batch size (default: the collection's protocol, 128)")
     run.add_argument("--seed", type=int, default=0, help="seed of the measure's random generator (default 0)")
+    run.add_argument("--publish", action="store_true",
+                     help="also write the result to DIR/results/COLLECTION/MEASURE.json for the leaderboard")
 
     listing = commands.add_parser("list", parents=[common], help="list registered measures or collections")
     listing.add_argument("what", choices=["measures", "collections"])
@@ -133,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     build = actions.add_parser("build", parents=[common], help="train a collection's models (resumes)")
     build.add_argument("name")
     build.add_argument("--force", action="store_true", help="discard what was built and build again")
+
+    board = commands.add_parser("leaderboard", help="the published leaderboard")
+    board_actions = board.add_subparsers(dest="action", required=True)
+    board_actions.add_parser("build", parents=[common, leaderboard_dir],
+                             help="render DIR/README.md and DIR/index.html from DIR/results/*/*.json")
     return parser
 
 
-_COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_collection}
+_COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_collection,
+             "leaderboard": _cmd_leaderboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
