@@ -110,7 +110,7 @@ def by_collection(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 def markdown_text(text: str) -> str:
     """Card text made safe for a Markdown table or paragraph: HTML escaped, pipes and newlines neutralized."""
-    return html.escape(" ".join(text.split())).replace("|", "\\|")
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 
 
 def markdown_tables(documents: list[dict[str, Any]]) -> str:
