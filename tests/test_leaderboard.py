@@ -26,7 +26,8 @@ def published(tiny_collection_card: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("board") / "leaderboard"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SHARPBENCH_HOME", str(root.parent / "home"))
-        for measure, *extra in [("train-loss",), ("param-norm",), ("param-norm", "--n", "32")]:
+        for measure, *extra in [("train-loss", "--json", str(root.parent / "report.json")), ("param-norm",),
+                                ("param-norm", "--n", "32")]:
             code = main(["evaluate", "--measure", measure, "--collection", "tiny-digits", "--include-path",
                          str(tiny_collection_card), "--no-progress", "--publish", "--leaderboard-dir", str(root),
                          *extra])
@@ -50,6 +51,19 @@ def test_the_committed_tables_and_page_are_what_build_makes_from_the_committed_r
     for path, text in render(REPO_LEADERBOARD).items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path} is stale: run `sharpbench leaderboard build` and commit the result")
+
+
+def test_the_json_report_has_every_metric_under_each_target(published: Path):
+    report = read(published.parent / "report.json")
+    assert set(report["tau_vs_hparams"]) == {"learning_rate", "batch_size"}
+    for target, score in report["scores"].items():
+        assert {"kendall_tau", "kendall_tau_ci", "spearman", "granulated_kendall", "granulated_kendall_per_hparam",
+                "conditional_mi", "sign_error_mean", "sign_error_max"} <= set(score), target
+        assert len(score["kendall_tau_ci"]) == 2
+        assert set(score["granulated_kendall_per_hparam"]) == {"learning_rate", "batch_size"}
+    # the published file is the same report, plus the cards' text and the variant
+    published_scores = read(published / "results" / "tiny-digits" / "train-loss.json")["scores"]
+    assert published_scores == report["scores"]
 
 
 def test_a_published_file_has_values_scores_and_provenance(published: Path):
