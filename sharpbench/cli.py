@@ -1,4 +1,4 @@
-"""The `sharpbench` command line: evaluate, list, collection build."""
+"""The `sharpbench` command line: evaluate, list, collection build, leaderboard build."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from sharpbench.errors import SharpbenchError
 from sharpbench.evaluate import Evaluation, default_device, evaluate
 from sharpbench.measure import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
+from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
+from sharpbench.leaderboard.results import publish
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
 from sharpbench.store import ResultStore
@@ -34,6 +36,14 @@ def _parse_set(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _number(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else "undefined"
+
+
+def _interval(interval: list[float]) -> str:
+    return f"[{_number(interval[0])}, {_number(interval[1])}]"
+
+
 def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
     spec, collection = evaluation.spec, evaluation.collection
     params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
@@ -42,9 +52,14 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
     else:
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
-    rows = [(target, _tau_text(score["kendall_tau"])) for target, score in evaluation.scores().items()]
-    print(tabulate(rows, headers=["target", "Kendall tau-b"], tablefmt="github", disable_numparse=True,
-                   colalign=("left", "right")))
+    rows = [(target, _number(score["kendall_tau"]), _interval(score["kendall_tau_ci"]), _number(score["spearman"]),
+             _number(score["granulated_kendall"]), _number(score["conditional_mi"]), _number(score["sign_error_mean"]))
+            for target, score in evaluation.scores().items()]
+    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% interval", "Spearman", "Psi", "cond. MI",
+                                  "sign error"], tablefmt="github", disable_numparse=True,
+                   colalign=("left",) + ("right",) * 6))
+    tracks = ", ".join(f"{name} {_number(tau)}" for name, tau in evaluation.tau_vs_hparams().items())
+    print(f"Kendall tau-b against each hyperparameter: {tracks or 'none varies'}")
     print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
           f"positive tau against an error agrees with that)")
 
@@ -78,14 +93,10 @@ def _is_number(text: str) -> bool:
 
 def _print_sweep(name: str, evaluations: list[Evaluation]) -> None:
     targets = [target for target in evaluations[0].scores() if "/" not in target]
-    rows = [[evaluation.params[name]] + [_tau_text(evaluation.scores()[target]["kendall_tau"]) for target in targets]
+    rows = [[evaluation.params[name]] + [_number(evaluation.scores()[target]["kendall_tau"]) for target in targets]
             for evaluation in evaluations]
     print(f"sweep of {name}: Kendall tau-b")
     print(tabulate(rows, headers=[name] + targets, tablefmt="github", disable_numparse=True))
-
-
-def _tau_text(tau: float) -> str:
-    return f"{tau:+.3f}" if math.isfinite(tau) else "undefined"
 
 
 def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
@@ -121,6 +132,10 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
                    "reports": [evaluation.report() for evaluation in evaluations]})
         path.write_text(json.dumps(finite_or_none(report), indent=2) + "\n", encoding="utf-8")
         print(f"report written to {path}")
+    if args.publish:
+        for evaluation in evaluations:
+            print(f"result published to {publish(evaluation, Path(args.leaderboard_dir))}")
+        print("run `sharpbench leaderboard build` to update the tables and the page")
     return 0
 
 
@@ -153,6 +168,12 @@ def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace, registry: Registry) -> int:
+    for path in build_leaderboard(Path(args.leaderboard_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sharpbench", description=__doc__)
@@ -163,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("evaluate", parents=[common], help="score a measure against a collection")
+    leaderboard_dir = argparse.ArgumentParser(add_help=False)
+    leaderboard_dir.add_argument("--leaderboard-dir", default=str(DEFAULT_LEADERBOARD), metavar="DIR",
+                                 help=f"the leaderboard folder (default: ./{DEFAULT_LEADERBOARD} under the current "
+                                      f"directory)")
+
+    run = commands.add_parser("evaluate", parents=[common, leaderboard_dir],
+                              help="score a measure against a collection")
     run.add_argument("--measure", required=True, help="a registered measure name (see `sharpbench list measures`)")
     run.add_argument("--collection", default=DEFAULT_COLLECTION,
                      help=f"a registered collection (default: {DEFAULT_COLLECTION})")
@@ -181,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-grouping", action="store_true",
                      help="evaluate one model at a time even when the measure can do same-architecture models "
                           "together (the values are the same)")
+    run.add_argument("--publish", action="store_true",
+                     help="also write the result to DIR/results/COLLECTION/MEASURE.json for the leaderboard")
 
     listing = commands.add_parser("list", parents=[common], help="list registered measures or collections")
     listing.add_argument("what", choices=["measures", "collections"])
@@ -190,10 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     build = actions.add_parser("build", parents=[common], help="train a collection's models (resumes)")
     build.add_argument("name")
     build.add_argument("--force", action="store_true", help="discard what was built and build again")
+
+    board = commands.add_parser("leaderboard", help="the published leaderboard")
+    board_actions = board.add_subparsers(dest="action", required=True)
+    board_actions.add_parser("build", parents=[common, leaderboard_dir],
+                             help="render DIR/README.md and DIR/index.html from DIR/results/*/*.json")
     return parser
 
 
-_COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_collection}
+_COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_collection,
+             "leaderboard": _cmd_leaderboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,9 +15,10 @@ from sharpbench.collections import Collection, ModelRecord
 from sharpbench.errors import Interrupted, MeasureError
 from sharpbench.flat import architecture_key
 from sharpbench.measure import Batch, MeasureContext, MeasureSpec
-from sharpbench.scoring import score_targets
+from sharpbench.metrics import Bootstrap, tau_vs_hparams
+from sharpbench.scoring import numeric_hparams, score_targets
 from sharpbench.store import ResultStore, measure_key
-from sharpbench.version import __version__
+from sharpbench.version import __version__, git_commit
 
 
 def default_device() -> torch.device:
@@ -117,6 +118,8 @@ class Evaluation:
     seconds: dict[str, float] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
+    bootstrap: Bootstrap = field(default_factory=Bootstrap)
+    _scores: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
 
     def targets(self) -> dict[str, list[float]]:
         """Each generalization target over the models, in the collection's order."""
@@ -130,10 +133,21 @@ class Evaluation:
         targets.update({f"ood_error/{s}": [m.ood_error[s] for m in models] for s in shifts})
         return {name: values for name, values in targets.items() if values is not None}
 
-    def scores(self) -> dict[str, dict[str, float]]:
-        """Kendall tau-b of the measure against every target."""
-        values = [self.values[m.id] for m in self.collection.models]
-        return score_targets(values, self.targets())
+    def hparams(self) -> dict[str, list[float]]:
+        """Each hyperparameter over the models as numbers (non-numeric values by their grid position)."""
+        return numeric_hparams([m.hparams for m in self.collection.models], self.collection.spec.grid)
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """Every ranking metric (with bootstrap intervals) of the measure against every target; computed once."""
+        if self._scores is None:
+            values = [self.values[m.id] for m in self.collection.models]
+            self._scores = score_targets(values, self.targets(), self.hparams(), bootstrap=self.bootstrap,
+                                         expected_sign=1 if self.spec.higher_means == "worse" else -1)
+        return self._scores
+
+    def tau_vs_hparams(self) -> dict[str, float]:
+        """Kendall tau-b of the measure against each hyperparameter: what the measure tracks."""
+        return tau_vs_hparams([self.values[m.id] for m in self.collection.models], self.hparams())
 
     def report(self) -> dict[str, Any]:
         """The JSON report: enough to recompute every score from the per-model entries."""
@@ -144,15 +158,20 @@ class Evaluation:
             "higher_means": self.spec.higher_means,
             "n_models": len(self.collection.models),
             "scores": self.scores(),
+            "tau_vs_hparams": self.tau_vs_hparams(),
+            "scoring": {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
+                        "interval_level": self.bootstrap.level, "interval": "percentile, over models"},
             "models": {m.id: _model_entry(m, self.values[m.id], self.seconds[m.id]) for m in self.collection.models},
             "provenance": {
                 "sharpbench_version": __version__,
+                "git_commit": git_commit(),
                 "measure_key": self.key,
                 "measure_card_sha256": self.spec.card_sha256,
                 "collection_card_sha256": self.collection.spec.card_sha256,
                 "manifest_sha256": self.collection.manifest_sha256,
                 "protocol": self.protocol,
                 "device": self.device,
+                "seconds_per_model": sum(self.seconds.values()) / len(self.seconds) if self.seconds else None,
             },
         }
 

@@ -23,6 +23,8 @@ model = torch.nn.Sequential(torch.nn.Linear(4, 3))
 batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
 value = sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches)
 assert value >= 0
+from sharpbench.leaderboard.results import result_schema
+assert result_schema()["title"] == "sharpbench leaderboard result"
 print("ok", len(registry.measures), value)
 """
 

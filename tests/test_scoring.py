@@ -1,59 +1,46 @@
-"""Kendall tau-b against an independent pairwise count, with ties."""
+"""The scoring layer: every metric under its report name, orientation of the sign error, numeric hparams."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
-from hypothesis import given, settings, strategies as st
 
-from sharpbench.scoring import kendall_tau_b, score_targets
+from sharpbench.metrics import Bootstrap, kendall_tau
+from sharpbench.scoring import numeric_hparams, score_target, score_targets
 
-
-def tau_b_by_counting(x, y):
-    """(concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)), counted over all pairs."""
-    concordant = discordant = ties_x = ties_y = pairs = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            pairs += 1
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            ties_x += dx == 0
-            ties_y += dy == 0
-            if dx * dy > 0:
-                concordant += 1
-            elif dx * dy < 0:
-                discordant += 1
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return (concordant - discordant) / denominator if denominator else math.nan
+HPARAMS = {"lr": [1, 1, 2, 2, 3, 3], "bs": [1, 2, 1, 2, 1, 2]}
+VALUES = [0.1, 0.4, 0.2, 0.6, 0.5, 0.3]
+TARGET = [1.0, 3.0, 2.0, 5.0, 6.0, 4.0]
+FAST = Bootstrap(resamples=50)
 
 
-def test_a_hand_computed_case_with_ties():
-    x = [1, 2, 2, 3]
-    y = [1, 3, 2, 2]
-    # pairs: (1,2)+ (1,3)+ (1,4)+ (2,3) tie x (2,4) - (3,4) tie y -> C=3, D=1, n0=6, ties 1 and 1
-    assert kendall_tau_b(x, y) == pytest.approx(2 / 5)
+def test_score_target_reports_every_metric_with_intervals_around_it():
+    score = score_target(VALUES, TARGET, HPARAMS, bootstrap=FAST)
+    assert score["kendall_tau"] == pytest.approx(kendall_tau(VALUES, TARGET))
+    for key in ("kendall_tau", "spearman", "granulated_kendall", "conditional_mi", "sign_error_mean"):
+        low, high = score[f"{key}_ci"]
+        assert low <= high, key
+    assert set(score["granulated_kendall_per_hparam"]) == set(score["granulated_kendall_per_hparam_ci"]) == {"lr", "bs"}
+    assert score["granulated_kendall_groups"] == {"lr": 2, "bs": 3}
+    assert set(score["conditional_mi_condition"]) <= {"lr", "bs"} and score["sign_error_environments"] == 9  # 3 lr pairs x 2 bs + 3 lr
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=30))
-def test_tau_b_agrees_with_pairwise_counting(pairs):
-    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
-    expected = tau_b_by_counting(x, y)
-    got = kendall_tau_b(x, y)
-    if math.isnan(expected):
-        assert math.isnan(got)
-    else:
-        assert got == pytest.approx(expected, abs=1e-12)
+def test_expected_sign_orients_the_sign_error_and_nothing_else():
+    worse = score_target(VALUES, TARGET, HPARAMS, bootstrap=FAST, expected_sign=1)
+    better = score_target(VALUES, TARGET, HPARAMS, bootstrap=FAST, expected_sign=-1)
+    # every environment's error e becomes 1 - e (no ties here), so the mean flips around 1/2
+    assert better["sign_error_mean"] == pytest.approx(1 - worse["sign_error_mean"])
+    for key in ("kendall_tau", "spearman", "granulated_kendall", "conditional_mi"):
+        assert better[key] == worse[key]
 
 
-def test_monotone_transforms_do_not_change_the_score_and_negation_flips_it():
-    values = [0.3, 0.1, 0.9, 0.5, 0.7]
-    target = [2.0, 1.0, 5.0, 4.0, 3.0]
-    tau = kendall_tau_b(values, target)
-    assert kendall_tau_b([math.exp(v) for v in values], target) == pytest.approx(tau)
-    assert kendall_tau_b([-v for v in values], target) == pytest.approx(-tau)
+def test_score_targets_keeps_every_target_in_order():
+    scores = score_targets([1, 2, 3], {"test_error": [1, 2, 3], "gen_gap": [3, 2, 1]}, {}, bootstrap=FAST)
+    assert list(scores) == ["test_error", "gen_gap"]
+    assert scores["test_error"]["kendall_tau"] == pytest.approx(1.0)
+    assert scores["gen_gap"]["kendall_tau"] == pytest.approx(-1.0)
 
 
-def test_score_targets_keeps_every_target():
-    scores = score_targets([1, 2, 3], {"test_error": [1, 2, 3], "gen_gap": [3, 2, 1]})
-    assert scores == {"test_error": {"kendall_tau": pytest.approx(1.0)}, "gen_gap": {"kendall_tau": pytest.approx(-1.0)}}
+def test_numeric_hparams_keeps_numbers_and_orders_names_by_the_grid():
+    records = [{"lr": 0.1, "augment": "strong"}, {"lr": 0.01, "augment": "none"}, {"lr": 1, "augment": "light"}]
+    columns = numeric_hparams(records, {"augment": ["none", "light", "strong"]})
+    assert columns == {"lr": [0.1, 0.01, 1.0], "augment": [2.0, 0.0, 1.0]}

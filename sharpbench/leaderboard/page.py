@@ -1,0 +1,103 @@
+"""The static leaderboard page: one sortable table and the scatter plots per collection, in one
+self-contained HTML file (inline style, script and images; no network). All card text is escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from typing import Any
+
+from sharpbench.leaderboard.plots import scatter_svg
+from sharpbench.leaderboard.tables import COLUMNS, SORT_COLUMN, by_collection
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
+td { white-space: nowrap; }
+.scroll { overflow-x: auto; }
+th:first-child, td:first-child { text-align: left; }
+th { cursor: pointer; user-select: none; background: #f4f4f4; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; }
+th[aria-sort="descending"]::after { content: " \\25BC"; }
+figure { display: inline-block; margin: 0.5em; }
+figcaption { font-size: 0.85em; max-width: 680px; }
+"""
+
+# Sorting: a click on a header sorts the rows by that column's data-value (numbers numerically, undefined
+# values last), ascending first, descending on the next click.
+_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (header, column) {
+    header.addEventListener("click", function () {
+      var ascending = header.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("th").forEach(function (other) { other.removeAttribute("aria-sort"); });
+      header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var numeric = header.dataset.type === "number";
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column].dataset.value, y = b.cells[column].dataset.value;
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
+        var order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _data_value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(float(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def _table(collection: str, documents: list[dict[str, Any]]) -> list[str]:
+    out = ['<div class="scroll">', f'<table class="sortable" id="table-{html.escape(collection)}">', "<thead><tr>"]
+    for column in COLUMNS:
+        kind = "text" if column.key == "measure" else "number"
+        sort = ' aria-sort="descending"' if column.key == SORT_COLUMN else ""
+        out.append(f'<th data-key="{column.key}" data-type="{kind}"{sort}>{html.escape(column.header)}</th>')
+    out.append("</tr></thead><tbody>")
+    for document in documents:
+        cells = "".join(f'<td data-value="{html.escape(_data_value(column.value(document)))}">'
+                        f"{html.escape(column.text(document))}</td>" for column in COLUMNS)
+        out.append(f'<tr data-measure="{html.escape(document["variant"])}">{cells}</tr>')
+    out.append("</tbody></table></div>")
+    return out
+
+
+def _figure(document: dict[str, Any]) -> str:
+    svg = base64.b64encode(scatter_svg(document).encode("utf-8")).decode("ascii")
+    name = html.escape(document["variant"])
+    caption = (f"<b>{name}</b>: {html.escape(document['measure_description'])} "
+               f"(source: {html.escape(document['measure_source'])})")
+    return (f'<figure id="plot-{html.escape(document["collection"])}-{name}">'
+            f'<img alt="{name} against test error and OOD error" src="data:image/svg+xml;base64,{svg}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def render_page(documents: list[dict[str, Any]], intro: str) -> str:
+    """The whole page as text (deterministic: no timestamps, plots byte-stable)."""
+    out = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<link rel="icon" href="data:,">', "<title>sharpbench leaderboard</title>",
+           f"<style>{_STYLE}</style>", "</head>", "<body>", "<h1>sharpbench leaderboard</h1>",
+           f"<p>{html.escape(intro)}</p>"]
+    for collection, group in by_collection(documents).items():
+        out += [f'<section id="collection-{html.escape(collection)}" data-collection="{html.escape(collection)}">',
+                f"<h2>{html.escape(collection)}</h2>",
+                f"<p>{html.escape(group[0]['collection_description'])}</p>",
+                f"<p>{group[0]['n_models']} models. Click a header to sort; the table starts sorted by Kendall "
+                f"τ against test error, largest first. Intervals are bootstrap 95% percentile intervals over "
+                f"models.</p>"]
+        out += _table(collection, group)
+        out.append("<h3>Measure against test error and OOD error, colored by the hyperparameter it tracks "
+                   "most</h3>")
+        out += [_figure(document) for document in group]
+        out.append("</section>")
+    out += [f"<script>{_SCRIPT}</script>", "</body>", "</html>", ""]
+    return "\n".join(out)

@@ -1,0 +1,59 @@
+"""Scatter plots of a measure against test error and OOD error, colored by the hyperparameter it tracks
+most (as in the study's figures), as byte-deterministic SVG: fixed id salt, no date, no creator line, text
+kept as text."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from sharpbench.leaderboard.tables import tracked_hparam
+
+_STYLE = {"svg.hashsalt": "sharpbench", "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 9}
+_METADATA = {"Date": None, "Creator": None}
+
+
+def _level_order(value: Any) -> tuple[bool, float, str]:
+    """Numbers in increasing order, then any other values by their text."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not numeric, float(value) if numeric else 0.0, str(value)
+
+
+def _ood_mean(model: dict[str, Any]) -> float | None:
+    errors = list(model["ood_error"].values())
+    return sum(errors) / len(errors) if errors else None
+
+
+def scatter_svg(document: dict[str, Any]) -> str:
+    """Two panels (measure vs test error, measure vs mean OOD error) as SVG text."""
+    models = list(document["models"].values())
+    tracked = tracked_hparam(document)
+    hparam = tracked[0] if tracked else None
+    levels = sorted({m["hparams"].get(hparam) for m in models}, key=_level_order) if hparam else [None]
+    colors = matplotlib.colormaps["viridis"].resampled(max(2, len(levels)))
+    panels = [("test error", lambda m: m["test_error"])]
+    if any(m["ood_error"] for m in models):
+        panels.append(("OOD error (mean over shifts)", _ood_mean))
+    with matplotlib.rc_context(_STYLE):
+        figure = Figure(figsize=(3.4 * len(panels), 2.9))
+        axes = figure.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (label, target) in zip(axes, panels):
+            for index, level in enumerate(levels):
+                chosen = [m for m in models if hparam is None or m["hparams"].get(hparam) == level]
+                ax.scatter([m["value"] for m in chosen], [target(m) for m in chosen], s=14,
+                           color=colors(index / max(1, len(levels) - 1)),
+                           label=f"{hparam}={level}" if hparam else None, edgecolors="none")
+            ax.set_xlabel(document["variant"])
+            ax.set_ylabel(label)
+            tau = document["scores"].get("test_error" if label == "test error" else "ood_error", {}).get("kendall_tau")
+            ax.set_title(f"Kendall tau {tau:+.3f}" if tau is not None else "Kendall tau undefined")
+            ax.grid(alpha=0.3)
+        if hparam:
+            axes[-1].legend(fontsize=7, loc="best", title=f"tracks {hparam}", title_fontsize=7)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata=_METADATA)
+    return buffer.getvalue()

@@ -1,0 +1,101 @@
+"""Published results: ``LEADERBOARD/results/COLLECTION/VARIANT.json``, validated by a JSON Schema.
+
+VARIANT is the measure's name when it ran with its card's default parameters and the collection's default
+sharpness-data protocol (and seed 0), and NAME@KEY12 (the first 12 hex digits of the measure key) otherwise,
+so a run with other parameters never overwrites the default one."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from sharpbench.errors import SharpbenchError
+from sharpbench.evaluate import Evaluation
+from sharpbench.jsonsafe import finite_or_none
+
+RESULTS = "results"
+FORMAT = 1
+
+
+class LeaderboardError(SharpbenchError):
+    """A leaderboard file is malformed or missing: names the file, what is wrong and the fix."""
+
+
+@lru_cache(maxsize=1)
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema of a result file (shipped with the package: sharpbench/schemas/result.schema.json)."""
+    return json.loads(resources.files("sharpbench").joinpath("schemas/result.schema.json").read_text("utf-8"))
+
+
+def validate_result(document: Any, where: Path | str) -> None:
+    """Raise LeaderboardError naming the file and the first field that does not match the schema."""
+    validator = jsonschema.Draft202012Validator(result_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
+        raise LeaderboardError(f"{where}: field '{field}': {error.message}. Result files are written by "
+                               f"`sharpbench evaluate --publish`; publish again instead of editing by hand.")
+
+
+def variant(evaluation: Evaluation) -> str:
+    """The file stem: the measure name, with @KEY12 unless parameters and protocol are the defaults."""
+    defaults = evaluation.spec.bind() == evaluation.params and \
+        evaluation.protocol == {**evaluation.collection.protocol(), "measure_seed": 0}
+    return evaluation.spec.name if defaults else f"{evaluation.spec.name}@{evaluation.key[:12]}"
+
+
+def result_document(evaluation: Evaluation) -> dict[str, Any]:
+    """The published form of an evaluation: the JSON report plus the cards' descriptions and the variant."""
+    report = evaluation.report()
+    document = {
+        "format": FORMAT,
+        "collection": report["collection"],
+        "collection_description": evaluation.collection.spec.description,
+        "measure": report["measure"],
+        "measure_description": evaluation.spec.description,
+        "measure_source": evaluation.spec.source,
+        "variant": variant(evaluation),
+        **{key: value for key, value in report.items() if key not in ("collection", "measure")},
+    }
+    return finite_or_none(document)
+
+
+def publish(evaluation: Evaluation, root: Path) -> Path:
+    """Write the evaluation's result file under ``root/results/COLLECTION/`` (validated first)."""
+    document = result_document(evaluation)
+    path = Path(root) / RESULTS / document["collection"] / f"{document['variant']}.json"
+    validate_result(document, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump(document), encoding="utf-8")
+    return path
+
+
+def dump(document: dict[str, Any]) -> str:
+    """The canonical text of a result file (stable key order as written, two-space indent, final newline)."""
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def load_results(root: Path) -> list[dict[str, Any]]:
+    """Every result file under ``root/results``, validated, in (collection, variant) order."""
+    folder = Path(root) / RESULTS
+    if not folder.is_dir():
+        raise LeaderboardError(f"{folder}: no results folder. Publish a result first "
+                               f"(`sharpbench evaluate --measure NAME --publish`) or pass --leaderboard-dir.")
+    documents = []
+    for path in sorted(folder.glob("*/*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise LeaderboardError(f"{path}: not valid JSON ({error}); publish it again.") from None
+        validate_result(document, path)
+        if (document["collection"], document["variant"]) != (path.parent.name, path.stem):
+            raise LeaderboardError(f"{path}: holds collection '{document['collection']}', variant "
+                                   f"'{document['variant']}', which belong in "
+                                   f"{folder / document['collection'] / (document['variant'] + '.json')}.")
+        documents.append(document)
+    return documents

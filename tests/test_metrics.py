@@ -1,0 +1,193 @@
+"""Ranking metrics against hand-computed cases and against independent, slow pairwise computations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sharpbench.metrics import (Bootstrap, bootstrap_replicates, conditional_mutual_information,
+                                granulated_kendall, kendall_tau, sign_error, spearman, tau_vs_hparams)
+
+
+def tau_b_by_counting(x, y):
+    """(concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)), counted over all pairs."""
+    concordant = discordant = ties_x = ties_y = pairs = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            pairs += 1
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            ties_x += dx == 0
+            ties_y += dy == 0
+            if dx * dy > 0:
+                concordant += 1
+            elif dx * dy < 0:
+                discordant += 1
+    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def cmi_by_counting(values, target, hparams, multiplicity=None):
+    """The PGDL score over ordered pairs of distinct models (each weighted by the product of multiplicities),
+    three-valued signs, cells weighted by their pairs; the minimum over sets of one or two hyperparameters.
+    Written with dictionaries and logs of probabilities, independently of the library's matrix form."""
+    n = len(values)
+    multiplicity = multiplicity or [1] * n
+    names = [h for h in hparams if h != "seed" and len(set(hparams[h])) > 1]
+    sets = [(h,) for h in names] + list(itertools.combinations(names, 2))
+    sign = lambda d: (d > 0) - (d < 0)  # noqa: E731
+    best = math.inf
+    for condition in sets:
+        cells: dict = {}
+        for a in range(n):
+            for b in range(n):
+                if a == b or not multiplicity[a] * multiplicity[b]:
+                    continue
+                u = tuple(hparams[h][a] for h in condition) + tuple(hparams[h][b] for h in condition)
+                key = (sign(values[a] - values[b]), sign(target[a] - target[b]))
+                cells.setdefault(u, {}).setdefault(key, 0)
+                cells[u][key] += multiplicity[a] * multiplicity[b]
+        total = sum(sum(c.values()) for c in cells.values())
+        information = entropy = 0.0
+        for counts in cells.values():
+            size = sum(counts.values())
+            p_mu = {m: sum(c for (mm, _), c in counts.items() if mm == m) / size for m, _ in counts}
+            p_g = {g: sum(c for (_, gg), c in counts.items() if gg == g) / size for _, g in counts}
+            information += size / total * sum(c / size * math.log(c / size / (p_mu[m] * p_g[g]))
+                                              for (m, g), c in counts.items())
+            entropy -= size / total * sum(p * math.log(p) for p in p_g.values())
+        if entropy > 0:
+            best = min(best, information / entropy)
+    return best if math.isfinite(best) else math.nan
+
+
+# A 2 x 2 grid (lr in {1, 2}, bs in {1, 2}) plus one model with lr 3 whose bs=2 partner is missing.
+GRID = {"lr": [1, 1, 2, 2, 3], "bs": [1, 2, 1, 2, 1]}
+
+
+def test_kendall_and_spearman_hand_computed_with_ties():
+    x, y = [1, 2, 2, 3], [1, 3, 2, 2]
+    # pairs: (1,2)+ (1,3)+ (1,4)+ (2,3) tie x (2,4) - (3,4) tie y -> C=3, D=1, n0=6, ties 1 and 1
+    assert kendall_tau(x, y) == pytest.approx(2 / 5)
+    # ranks x = [1, 2.5, 2.5, 4], y = [1, 4, 2.5, 2.5]; centred: [-1.5, 0, 0, 1.5], [-1.5, 1.5, 0, 0];
+    # dot 2.25, squared norms 4.5 and 4.5
+    assert spearman(x, y) == pytest.approx(0.5)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=30))
+def test_tau_b_agrees_with_pairwise_counting(pairs):
+    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
+    expected, got = tau_b_by_counting(x, y), kendall_tau(x, y)
+    assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12)
+
+
+def test_granulated_kendall_by_hand_on_an_incomplete_grid():
+    values = [1.0, 2.0, 3.0, 5.0, 4.0]
+    target = [1.0, 3.0, 2.0, 4.0, 0.0]
+    # lr varies within bs=1: models 0, 2, 4 (values 1, 3, 4; target 1, 2, 0): pairs (0,2)+ (0,4)- (2,4)- -> -1/3;
+    # within bs=2: models 1, 3 (values 2, 5; target 3, 4) -> +1. Psi_lr = (-1/3 + 1) / 2 = 1/3 from 2 groups.
+    # bs varies within lr=1: models 0, 1 -> +1; lr=2: models 2, 3 -> +1; lr=3 has one model: no group.
+    result = granulated_kendall(values, target, GRID)
+    assert result.per_hparam == pytest.approx({"lr": 1 / 3, "bs": 1.0})
+    assert result.groups == {"lr": 2, "bs": 2}
+    assert result.mean == pytest.approx(2 / 3)
+
+
+def test_granulated_kendall_skips_undefined_groups_and_the_seed():
+    hparams = {"lr": [1, 2, 1, 2], "bs": [1, 1, 2, 2], "seed": [0, 0, 0, 0]}
+    # within bs=2 the target is constant: tau undefined, that group is not counted
+    result = granulated_kendall([1, 2, 3, 4], [1, 2, 5, 5], hparams)
+    assert result.groups == {"lr": 1, "bs": 2} and result.per_hparam["lr"] == pytest.approx(1.0)
+    assert set(result.per_hparam) == {"lr", "bs"}
+
+
+def test_conditional_mi_by_hand():
+    # one hyperparameter with two values, two models each: conditioning on it leaves cells (u_a, u_b)
+    values, target, hparams = [1, 2, 3, 4], [1, 2, 4, 3], {"lr": [1, 1, 2, 2]}
+    # ordered pairs within a cell: cell (1,1): (0,1),(1,0) both concordant; (2,2): (2,3),(3,2) both discordant;
+    # cross cells (1,2): 4 pairs, all V_mu = V_g = -1 -> no information but no entropy either.
+    # In cells (1,1) and (2,2) V_mu determines V_g: I = H = ln 2 each; each holds 2 of 12 pairs.
+    # I(V_mu;V_g|U) = (4/12) ln 2; H(V_g|U) = (4/12) ln 2 -> 1.
+    result = conditional_mutual_information(values, target, hparams)
+    assert result.value == pytest.approx(1.0) and result.condition == ("lr",)
+    # a target independent of the measure within each cell gives 0
+    assert conditional_mutual_information([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 2, 1, 1, 2, 2, 1],
+                                          {"lr": [1, 1, 1, 1, 2, 2, 2, 2]}).value == pytest.approx(0.0, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2), st.integers(0, 1),
+                          st.integers(0, 2)), min_size=3, max_size=12))
+def test_conditional_mi_agrees_with_counting_and_ignores_negation(rows):
+    values, target = [r[0] for r in rows], [r[1] for r in rows]
+    hparams = {"lr": [r[2] for r in rows], "bs": [r[3] for r in rows], "width": [r[4] for r in rows]}
+    expected = cmi_by_counting(values, target, hparams)
+    got = conditional_mutual_information(values, target, hparams).value
+    negated = conditional_mutual_information([-v for v in values], target, hparams).value
+    for value in (got, negated):
+        assert (math.isnan(expected) and math.isnan(value)) or value == pytest.approx(expected, abs=1e-9)
+
+
+def test_sign_error_by_hand():
+    values = [1.0, 2.0, 3.0, 5.0, 4.0]
+    target = [1.0, 3.0, 2.0, 4.0, 0.0]
+    # environments (configurations differing in one hyperparameter): lr within bs=1: (0,2) ok, (0,4) wrong,
+    # (2,4) wrong; lr within bs=2: (1,3) ok; bs within lr=1: (0,1) ok; within lr=2: (2,3) ok. 6 environments.
+    result = sign_error(values, target, GRID)
+    assert result.environments == 6
+    assert result.mean == pytest.approx(2 / 6) and result.max == 1.0
+    # a tie in the target costs one half; replicates (seeds) of a configuration are averaged within it
+    tied = sign_error([1, 2, 3, 4], [1, 1, 2, 3], {"lr": [1, 2, 1, 2], "seed": [0, 0, 1, 1]})
+    # one environment (lr 1 vs 2); its model pairs: (0,1) target tie -> 1/2, (0,3), (2,1), (2,3) agree -> 1/8
+    assert tied.environments == 1 and tied.mean == pytest.approx(1 / 8)
+
+
+def test_tau_vs_hparams_ignores_seed_and_constant_hyperparameters():
+    values = [1, 2, 3, 4]
+    result = tau_vs_hparams(values, {"lr": [0.1, 0.2, 0.3, 0.4], "bs": [4, 3, 2, 1], "wd": [0, 0, 0, 0],
+                                     "seed": [0, 1, 0, 1]})
+    assert result == pytest.approx({"lr": 1.0, "bs": -1.0})
+
+
+def test_bootstrap_replicates_equal_the_metrics_on_each_resample():
+    rng = np.random.default_rng(3)
+    lr, bs = np.meshgrid([1, 2, 3], [1, 2, 3, 4], indexing="ij")
+    hparams = {"lr": lr.ravel().tolist(), "bs": bs.ravel().tolist()}
+    values = rng.normal(size=12).round(1).tolist()
+    target = (np.array(values) + rng.normal(size=12)).round(1).tolist()
+    bootstrap = Bootstrap(resamples=25, seed=7)
+    replicates = bootstrap_replicates(values, target, hparams, bootstrap, expected_sign=-1)
+    for r, rows in enumerate(bootstrap.indices(12)):
+        pick = lambda column: [column[i] for i in rows]  # noqa: E731
+        v, t, h = pick(values), pick(target), {name: pick(column) for name, column in hparams.items()}
+        for key, expected in [("kendall_tau", kendall_tau(v, t)), ("spearman", spearman(v, t)),
+                              ("granulated_kendall", granulated_kendall(v, t, h).mean),
+                              ("granulated_kendall/lr", granulated_kendall(v, t, h).per_hparam["lr"]),
+                              ("sign_error_mean", sign_error([-x for x in v], t, h).mean),
+                              ("sign_error_max", sign_error([-x for x in v], t, h).max)]:
+            got = replicates[key][r]
+            assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12), key
+        counts = np.bincount(rows, minlength=12).tolist()
+        expected_cmi = cmi_by_counting(values, target, hparams, counts)
+        assert replicates["conditional_mi"][r] == pytest.approx(expected_cmi, abs=1e-9, nan_ok=True)
+
+
+def test_bootstrap_intervals_are_seeded_percentiles_that_drop_undefined_resamples():
+    bootstrap = Bootstrap(resamples=400, seed=0)
+    values = list(range(30))
+    target = [v + (7 if v % 3 == 0 else 0) for v in values]
+    first = bootstrap_replicates(values, target, {}, bootstrap)["kendall_tau"]
+    second = bootstrap_replicates(values, target, {}, bootstrap)["kendall_tau"]
+    assert np.array_equal(first, second, equal_nan=True)
+    low, high = bootstrap.interval(first)
+    assert low <= kendall_tau(values, target) <= high and high - low > 0.01
+    assert bootstrap.interval(np.array([np.nan, 1.0, 2.0, 3.0])) == pytest.approx((1.05, 2.95))
+    assert all(math.isnan(x) for x in bootstrap.interval(np.array([np.nan, np.nan])))
+    # two models: half the resamples draw one model twice (undefined); the others give +-1
+    two = bootstrap_replicates([1, 2], [1, 2], {}, Bootstrap(resamples=200))["kendall_tau"]
+    assert set(two[np.isfinite(two)]) == {1.0} and np.isnan(two).sum() > 50
