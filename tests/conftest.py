@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -34,6 +36,15 @@ def sharpbench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "sharpbench-home"
     monkeypatch.setenv("SHARPBENCH_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="module")
+def float64_default() -> Iterator[None]:
+    """float64 as the default dtype for one test module (closed forms, oracle agreement), restored after it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,7 @@ from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    """Closed forms are checked in float64; the default dtype is restored for the other test modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # closed forms are checked in float64
 
 
 def mean_output(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,7 @@ from sharpbench.sharpness import (average_case_sharpness, average_case_sharpness
                                   worst_case_sharpness_many)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # closed forms are checked in float64
 
 
 def bn_mlp(seed: int) -> nn.Module:
