@@ -7,6 +7,7 @@ respect to every trainable parameter; curvlinops gives it as a linear operator o
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -96,14 +97,16 @@ def fisher_rao_norm(model: nn.Module, context: MeasureContext) -> float:
     them all (no per-example gradients are formed).
     """
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    loss_of_one = lambda logits, label: context.loss_fn(logits[None], label[None])  # noqa: E731
+
+    def example_losses(weights: dict[str, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of each example at `weights` (the context's mean loss taken over one example at a time)."""
+        logits = functional_call(model, weights, (inputs,))
+        return vmap(lambda z, y: context.loss_fn(z[None], y[None]))(logits, labels)
+
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad(), forward_mode_ad():
         for inputs, labels in context.batches:
-            def example_losses(weights: dict[str, torch.Tensor]) -> torch.Tensor:
-                return vmap(loss_of_one)(functional_call(model, weights, (inputs,)), labels)
-
-            _, along_w = jvp(example_losses, (params,), (params,))
+            _, along_w = jvp(partial(example_losses, inputs=inputs, labels=labels), (params,), (params,))
             total += along_w.double().square().sum().cpu()
             count += len(labels)
     return (total / count).sqrt().item()

@@ -303,3 +303,24 @@ def test_keskar_sharpness_matches_the_best_vertex_of_the_box_on_a_convex_loss():
     expected = (best - loss(w)) / (1 + loss(w))
     value = sharpbench.compute_measure("keskar-sharpness", model, [(inputs, labels)], rho=rho)
     assert value == pytest.approx(expected, rel=1e-6)
+
+
+# --- CUDA (skipped on machines without one) -------------------------------------------------------------------
+
+# Measures that draw random numbers: CPU and CUDA generators give different streams for the same seed.
+RANDOMIZED = {"pac-bayes-flatness", "pac-bayes-mag-flatness", "hessian-trace"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_runs_on_cuda_and_the_deterministic_ones_agree_with_the_cpu(name):
+    model, batches = batchnorm_cnn()
+    initial = {key: value + 0.01 for key, value in model.state_dict().items()}
+    on_cpu = sharpbench.compute_measure(name, model, batches, initial_state=initial)
+    model.cuda()
+    initial = {key: value.cuda() for key, value in initial.items()}
+    on_cuda = [sharpbench.compute_measure(name, model, batches, initial_state=initial) for _ in range(2)]
+    assert math.isfinite(on_cuda[0])
+    assert on_cuda[1] == pytest.approx(on_cuda[0], rel=1e-4)  # cuDNN backward passes need not be bitwise repeatable
+    if name not in RANDOMIZED:  # TF32 convolutions and another Lanczos start vector: agreement to 1e-2
+        assert on_cuda[0] == pytest.approx(on_cpu, rel=1e-2, abs=1e-6)
