@@ -62,7 +62,7 @@ def _seed_from(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
 
 
-def hessian_trace(model: nn.Module, context: MeasureContext, *, probes: int = 30) -> float:
+def hessian_trace(model: nn.Module, context: MeasureContext, *, probes: int = 50) -> float:
     """Hutchinson's estimate of tr(H): the mean of v^T H v over `probes` Rademacher vectors v."""
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
