@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from curvlinops import HessianLinearOperator, hutchinson_trace
@@ -18,7 +18,6 @@ from torch.func import functional_call, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sharpbench import MeasureContext
-from sharpbench.losses import LossFn
 
 # Hutchinson probes per operator product: curvlinops multiplies a block of probes at once (vmapped over the
 # probes), so the block bounds the memory of one product at this many Hessian-vector products.
@@ -34,7 +33,7 @@ class _MeanLoss(nn.Module):
 
     reduction = "mean"
 
-    def __init__(self, loss_fn: LossFn) -> None:
+    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.loss_fn = loss_fn
 
