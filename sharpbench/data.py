@@ -20,6 +20,7 @@ import torch
 
 from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
+from sharpbench.datasets import synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
 
 Tensor = torch.Tensor
@@ -133,6 +134,22 @@ DATASETS["sparse-regression"] = DatasetKind(
     description="y = <beta*, x>, x ~ N(0, I), beta* sparse: the study's toy regression",
     task="regression",
     fields=lambda cfg: {"in_features": int(cfg["dim"])},
+)
+DATASETS["synthetic-nli"] = DatasetKind(
+    loader=synthetic_nli.load_synthetic_nli,
+    params={
+        "num_train": Param(int, check=_positive, expected="a positive integer"),
+        "num_test": Param(int, check=_positive, expected="a positive integer"),
+        "swap_fraction": Param(float, default=0.05, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]"),
+        "max_length": Param(int, default=16, check=lambda v: v >= 16, expected="an integer >= 16"),
+        "seed": Param(int, default=0),
+    },
+    input_shape=(16,),
+    image_shape=(),
+    num_classes=2,
+    description="synthetic entailment (premise, hypothesis) pairs rewarding lexical overlap; token ids",
+    fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
+                        "pad_token_id": synthetic_nli.PAD},
 )
 
 
@@ -259,6 +276,11 @@ SHIFTS: dict[str, ShiftKind] = {
         corruptions.fog,
         {"strength": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
         "smooth seeded noise added, rescaled to keep the brightest pixel",
+    ),
+    "nli_overlap_swap": ShiftKind(
+        synthetic_nli.overlap_swap,
+        {},
+        "synthetic-nli only: low-overlap hypotheses become subject/object swaps (HANS-like)",
     ),
 }
 

@@ -112,7 +112,11 @@ class DiagonalLinearNet(nn.Module):
 
 class TextClassifier(nn.Module):
     """A Hugging Face sequence classifier taking only token ids, the attention mask derived from the padding
-    id, and returning logits: the one-tensor forward that the sharpness measures use."""
+    id, and returning logits: the one-tensor forward that the sharpness measures use.
+
+    The mask is passed ready-made (4D, additive: 0 for tokens, the float minimum for padding), which
+    transformers uses as is; its 2D form would make transformers inspect the mask's values (``mask.all()``),
+    control flow that ``torch.func.vmap`` over m-sharpness batches cannot trace."""
 
     def __init__(self, model: nn.Module, pad_token_id: int) -> None:
         super().__init__()
@@ -120,7 +124,8 @@ class TextClassifier(nn.Module):
         self.pad_token_id = int(pad_token_id)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=(input_ids != self.pad_token_id).long()).logits
+        padding = (input_ids == self.pad_token_id).to(torch.float32) * torch.finfo(torch.float32).min
+        return self.model(input_ids=input_ids, attention_mask=padding[:, None, None, :]).logits
 
 
 def _build_transformers(config: dict[str, Any]) -> nn.Module:
