@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import sharpbench.datasets.fashion_mnist as fashion
 from sharpbench.data import apply_shift, load_dataset
 from sharpbench.locate import DataNotFoundError
 
+REPO = Path(__file__).resolve().parents[1]
 FASHION = {"name": "fashion-mnist", "train_size": 60000, "test_size": 10000, "split_seed": 0,
            "hub_id": fashion.HUB_ID}
 
@@ -163,3 +166,30 @@ def test_fog_brightens_smoothly_and_stays_in_range():
     assert float(fogged[..., :5, :5].mean()) > 0.05                     # the background is no longer black
     assert float((fogged[..., :, 1:] - fogged[..., :, :-1]).abs()[..., :5, :5].max()) < 0.2   # smooth there
     assert not torch.equal(fogged, apply_shift("fog", dark, {"strength": 1.0, "seed": 1}, (1, 28, 28)))
+
+
+def test_cli_build_finds_fashion_mnist_through_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        no_system_copy: None, capsys: pytest.CaptureFixture):
+    from sharpbench.cli import main
+
+    monkeypatch.setenv("SHARPBENCH_DATA", str(tmp_path / "nothing"))  # undone after the test, as --data-dir's is
+    _fake_fashion(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=20)
+    card = (REPO / "registry" / "collections" / "fashion-mnist-cnn.yaml").read_text()
+    card = card.replace("name: fashion-mnist-cnn", "name: tiny-fashion").replace("train_size: 1000", "train_size: 30")
+    card = card.replace("learning_rate: [0.02, 0.03, 0.04, 0.05]", "learning_rate: [0.05]")
+    card = card.replace("batch_size: [32, 64]", "batch_size: [16]").replace("width: [8, 16]", "width: [2]")
+    card = card.replace("weight_decay: [0.0, 0.0005]", "weight_decay: [0.0]").replace("sam_rho: [0.0, 0.05]",
+                                                                                       "sam_rho: [0.05]")
+    card = card.replace("epochs: 100 ", "epochs: 1 ").replace("max_train_error: 0.01", "max_train_error: 1.0")
+    assert "tiny-fashion" in card and "width: [2]" in card and "epochs: 1 " in card
+    (tmp_path / "cards" / "collections").mkdir(parents=True)
+    (tmp_path / "cards" / "collections" / "tiny-fashion.yaml").write_text(card)
+    args = ["collection", "build", "tiny-fashion", "--include-path", str(tmp_path / "cards"), "--no-progress"]
+    assert main(args) == 2
+    assert "--data-dir" in capsys.readouterr().err                     # offline and nowhere: says what to provide
+    assert main(args + ["--data-dir", str(tmp_path / "data")]) == 0
+    manifest = json.loads((Path(os.environ["SHARPBENCH_HOME"]) / "collections" / "tiny-fashion" /
+                           "manifest.json").read_text())
+    assert manifest["dataset"]["num_train"] == 30 and manifest["dataset"]["num_test"] == 20
+    assert set(manifest["models"][0]["ood_error"]) == {"gaussian-noise", "shot-noise", "impulse-noise", "blur",
+                                                       "contrast", "brightness", "pixelate", "fog"}
