@@ -126,7 +126,7 @@ class CollectionSpec:
                 if len(self.seeds) > 1:
                     hparams["seed"] = seed
                 index = len(points)
-                points.append(ModelPoint(index, _model_id(index, hparams), hparams, seed))
+                points.append(ModelPoint(index, model_id_for(index, hparams), hparams, seed))
         return points
 
 
@@ -142,7 +142,7 @@ def _value_text(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+]", "", str(value))
 
 
-def _model_id(index: int, hparams: dict[str, Any]) -> str:
+def model_id_for(index: int, hparams: dict[str, Any]) -> str:
     """A readable, file-safe id such as ``017-lr0.1-bs32-w128-wd0.0005`` (the index keeps it unique)."""
     parts = [f"{index:03d}"] + [f"{_abbreviation(k)}{_value_text(v)}" for k, v in hparams.items()]
     return "-".join(parts)
@@ -192,7 +192,8 @@ def _kind_name(kind: type) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as the manifest records it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -397,7 +398,7 @@ class CollectionData:
     ood_inputs: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)  # labels are y_test
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -423,7 +424,7 @@ def _deterministic_cpu() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
+def build_lock(root: Path) -> Iterator[None]:
     """An advisory lock so two processes that build the same collection do not both train it."""
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -658,7 +659,7 @@ class Collection:
         if record.get("converged"):
             for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
                 file_path = self.root / str(record.get(file_key))
-                if not file_path.is_file() or _file_sha256(file_path) != record.get(sha_key):
+                if not file_path.is_file() or file_sha256(file_path) != record.get(sha_key):
                     return None
         return record
 
@@ -674,7 +675,7 @@ class Collection:
         if self.spec.imported and self.is_built() and not force:
             return
         self._check_buildable()
-        with _build_lock(self.root):
+        with build_lock(self.root):
             if force:
                 for child in (CHECKPOINTS, RECORDS):
                     shutil.rmtree(self.root / child, ignore_errors=True)
@@ -756,7 +757,7 @@ class Collection:
             blobs = {"file": (f"{CHECKPOINTS}/{point.id}.safetensors", save_safetensors(final, metadata)),
                      "init_file": (f"{CHECKPOINTS}/{point.id}.init.safetensors", save_safetensors(initial, metadata))}
             for key, (relative, blob) in blobs.items():
-                _atomic_write(self.root / relative, blob)
+                atomic_write(self.root / relative, blob)
             record.update({
                 "file": blobs["file"][0], "sha256": hashlib.sha256(blobs["file"][1]).hexdigest(),
                 "init_file": blobs["init_file"][0], "init_sha256": hashlib.sha256(blobs["init_file"][1]).hexdigest(),
@@ -765,7 +766,7 @@ class Collection:
                 "ood_loss": {name: value[1] for name, value in ood.items()},
             })
         record["seconds"] = time.perf_counter() - started
-        _atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
+        atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
         return record
 
     def _write_manifest(self) -> None:
@@ -803,7 +804,7 @@ class Collection:
                           "train_loss": r["train_loss"], "epochs": r.get("epochs")}
                          for r in records if not r["converged"]],
         }
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
         self._manifest = self._manifest_bytes = self._models = None
 
 

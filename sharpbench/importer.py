@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sharpbench.collections import (CHECKPOINTS, MANIFEST_FORMAT, Collection, _atomic_write, _model_id,
+from sharpbench.collections import (CHECKPOINTS, MANIFEST_FORMAT, Collection, atomic_write, model_id_for,
                                     load_collection_spec, open_collection)
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.jsonsafe import finite_or_none
@@ -121,7 +121,7 @@ def import_collection(folder: Path | str, home: Path | None = None) -> Collectio
     for number, row in enumerate(rows, start=2):
         where = f"{table} line {number}"
         hparams = {c: _number(row[c].strip()) for c in hparam_columns if (row.get(c) or "").strip()}
-        model_id = re.sub(r"[^A-Za-z0-9._+-]", "_", row.get("id") or "") or _model_id(len(models), hparams)
+        model_id = re.sub(r"[^A-Za-z0-9._+-]", "_", row.get("id") or "") or model_id_for(len(models), hparams)
         if model_id in ids:
             raise CollectionError(f"{where}: id {model_id!r} is used twice")
         ids.add(model_id)
@@ -139,7 +139,7 @@ def import_collection(folder: Path | str, home: Path | None = None) -> Collectio
                 raise CollectionError(f"{where}: {source} does not fit the card's architecture ({error})") from None
             relative = f"{CHECKPOINTS}/{model_id}{suffix}.safetensors"
             blob = source.read_bytes()
-            _atomic_write(collection.root / relative, blob)
+            atomic_write(collection.root / relative, blob)
             entry[file_key], entry[sha_key] = relative, hashlib.sha256(blob).hexdigest()
         entry["train_error"] = _metric(row, "train_error", where, True)
         entry["train_loss"] = _metric(row, "train_loss", where, False)
@@ -157,5 +157,5 @@ def import_collection(folder: Path | str, home: Path | None = None) -> Collectio
         "architecture": spec.architecture, "loss": spec.loss,
         "models": models, "excluded": [],
     }
-    _atomic_write(collection.manifest_path, json.dumps(finite_or_none(manifest), indent=1, allow_nan=False).encode())
+    atomic_write(collection.manifest_path, json.dumps(finite_or_none(manifest), indent=1, allow_nan=False).encode())
     return open_collection(spec, home)

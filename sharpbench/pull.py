@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sharpbench.collections import CHECKPOINTS, MANIFEST, Collection, _atomic_write, _build_lock, _file_sha256
+from sharpbench.collections import CHECKPOINTS, MANIFEST, Collection, atomic_write, build_lock, file_sha256
 from sharpbench.errors import CollectionError
 
 
@@ -73,13 +73,13 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
                               f"{manifest.get('card_sha256')}, yours {spec.card_sha256} at {spec.path}); pull a "
                               f"matching version, or use the card it was built from")
     fetched = 0
-    with _build_lock(collection.root):
+    with build_lock(collection.root):
         for entry in entries:
             for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
                 relative = _safe_relative(entry.get(file_key), where)
                 expected = str(entry.get(sha_key))
                 target = collection.root / relative
-                if target.is_file() and _file_sha256(target) == expected:
+                if target.is_file() and file_sha256(target) == expected:
                     continue
                 blob = _fetch(source, relative)
                 got = hashlib.sha256(blob).hexdigest()
@@ -87,7 +87,7 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
                     raise CollectionError(f"{source.rstrip('/')}/{relative} fails its integrity check (sha256 {got}, "
                                           f"the manifest says {expected}): the file is corrupt or was altered; it "
                                           f"was not installed")
-                _atomic_write(target, blob)
+                atomic_write(target, blob)
                 fetched += 1
-        _atomic_write(collection.manifest_path, raw)
+        atomic_write(collection.manifest_path, raw)
     return fetched
