@@ -113,7 +113,7 @@ def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
         print(f"{collection.spec.name}: {len(collection.models)} models pulled from {args.source} and verified "
               f"({fetched} files fetched), under {collection.root}")
         return 0
-    collection.build(progress=not args.no_progress, force=args.force, workers=args.workers)
+    collection.build(progress=not args.no_progress, force=args.force, workers=args.workers, device=args.device)
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="discard what was built and build again")
     build.add_argument("--workers", type=int, default=1, metavar="K",
                        help="train K models at a time in separate processes (default 1)")
+    build.add_argument("--device", default="cpu", help="torch device to train on (default cpu; e.g. cuda)")
     pull = actions.add_parser("pull", parents=[common], help="fetch a published collection, verifying every sha256")
     pull.add_argument("name")
     pull.add_argument("--from", dest="source", required=True, metavar="URL_OR_DIR",

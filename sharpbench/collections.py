@@ -397,6 +397,13 @@ class CollectionData:
     y_test: torch.Tensor
     ood_inputs: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)  # labels are y_test
 
+    def to(self, device: torch.device) -> "CollectionData":
+        """The same tensors on ``device`` (this object itself when they are there already)."""
+        if self.x_train.device == device:
+            return self
+        return CollectionData(self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                              self.y_test.to(device), {k: v.to(device) for k, v in self.ood_inputs.items()})
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
@@ -410,12 +417,14 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _deterministic_cpu() -> Iterator[None]:
-    """One intra-op thread (results of CPU matmuls depend on the thread count) and deterministic algorithms;
-    restores the caller's settings."""
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """One intra-op CPU thread (results of CPU matmuls depend on the thread count) and deterministic algorithms
+    (on a GPU: where torch has them, with cuBLAS's deterministic workspace); restores the caller's settings."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         yield
     finally:
@@ -663,13 +672,16 @@ class Collection:
                     return None
         return record
 
-    def build(self, progress: bool = True, force: bool = False, workers: int = 1) -> None:
+    def build(self, progress: bool = True, force: bool = False, workers: int = 1,
+              device: torch.device | str = "cpu") -> None:
         """Train every model of the grid that no earlier build finished, then write manifest.json.
 
         Does nothing when the collection is already built from this card (unless ``force``, which
         deletes the folder first). Each finished model's files and record are written atomically at once,
         so an interrupted build resumes without retraining anything it finished. ``workers`` > 1 trains
-        that many models at a time in separate processes (one thread each: the same bits as one worker)."""
+        that many models at a time in separate processes (one thread each: the same bits as one worker).
+        ``device`` trains there (e.g. cuda for the full-scale cards); checkpoints are saved from the CPU."""
+        device = torch.device(device)
         if workers < 1:
             raise CollectionError(f"--workers must be at least 1 (got {workers})")
         if self.spec.imported and self.is_built() and not force:
@@ -687,10 +699,10 @@ class Collection:
             self._manifest = self._manifest_bytes = self._models = None
             for leftover in self.root.glob("**/.*.tmp-*"):     # half-written files of an interrupted build
                 leftover.unlink(missing_ok=True)
-            self._train_missing(progress, workers)
+            self._train_missing(progress, workers, device)
             self._write_manifest()
 
-    def _train_missing(self, progress: bool, workers: int) -> None:
+    def _train_missing(self, progress: bool, workers: int, device: torch.device) -> None:
         from tqdm.auto import tqdm
 
         points = self.spec.model_points()
@@ -701,17 +713,17 @@ class Collection:
         bar = tqdm(total=len(points), initial=len(finished), desc=f"building {self.spec.name}", unit="model",
                    disable=not progress, dynamic_ncols=True)
         try:
-            for record in self._train_points(todo, workers):
+            for record in self._train_points(todo, workers, device):
                 bar.set_postfix_str(f"last train error {record['train_error']}", refresh=False)
                 bar.update(1)
         finally:
             bar.close()
 
-    def _train_points(self, todo: list[ModelPoint], workers: int) -> Iterator[dict[str, Any]]:
+    def _train_points(self, todo: list[ModelPoint], workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
         """Train the points in this process, or in ``workers`` spawned processes; yields each finished record."""
         if workers == 1 or len(todo) == 1:
-            data = self.data()
-            with _deterministic_cpu():
+            data = self.data().to(device)
+            with _deterministic(device):
                 for point in todo:
                     yield self._train_one(point, data)
             return
@@ -720,7 +732,7 @@ class Collection:
 
         # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_start, initargs=(self.spec, self.root))
+                                   initializer=_worker_start, initargs=(self.spec, self.root, device))
         try:
             futures = [pool.submit(_worker_train, point) for point in todo]
             for future in as_completed(futures):
@@ -734,12 +746,14 @@ class Collection:
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(point.seed)
-            model = build_model(self.spec.architecture, point.hparams)
+            model = build_model(self.spec.architecture, point.hparams)    # on the CPU: the same init everywhere
         initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        device = data.x_train.device
+        model.to(device)
         loss = self.spec.loss
         # with label noise, the model is trained on (and its train error measured against) the noisy labels
-        y_train = noisy_labels(data.y_train, recipe_config(self.spec.training, point.hparams)["label_noise"],
-                               self.spec.num_classes, point.seed)
+        y_train = noisy_labels(data.y_train.cpu(), recipe_config(self.spec.training, point.hparams)["label_noise"],
+                               self.spec.num_classes, point.seed).to(device)
         epochs = train_model(model, data.x_train, y_train, self.spec.training, point.hparams, point.seed, loss)
         train_error, train_loss = evaluate_errors(model, data.x_train, y_train, loss)
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
@@ -747,13 +761,14 @@ class Collection:
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
             "card_sha256": self.spec.card_sha256, "converged": converged,
             "train_error": finite_or_none(train_error), "train_loss": finite_or_none(train_loss), "epochs": epochs,
+            "device": str(device),
         }
         if converged:
             test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test, loss)
             ood = {name: evaluate_errors(model, x, data.y_test, loss) for name, x in data.ood_inputs.items()}
             # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
             metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
-            final = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            final = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             blobs = {"file": (f"{CHECKPOINTS}/{point.id}.safetensors", save_safetensors(final, metadata)),
                      "init_file": (f"{CHECKPOINTS}/{point.id}.init.safetensors", save_safetensors(initial, metadata))}
             for key, (relative, blob) in blobs.items():
@@ -808,20 +823,21 @@ class Collection:
         self._manifest = self._manifest_bytes = self._models = None
 
 
-_WORKER: Collection | None = None
+_WORKER: tuple[Collection, CollectionData, torch.device] | None = None
 
 
-def _worker_start(spec: CollectionSpec, root: Path) -> None:
-    """Set up one build worker process: its own Collection, data loaded once, one thread."""
+def _worker_start(spec: CollectionSpec, root: Path, device: torch.device) -> None:
+    """Set up one build worker process: its own Collection, the data loaded once onto the device."""
     global _WORKER
-    _WORKER = Collection(spec, root)
-    _WORKER.data()
+    collection = Collection(spec, root)
+    _WORKER = (collection, collection.data().to(device), device)
 
 
 def _worker_train(point: ModelPoint) -> dict[str, Any]:
     assert _WORKER is not None, "_worker_start did not run"
-    with _deterministic_cpu():
-        return _WORKER._train_one(point, _WORKER.data())
+    collection, data, device = _WORKER
+    with _deterministic(device):
+        return collection._train_one(point, data)
 
 
 def open_collection(spec: CollectionSpec, home: Path | None = None) -> Collection:

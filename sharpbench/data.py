@@ -20,7 +20,7 @@ import torch
 
 from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
-from sharpbench.datasets import synthetic_nli
+from sharpbench.datasets import cifar10, synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
 
 Tensor = torch.Tensor
@@ -134,6 +134,20 @@ DATASETS["sparse-regression"] = DatasetKind(
     description="y = <beta*, x>, x ~ N(0, I), beta* sparse: the study's toy regression",
     task="regression",
     fields=lambda cfg: {"in_features": int(cfg["dim"])},
+)
+DATASETS["cifar10"] = DatasetKind(
+    loader=cifar10.load_cifar10,
+    params={
+        "train_size": Param(int, default=50000, check=_positive, expected="a positive integer"),
+        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer (the first images)"),
+        "split_seed": Param(int, default=0),
+        "hub_id": Param(str, default=cifar10.HUB_ID),
+    },
+    input_shape=(3, 32, 32),
+    image_shape=(3, 32, 32),
+    num_classes=10,
+    description="CIFAR-10 (binary files in a local folder, or the hub); a random training subset, the first "
+                "test images",
 )
 DATASETS["synthetic-nli"] = DatasetKind(
     loader=synthetic_nli.load_synthetic_nli,
@@ -276,6 +290,12 @@ SHIFTS: dict[str, ShiftKind] = {
         corruptions.fog,
         {"strength": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
         "smooth seeded noise added, rescaled to keep the brightest pixel",
+    ),
+    "cifar10_c": ShiftKind(
+        cifar10.cifar10_c,
+        {"corruption": Param(str, expected="a CIFAR-10-C file name without .npy, e.g. gaussian_noise"),
+         "severity": Param(int, check=lambda v: 1 <= v <= 5, expected="an integer from 1 to 5")},
+        "cifar10 only: the test images as CIFAR-10-C corrupts them (files from --data-dir)",
     ),
     "nli_overlap_swap": ShiftKind(
         synthetic_nli.overlap_swap,

@@ -91,7 +91,7 @@ def noisy_labels(y: Tensor, fraction: float, num_classes: int, seed: int) -> Ten
 def _augment(images: Tensor, mode: str, padding: int, generator: torch.Generator) -> Tensor:
     """Random horizontal flips and/or random crops after zero padding, one draw per image (N, C, H, W)."""
     if "flip" in mode:
-        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if "crop" in mode and padding > 0:
         height, width = images.shape[-2:]
@@ -100,7 +100,7 @@ def _augment(images: Tensor, mode: str, padding: int, generator: torch.Generator
         # one gather per distinct offset: at most (2p+1)^2 slices, instead of a Python loop over images
         out = torch.empty_like(images)
         for dy, dx in torch.unique(offsets, dim=0).tolist():
-            rows = (offsets[:, 0] == dy) & (offsets[:, 1] == dx)
+            rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).to(images.device)
             out[rows] = padded[rows, :, dy:dy + height, dx:dx + width]
         images = out
     return images
@@ -130,7 +130,7 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, recipe: dict[str, Any], 
     total, step = epochs * steps_per_epoch, 0
     model.train()
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator).to(x.device)   # drawn on the CPU: the same order anywhere
         xs, ys = x[perm], y[perm]
         for start in range(0, n, batch_size):
             inputs, targets = xs[start:start + batch_size], ys[start:start + batch_size]
