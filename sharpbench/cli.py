@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ from sharpbench.measure import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
 from sharpbench.leaderboard.results import publish
+from sharpbench.locate import DATA_ENV
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
 from sharpbench.store import ResultStore
@@ -161,8 +163,22 @@ def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
+    if args.action == "import":
+        from sharpbench.importer import import_collection
+
+        collection = import_collection(args.folder, sharpbench_home())
+        print(f"{collection.spec.name}: {len(collection.models)} models imported under {collection.root}; "
+              f"evaluate with `sharpbench evaluate --collection {collection.spec.name} --measure NAME`")
+        return 0
     collection = open_collection(registry.collection(args.name), sharpbench_home())
-    collection.build(progress=not args.no_progress, force=args.force)
+    if args.action == "pull":
+        from sharpbench.pull import pull_collection
+
+        fetched = pull_collection(collection, args.source, args.manifest_sha256)
+        print(f"{collection.spec.name}: {len(collection.models)} models pulled from {args.source} and verified "
+              f"({fetched} files fetched), under {collection.root}")
+        return 0
+    collection.build(progress=not args.no_progress, force=args.force, workers=args.workers, device=args.device)
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0
@@ -182,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder with measures/*.yaml and/or collections/*.yaml cards of your own "
                              "(repeatable)")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help=f"a folder with datasets (DIR/NAME/ or DIR itself); same as ${DATA_ENV}=DIR")
     commands = parser.add_subparsers(dest="command", required=True)
 
     leaderboard_dir = argparse.ArgumentParser(add_help=False)
@@ -219,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     build = actions.add_parser("build", parents=[common], help="train a collection's models (resumes)")
     build.add_argument("name")
     build.add_argument("--force", action="store_true", help="discard what was built and build again")
+    build.add_argument("--workers", type=int, default=1, metavar="K",
+                       help="train K models at a time in separate processes (default 1)")
+    build.add_argument("--device", default="cpu", help="torch device to train on (default cpu; e.g. cuda)")
+    pull = actions.add_parser("pull", parents=[common], help="fetch a published collection, verifying every sha256")
+    pull.add_argument("name")
+    pull.add_argument("--from", dest="source", required=True, metavar="URL_OR_DIR",
+                      help="a folder or URL holding manifest.json and checkpoints/")
+    pull.add_argument("--manifest-sha256", metavar="HEX", help="the published sha256 of manifest.json, checked first")
+    importing = actions.add_parser("import", parents=[common],
+                                   help="make a collection of a folder of checkpoints (card.yaml + models.csv)")
+    importing.add_argument("folder", metavar="DIR")
 
     board = commands.add_parser("leaderboard", help="the published leaderboard")
     board_actions = board.add_subparsers(dest="action", required=True)
@@ -234,6 +263,8 @@ _COMMANDS = {"evaluate": _cmd_evaluate, "list": _cmd_list, "collection": _cmd_co
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; user errors are one message and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ[DATA_ENV] = str(Path(args.data_dir).expanduser())   # read by the loaders and build workers
     try:
         registry = Registry.discover(args.include_path)
         return _COMMANDS[args.command](args, registry)

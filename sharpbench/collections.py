@@ -41,7 +41,8 @@ from sharpbench.errors import CardError, CollectionError
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models import ARCHITECTURES, build_model
 from sharpbench.paths import sharpbench_home
-from sharpbench.train import RECIPE_PARAMS, evaluate_errors, train_model
+from sharpbench.losses import LossFn
+from sharpbench.train import LOSSES, RECIPE_PARAMS, evaluate_errors, noisy_labels, recipe_config, train_model
 from sharpbench.version import __version__
 
 MANIFEST = "manifest.json"
@@ -50,10 +51,11 @@ RECORDS = "records"
 MANIFEST_FORMAT = 1
 
 _CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", "grid", "seeds", "training",
-                "convergence", "sharpness_data"}
+                "convergence", "sharpness_data", "loss", "imported"}
+# Sections only a card that is built has; an imported card (``imported: true``) describes checkpoints
+# trained elsewhere, and its models come from `sharpbench collection import`.
+_TRAINING_FIELDS = ("grid", "seeds", "training", "convergence")
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-# Architecture fields that follow from the dataset: filled in from it, never varied by a grid.
-_DERIVED_ARCH_FIELDS = {"in_features", "num_classes"}
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -94,28 +96,37 @@ class CollectionSpec:
     training: dict[str, Any]           # fixed recipe fields (those not in the grid), defaults filled in
     max_train_error: float
     sharpness_data: dict[str, int]     # {n, m, seed}
+    loss: str = "cross_entropy"        # a key of sharpbench.train.LOSSES: what is trained and measured
+    imported: bool = False             # checkpoints trained elsewhere: no grid, never built here
 
     def grid_size(self) -> int:
-        """Number of models the grid defines (grid points x seeds), before the convergence filter."""
+        """Number of models the grid defines (grid points x seeds), before the convergence filter; 0 if imported."""
+        if self.imported:
+            return 0
         return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
 
     @property
     def num_classes(self) -> int:
         return DATASETS[self.dataset["name"]].num_classes
 
+    @property
+    def loss_fn(self) -> LossFn:
+        """The loss the models were trained on, (outputs, targets) -> mean loss; sharpness is measured on it."""
+        return LOSSES[self.loss][0]
+
     def model_points(self) -> list[ModelPoint]:
         """Every model of the grid, in a fixed order (seeds outermost, then the grid in card order).
 
         The manifest's hparams are the grid values, plus ``seed`` when the card lists several seeds."""
         names = list(self.grid)
-        points = []
-        for seed in self.seeds:
+        points: list[ModelPoint] = []
+        for seed in () if self.imported else self.seeds:
             for values in itertools.product(*(self.grid[name] for name in names)):
                 hparams = dict(zip(names, values))
                 if len(self.seeds) > 1:
                     hparams["seed"] = seed
                 index = len(points)
-                points.append(ModelPoint(index, _model_id(index, hparams), hparams, seed))
+                points.append(ModelPoint(index, model_id_for(index, hparams), hparams, seed))
         return points
 
 
@@ -131,7 +142,7 @@ def _value_text(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+]", "", str(value))
 
 
-def _model_id(index: int, hparams: dict[str, Any]) -> str:
+def model_id_for(index: int, hparams: dict[str, Any]) -> str:
     """A readable, file-safe id such as ``017-lr0.1-bs32-w128-wd0.0005`` (the index keeps it unique)."""
     parts = [f"{index:03d}"] + [f"{_abbreviation(k)}{_value_text(v)}" for k, v in hparams.items()]
     return "-".join(parts)
@@ -149,9 +160,10 @@ def _check_value(value: Any, path: Path, name: str, param: Param) -> Any:
 
 
 def _check_section(values: Any, path: Path, prefix: str, schema: dict[str, Param],
-                   skip: set[str] = frozenset(), fill_defaults: bool = True) -> dict[str, Any]:
+                   skip: set[str] = frozenset(), fill_defaults: bool = True, require: bool = True) -> dict[str, Any]:
     """Validate a mapping against a schema: unknown keys, types, checks; defaults filled in. Keys in
-    ``skip`` are left out (they are supplied elsewhere, e.g. by the grid)."""
+    ``skip`` are left out (they are supplied elsewhere, e.g. by the grid); without ``require``, missing
+    fields are allowed (an imported card's models give them, one value per model)."""
     if not isinstance(values, dict):
         raise CardError(path, prefix.rstrip("."), "a mapping", values)
     reject_unknown({prefix + k: v for k, v in values.items()}, path, {prefix + k for k in schema})
@@ -164,7 +176,7 @@ def _check_section(values: Any, path: Path, prefix: str, schema: dict[str, Param
         elif param.default is not ...:
             if fill_defaults:
                 out[name] = param.default
-        else:
+        elif require:
             raise CardError(path, prefix + name, f"{_kind_name(param.kind)} (the field is required)")
     return out
 
@@ -180,7 +192,8 @@ def _kind_name(kind: type) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as the manifest records it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -228,13 +241,27 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         params = _check_section(entry.get("params", {}) or {}, path, f"{where}.params.", SHIFTS[kind].params)
         shifts.append(ShiftSpec(shift_name, kind, params))
 
+    imported = field(card, path, "imported", bool, default=False)
+    if imported:
+        for key in _TRAINING_FIELDS:
+            if key in card:
+                raise CardError(path, key, "no such section in an imported card (its models were trained elsewhere; "
+                                           "remove the field or `imported: true`)", card[key])
+    default_loss = "mse" if dataset_kind.task == "regression" else "cross_entropy"
+    loss = field(card, path, "loss", str, default=default_loss)
+    if loss not in LOSSES:
+        raise CardError(path, "loss", f"one of {sorted(LOSSES)}", loss)
+    if (loss == "cross_entropy") != (dataset_kind.task == "classification"):
+        raise CardError(path, "loss", f"a loss for a {dataset_kind.task} dataset ({default_loss})", loss)
+
     # architecture (fixed fields; the grid may vary the others)
-    grid_raw = field(card, path, "grid", dict)
+    grid_raw = {} if imported else field(card, path, "grid", dict)
     arch_raw = field(card, path, "architecture", dict)
     arch_kind_name = _choice(arch_raw.get("kind"), path, "architecture.kind", ARCHITECTURES)
     arch_schema = ARCHITECTURES[arch_kind_name].params
     arch_fixed = {k: v for k, v in arch_raw.items() if k != "kind"}
-    gridable = {**{k: p for k, p in arch_schema.items() if k not in _DERIVED_ARCH_FIELDS}, **RECIPE_PARAMS}
+    derived = dataset_kind.architecture_fields(dataset)   # fields that follow from the dataset, never varied
+    gridable = {**{k: p for k, p in arch_schema.items() if k not in derived}, **RECIPE_PARAMS}
     for key in grid_raw:
         if key not in gridable:
             raise CardError(path, f"grid.{key}",
@@ -243,7 +270,6 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         if key in arch_fixed:
             raise CardError(path, f"grid.{key}", f"a field not also fixed in architecture (architecture.{key})",
                             key)
-    derived = {"in_features": math.prod(dataset_kind.input_shape), "num_classes": dataset_kind.num_classes}
     for key, value in derived.items():
         if key in arch_schema:
             if key in arch_fixed and arch_fixed[key] != value:
@@ -251,17 +277,19 @@ def load_collection_spec(path: Path) -> CollectionSpec:
                                 arch_fixed[key])
             arch_fixed[key] = value
     architecture = {"kind": arch_kind_name,
-                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw))}
+                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw),
+                                     require=not imported)}
 
     # training recipe (fixed fields; the grid may vary the others)
-    training_raw = field(card, path, "training", dict)
+    training_raw = {} if imported else field(card, path, "training", dict)
     for key in grid_raw:
         if key in training_raw:
             raise CardError(path, f"grid.{key}", f"a field not also fixed in training (training.{key})", key)
-    training = _check_section(training_raw, path, "training.", RECIPE_PARAMS, skip=set(grid_raw))
+    training = {} if imported else _check_section(training_raw, path, "training.", RECIPE_PARAMS,
+                                                  skip=set(grid_raw))
 
     # grid
-    if not grid_raw:
+    if not grid_raw and not imported:
         raise CardError(path, "grid", "a mapping hparam -> list of values with at least one entry", grid_raw)
     grid: dict[str, list[Any]] = {}
     for key, values in grid_raw.items():
@@ -273,7 +301,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         grid[key] = checked
 
     # seeds
-    seeds_raw = field(card, path, "seeds", list)
+    seeds_raw = [0] if imported else field(card, path, "seeds", list)
     if not seeds_raw:
         raise CardError(path, "seeds", "a non-empty list of integers", seeds_raw)
     seeds = tuple(check_type(s, path, f"seeds[{i}]", int) for i, s in enumerate(seeds_raw))
@@ -281,7 +309,8 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "seeds", "a list without repeated seeds", seeds_raw)
 
     # convergence filter
-    convergence = _check_section(field(card, path, "convergence", dict), path, "convergence.",
+    convergence = _check_section({"max_train_error": 1.0} if imported else field(card, path, "convergence", dict),
+                                 path, "convergence.",
                                  {"max_train_error": Param(float, check=lambda v: 0 <= v <= 1,
                                                            expected="a number in [0, 1]")})
 
@@ -298,6 +327,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         name=name, description=description, path=path, card_sha256=hashlib.sha256(raw_bytes).hexdigest(),
         dataset=dataset, shifts=tuple(shifts), architecture=architecture, grid=grid, seeds=seeds,
         training=training, max_train_error=convergence["max_train_error"], sharpness_data=sharpness,
+        loss=loss, imported=imported,
     )
 
 
@@ -345,11 +375,16 @@ class ModelRecord:
             id=str(data["id"]), hparams=dict(data["hparams"]), seed=int(data.get("seed", 0)),
             file=str(data["file"]), sha256=str(data["sha256"]),
             init_file=str(data["init_file"]), init_sha256=str(data["init_sha256"]),
-            train_error=float(data["train_error"]), train_loss=float(data["train_loss"]),
-            test_error=float(data["test_error"]), test_loss=float(data["test_loss"]),
+            train_error=float(data["train_error"]), train_loss=_float_or_nan(data["train_loss"]),
+            test_error=float(data["test_error"]), test_loss=_float_or_nan(data["test_loss"]),
             ood_error={k: float(v) for k, v in data["ood_error"].items()},
-            ood_loss={k: float(v) for k, v in data["ood_loss"].items()},
+            ood_loss={k: _float_or_nan(v) for k, v in data["ood_loss"].items()},
         )
+
+
+def _float_or_nan(value: Any) -> float:
+    """A manifest number; null (a loss an imported collection did not report) reads as NaN."""
+    return math.nan if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -362,8 +397,15 @@ class CollectionData:
     y_test: torch.Tensor
     ood_inputs: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)  # labels are y_test
 
+    def to(self, device: torch.device) -> "CollectionData":
+        """The same tensors on ``device`` (this object itself when they are there already)."""
+        if self.x_train.device == device:
+            return self
+        return CollectionData(self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                              self.y_test.to(device), {k: v.to(device) for k, v in self.ood_inputs.items()})
 
-def _atomic_write(path: Path, data: bytes) -> None:
+
+def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -375,12 +417,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _deterministic_cpu() -> Iterator[None]:
-    """One intra-op thread (results of CPU matmuls depend on the thread count) and deterministic algorithms;
-    restores the caller's settings."""
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """One intra-op CPU thread (results of CPU matmuls depend on the thread count) and deterministic algorithms
+    (on a GPU: where torch has them, with cuBLAS's deterministic workspace); restores the caller's settings."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         yield
     finally:
@@ -389,7 +433,7 @@ def _deterministic_cpu() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
+def build_lock(root: Path) -> Iterator[None]:
     """An advisory lock so two processes that build the same collection do not both train it."""
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -497,6 +541,11 @@ class Collection:
         return self.spec.num_classes
 
     @property
+    def loss_fn(self) -> LossFn:
+        """The loss of this collection's task (cross-entropy, or MSE for regression): the MeasureContext's loss_fn."""
+        return self.spec.loss_fn
+
+    @property
     def manifest_sha256(self) -> str:
         self.manifest  # noqa: B018 - loads (and if needed builds) it
         assert self._manifest_bytes is not None
@@ -594,6 +643,12 @@ class Collection:
         if not self.is_built():
             self.build(progress=progress)
 
+    def _check_buildable(self) -> None:
+        if self.spec.imported:
+            raise CollectionError(
+                f"collection {self.spec.name} is imported (its card {self.spec.path} says `imported: true`): it "
+                f"cannot be trained here; import it again with `sharpbench collection import DIR`")
+
     def _record_path(self, model_id: str) -> Path:
         return self.root / RECORDS / f"{model_id}.json"
 
@@ -613,17 +668,26 @@ class Collection:
         if record.get("converged"):
             for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
                 file_path = self.root / str(record.get(file_key))
-                if not file_path.is_file() or _file_sha256(file_path) != record.get(sha_key):
+                if not file_path.is_file() or file_sha256(file_path) != record.get(sha_key):
                     return None
         return record
 
-    def build(self, progress: bool = True, force: bool = False) -> None:
+    def build(self, progress: bool = True, force: bool = False, workers: int = 1,
+              device: torch.device | str = "cpu") -> None:
         """Train every model of the grid that no earlier build finished, then write manifest.json.
 
         Does nothing when the collection is already built from this card (unless ``force``, which
         deletes the folder first). Each finished model's files and record are written atomically at once,
-        so an interrupted build resumes without retraining anything it finished."""
-        with _build_lock(self.root):
+        so an interrupted build resumes without retraining anything it finished. ``workers`` > 1 trains
+        that many models at a time in separate processes (one thread each: the same bits as one worker).
+        ``device`` trains there (e.g. cuda for the full-scale cards); checkpoints are saved from the CPU."""
+        device = torch.device(device)
+        if workers < 1:
+            raise CollectionError(f"--workers must be at least 1 (got {workers})")
+        if self.spec.imported and self.is_built() and not force:
+            return
+        self._check_buildable()
+        with build_lock(self.root):
             if force:
                 for child in (CHECKPOINTS, RECORDS):
                     shutil.rmtree(self.root / child, ignore_errors=True)
@@ -635,10 +699,10 @@ class Collection:
             self._manifest = self._manifest_bytes = self._models = None
             for leftover in self.root.glob("**/.*.tmp-*"):     # half-written files of an interrupted build
                 leftover.unlink(missing_ok=True)
-            self._train_missing(progress)
+            self._train_missing(progress, workers, device)
             self._write_manifest()
 
-    def _train_missing(self, progress: bool) -> None:
+    def _train_missing(self, progress: bool, workers: int, device: torch.device) -> None:
         from tqdm.auto import tqdm
 
         points = self.spec.model_points()
@@ -646,17 +710,35 @@ class Collection:
         todo = [p for p in points if p.id not in finished]
         if not todo:
             return
-        data = self.data()
         bar = tqdm(total=len(points), initial=len(finished), desc=f"building {self.spec.name}", unit="model",
                    disable=not progress, dynamic_ncols=True)
         try:
-            with _deterministic_cpu():
-                for point in todo:
-                    record = self._train_one(point, data)
-                    bar.set_postfix_str(f"last train error {record['train_error']:.4f}", refresh=False)
-                    bar.update(1)
+            for record in self._train_points(todo, workers, device):
+                bar.set_postfix_str(f"last train error {record['train_error']}", refresh=False)
+                bar.update(1)
         finally:
             bar.close()
+
+    def _train_points(self, todo: list[ModelPoint], workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
+        """Train the points in this process, or in ``workers`` spawned processes; yields each finished record."""
+        if workers == 1 or len(todo) == 1:
+            data = self.data().to(device)
+            with _deterministic(device):
+                for point in todo:
+                    yield self._train_one(point, data)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(self.spec, self.root, device))
+        try:
+            futures = [pool.submit(_worker_train, point) for point in todo]
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _train_one(self, point: ModelPoint, data: CollectionData) -> dict[str, Any]:
         from safetensors.torch import save as save_safetensors
@@ -664,26 +746,33 @@ class Collection:
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(point.seed)
-            model = build_model(self.spec.architecture, point.hparams)
+            model = build_model(self.spec.architecture, point.hparams)    # on the CPU: the same init everywhere
         initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        train_model(model, data.x_train, data.y_train, self.spec.training, point.hparams, point.seed)
-        train_error, train_loss = evaluate_errors(model, data.x_train, data.y_train)
+        device = data.x_train.device
+        model.to(device)
+        loss = self.spec.loss
+        # with label noise, the model is trained on (and its train error measured against) the noisy labels
+        y_train = noisy_labels(data.y_train.cpu(), recipe_config(self.spec.training, point.hparams)["label_noise"],
+                               self.spec.num_classes, point.seed).to(device)
+        epochs = train_model(model, data.x_train, y_train, self.spec.training, point.hparams, point.seed, loss)
+        train_error, train_loss = evaluate_errors(model, data.x_train, y_train, loss)
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
         record: dict[str, Any] = {
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
             "card_sha256": self.spec.card_sha256, "converged": converged,
-            "train_error": train_error, "train_loss": finite_or_none(train_loss),
+            "train_error": finite_or_none(train_error), "train_loss": finite_or_none(train_loss), "epochs": epochs,
+            "device": str(device),
         }
         if converged:
-            test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test)
-            ood = {name: evaluate_errors(model, x, data.y_test) for name, x in data.ood_inputs.items()}
+            test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test, loss)
+            ood = {name: evaluate_errors(model, x, data.y_test, loss) for name, x in data.ood_inputs.items()}
             # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
             metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
-            final = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            final = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             blobs = {"file": (f"{CHECKPOINTS}/{point.id}.safetensors", save_safetensors(final, metadata)),
                      "init_file": (f"{CHECKPOINTS}/{point.id}.init.safetensors", save_safetensors(initial, metadata))}
             for key, (relative, blob) in blobs.items():
-                _atomic_write(self.root / relative, blob)
+                atomic_write(self.root / relative, blob)
             record.update({
                 "file": blobs["file"][0], "sha256": hashlib.sha256(blobs["file"][1]).hexdigest(),
                 "init_file": blobs["init_file"][0], "init_sha256": hashlib.sha256(blobs["init_file"][1]).hexdigest(),
@@ -692,7 +781,7 @@ class Collection:
                 "ood_loss": {name: value[1] for name, value in ood.items()},
             })
         record["seconds"] = time.perf_counter() - started
-        _atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
+        atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
         return record
 
     def _write_manifest(self) -> None:
@@ -723,14 +812,32 @@ class Collection:
             "grid": self.spec.grid,
             "max_train_error": self.spec.max_train_error,
             "protocol": self.protocol(),
-            "loss": "mean cross-entropy",
+            "loss": self.spec.loss,
             "build_time_seconds": round(sum(float(r.get("seconds", 0.0)) for r in records), 3),
             "models": [{key: r[key] for key in keys} for r in records if r["converged"]],
             "excluded": [{"id": r["id"], "hparams": r["hparams"], "train_error": r["train_error"],
-                          "train_loss": r["train_loss"]} for r in records if not r["converged"]],
+                          "train_loss": r["train_loss"], "epochs": r.get("epochs")}
+                         for r in records if not r["converged"]],
         }
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
         self._manifest = self._manifest_bytes = self._models = None
+
+
+_WORKER: tuple[Collection, CollectionData, torch.device] | None = None
+
+
+def _worker_start(spec: CollectionSpec, root: Path, device: torch.device) -> None:
+    """Set up one build worker process: its own Collection, the data loaded once onto the device."""
+    global _WORKER
+    collection = Collection(spec, root)
+    _WORKER = (collection, collection.data().to(device), device)
+
+
+def _worker_train(point: ModelPoint) -> dict[str, Any]:
+    assert _WORKER is not None, "_worker_start did not run"
+    collection, data, device = _WORKER
+    with _deterministic(device):
+        return collection._train_one(point, data)
 
 
 def open_collection(spec: CollectionSpec, home: Path | None = None) -> Collection:

@@ -18,8 +18,21 @@ from typing import Any, Callable
 
 import torch
 
+from sharpbench import corruptions
+from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
+from sharpbench.datasets import cifar10, synthetic_nli
+from sharpbench.datasets.sparse_regression import load_sparse_regression
+
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _nonnegative(v: Any) -> bool:
+    return v >= 0
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,16 @@ class DatasetKind:
     params: dict[str, Param]
     input_shape: tuple[int, ...]    # shape of one example as the model sees it (flat for an MLP)
     image_shape: tuple[int, ...]    # (channels, height, width) for spatial shifts
-    num_classes: int
+    num_classes: int                # 1 for a regression target
     description: str = ""
+    task: str = "classification"    # or "regression": float targets, the loss is the error
+    fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # fields that depend on the card
+
+    def architecture_fields(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Architecture fields that follow from the dataset (a card never sets them to something else)."""
+        derived = {"in_features": math.prod(self.input_shape), "num_classes": self.num_classes,
+                   "image_shape": list(self.image_shape)}
+        return {**derived, **(self.fields(cfg) if self.fields else {})}
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,69 @@ DATASETS: dict[str, DatasetKind] = {
         description="scikit-learn load_digits: 1797 8x8 grey images, pixels scaled to [0, 1]",
     ),
 }
+
+
+DATASETS["fashion-mnist"] = DatasetKind(
+    loader=load_fashion_mnist,
+    params={
+        "train_size": Param(int, default=60000, check=_positive, expected="a positive integer"),
+        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer"),
+        "split_seed": Param(int, default=0),
+        "hub_id": Param(str, default=FASHION_MNIST_HUB_ID),
+    },
+    input_shape=(1, 28, 28),
+    image_shape=(1, 28, 28),
+    num_classes=10,
+    description="Fashion-MNIST 28x28 grey images (local IDX files, /usr/share/datasets, or the hub), "
+                "optionally a seeded random subset",
+)
+DATASETS["sparse-regression"] = DatasetKind(
+    loader=load_sparse_regression,
+    params={
+        "num_train": Param(int, check=_positive, expected="a positive integer"),
+        "num_test": Param(int, check=_positive, expected="a positive integer"),
+        "dim": Param(int, check=_positive, expected="a positive integer"),
+        "nonzero": Param(int, check=_positive, expected="a positive integer"),
+        "noise": Param(float, default=0.0, check=_nonnegative, expected="a number >= 0"),
+        "seed": Param(int, default=0),
+    },
+    input_shape=(0,),               # in_features comes from the card's dim
+    image_shape=(),
+    num_classes=1,
+    description="y = <beta*, x>, x ~ N(0, I), beta* sparse: the study's toy regression",
+    task="regression",
+    fields=lambda cfg: {"in_features": int(cfg["dim"])},
+)
+DATASETS["cifar10"] = DatasetKind(
+    loader=cifar10.load_cifar10,
+    params={
+        "train_size": Param(int, default=50000, check=_positive, expected="a positive integer"),
+        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer (the first images)"),
+        "split_seed": Param(int, default=0),
+        "hub_id": Param(str, default=cifar10.HUB_ID),
+    },
+    input_shape=(3, 32, 32),
+    image_shape=(3, 32, 32),
+    num_classes=10,
+    description="CIFAR-10 (binary files in a local folder, or the hub); a random training subset, the first "
+                "test images",
+)
+DATASETS["synthetic-nli"] = DatasetKind(
+    loader=synthetic_nli.load_synthetic_nli,
+    params={
+        "num_train": Param(int, check=_positive, expected="a positive integer"),
+        "num_test": Param(int, check=_positive, expected="a positive integer"),
+        "swap_fraction": Param(float, default=0.05, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]"),
+        "max_length": Param(int, default=16, check=lambda v: v >= 16, expected="an integer >= 16"),
+        "seed": Param(int, default=0),
+    },
+    input_shape=(16,),
+    image_shape=(),
+    num_classes=2,
+    description="synthetic entailment (premise, hypothesis) pairs rewarding lexical overlap; token ids",
+    fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
+                        "pad_token_id": synthetic_nli.PAD},
+)
 
 
 def load_dataset(cfg: dict[str, Any]) -> Split:
@@ -141,20 +225,17 @@ def _pixel_dropout(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ..
 
 
 def _blur(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Gaussian blur with standard deviation ``sigma`` pixels (3x3 kernel, zero padding)."""
-    sigma = float(params["sigma"])
-    taps = torch.tensor([math.exp(-1.0 / (2 * sigma**2)), 1.0, math.exp(-1.0 / (2 * sigma**2))])
+    """Gaussian blur with standard deviation ``sigma`` pixels ((2 radius + 1)^2 kernel, zero padding)."""
+    sigma, radius = float(params["sigma"]), int(params["radius"])
+    taps = torch.tensor([math.exp(-(k * k) / (2 * sigma**2)) for k in range(-radius, radius + 1)])
     kernel = torch.outer(taps, taps)
     kernel = (kernel / kernel.sum()).to(x.dtype)
     channels = image_shape[0]
     images = x.reshape(x.shape[0], *image_shape)
-    weight = kernel.expand(channels, 1, 3, 3).contiguous()
-    out = torch.nn.functional.conv2d(images, weight, padding=1, groups=channels)
+    size = 2 * radius + 1
+    weight = kernel.expand(channels, 1, size, size).contiguous()
+    out = torch.nn.functional.conv2d(images, weight, padding=radius, groups=channels)
     return out.reshape(x.shape)
-
-
-def _positive(v: Any) -> bool:
-    return v > 0
 
 
 SHIFTS: dict[str, ShiftKind] = {
@@ -181,8 +262,45 @@ SHIFTS: dict[str, ShiftKind] = {
     ),
     "blur": ShiftKind(
         _blur,
-        {"sigma": Param(float, check=_positive, expected="a positive number")},
-        "3x3 Gaussian blur",
+        {"sigma": Param(float, check=_positive, expected="a positive number"),
+         "radius": Param(int, default=1, check=_positive, expected="a positive integer")},
+        "Gaussian blur, (2 radius + 1)^2 kernel (radius 1: 3x3)",
+    ),
+    "shot_noise": ShiftKind(
+        corruptions.shot_noise,
+        {"photons": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        "Poisson noise: Poisson(x * photons) / photons (CIFAR-10-C shot noise)",
+    ),
+    "impulse_noise": ShiftKind(
+        corruptions.impulse_noise,
+        {"amount": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        "salt-and-pepper noise on a fraction amount of the pixels",
+    ),
+    "brightness": ShiftKind(
+        corruptions.brightness,
+        {"delta": Param(float)},
+        "add delta to every pixel, clipped to [0, 1]",
+    ),
+    "pixelate": ShiftKind(
+        corruptions.pixelate,
+        {"size": Param(int, check=_positive, expected="a positive integer")},
+        "area-downsample to size x size, upsample with nearest neighbours",
+    ),
+    "fog": ShiftKind(
+        corruptions.fog,
+        {"strength": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        "smooth seeded noise added, rescaled to keep the brightest pixel",
+    ),
+    "cifar10_c": ShiftKind(
+        cifar10.cifar10_c,
+        {"corruption": Param(str, expected="a CIFAR-10-C file name without .npy, e.g. gaussian_noise"),
+         "severity": Param(int, check=lambda v: 1 <= v <= 5, expected="an integer from 1 to 5")},
+        "cifar10 only: the test images as CIFAR-10-C corrupts them (files from --data-dir)",
+    ),
+    "nli_overlap_swap": ShiftKind(
+        synthetic_nli.overlap_swap,
+        {},
+        "synthetic-nli only: low-overlap hypotheses become subject/object swaps (HANS-like)",
     ),
 }
 

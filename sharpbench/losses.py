@@ -24,3 +24,8 @@ def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
 def with_normalized_logits(loss_fn: LossFn) -> LossFn:
     """The same loss, taken on normalized logits."""
     return lambda logits, labels: loss_fn(normalize_logits(logits), labels)
+
+
+def mean_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of (f(x) - y)^2 over the batch, for one regression output of shape (N, 1) or (N,)."""
+    return (outputs.reshape(targets.shape) - targets).square().mean()

@@ -1,7 +1,8 @@
 """Discovery of cards: the built-in registry/ folder plus each --include-path folder of the user's.
 
 Every root has the same layout: ROOT/measures/*.yaml and ROOT/collections/*.yaml. Two cards with the
-same name are an error naming both files, so a user's card never silently shadows a built-in one.
+same name are an error naming both files, so a user's card never silently shadows a built-in one. The
+cards of imported collections (`sharpbench collection import`) live in $SHARPBENCH_HOME/imported/.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable, Iterable, TypeVar
 from sharpbench.collections import CollectionSpec, load_collection_spec
 from sharpbench.errors import CardError, SharpbenchError, UnknownNameError
 from sharpbench.measure import MeasureSpec, load_measure_spec
-from sharpbench.paths import builtin_registry
+from sharpbench.paths import builtin_registry, sharpbench_home
 
 Spec = TypeVar("Spec", MeasureSpec, CollectionSpec)
 
@@ -28,7 +29,7 @@ class Registry:
     @classmethod
     def discover(cls, include_paths: Iterable[Path | str] = ()) -> "Registry":
         """Scan the built-in registry and then each include path, validating every card."""
-        roots = [builtin_registry()]
+        roots = [builtin_registry(), sharpbench_home() / "imported"]
         for extra in include_paths:
             root = Path(extra).expanduser()
             if not root.is_dir():

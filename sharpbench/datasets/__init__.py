@@ -1,0 +1,1 @@
+"""Dataset loaders registered in :data:`sharpbench.data.DATASETS` (one module per source)."""

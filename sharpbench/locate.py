@@ -1,0 +1,57 @@
+"""Where dataset files are found: a folder the user names, well-known system locations, or the hub.
+
+Order of the search, first hit wins: ``--data-dir`` (which the CLI exports as ``$SHARPBENCH_DATA``),
+``$SHARPBENCH_DATA``, then the system folders a dataset declares (Debian's ``dataset-fashion-mnist``
+installs ``/usr/share/datasets/fashion-mnist/``). A loader that finds nothing locally may fall back to
+the Hugging Face hub; when that fails too, :class:`DataNotFoundError` says which of the three to provide.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from sharpbench.errors import SharpbenchError
+
+DATA_ENV = "SHARPBENCH_DATA"
+
+
+class DataNotFoundError(SharpbenchError):
+    """A dataset is in none of the places searched; the message lists them and how to provide each."""
+
+
+def user_data_dirs() -> list[Path]:
+    """The folders of ``$SHARPBENCH_DATA`` (os.pathsep-separated), in order."""
+    raw = os.environ.get(DATA_ENV, "")
+    return [Path(part).expanduser() for part in raw.split(os.pathsep) if part]
+
+
+def find_dataset_dir(name: str, required: Sequence[str], system_dirs: Sequence[str | Path] = ()) -> Path | None:
+    """The first folder holding every file in ``required``: DIR/NAME or DIR itself for each user data
+    folder, then each system folder; None when no folder has them all."""
+    candidates: list[Path] = []
+    for root in user_data_dirs():
+        candidates += [root / name, root]
+    candidates += [Path(folder) for folder in system_dirs]
+    for folder in candidates:
+        if all((folder / file).is_file() for file in required):
+            return folder
+    return None
+
+
+def not_found_message(name: str, required: Sequence[str], system_dirs: Sequence[str | Path] = (),
+                      hub_id: str | None = None, hub_error: str | None = None, package: str | None = None) -> str:
+    """The text of a DataNotFoundError: what was searched and the three ways to provide the data."""
+    searched = [f"{root / name} or {root}" for root in user_data_dirs()] + [str(d) for d in system_dirs]
+    lines = [f"dataset '{name}' not found (searched: {', '.join(searched) or 'no local folder'}). Provide one of:",
+             f"  1. a folder holding {', '.join(required)}: pass --data-dir DIR or set ${DATA_ENV}=DIR "
+             f"(the files in DIR/{name}/ or in DIR itself)"]
+    if system_dirs:
+        install = f" (on Debian/Ubuntu: `apt-get install {package}`)" if package else ""
+        lines.append(f"  2. the system copy in {system_dirs[0]}{install}")
+    if hub_id:
+        lines.append(f"  3. network access to the Hugging Face hub for '{hub_id}' (unset HF_DATASETS_OFFLINE and "
+                     f"HF_HUB_OFFLINE), or a local copy of it named by the card's hub_id"
+                     + (f"; the hub said: {hub_error}" if hub_error else ""))
+    return "\n".join(lines)

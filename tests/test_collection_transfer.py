@@ -1,0 +1,192 @@
+"""`collection pull` (every sha256 verified; a flipped byte names the file) and `collection import`."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sharpbench.cli import main
+from sharpbench.collections import Collection, load_collection_spec, open_collection
+from sharpbench.errors import CollectionError
+from sharpbench.importer import import_collection
+from sharpbench.models import build_model
+from sharpbench.pull import pull_collection
+from sharpbench.registry import Registry
+
+TINY = {
+    "name": "tiny-pull",
+    "description": "four tiny MLPs",
+    "dataset": {"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0},
+    "ood_shifts": [{"name": "noise", "kind": "gaussian_noise", "params": {"std": 0.3, "seed": 0}}],
+    "architecture": {"kind": "mlp", "depth": 1},
+    "grid": {"learning_rate": [0.05, 0.1], "width": [8, 16]},
+    "seeds": [0],
+    "training": {"optimizer": "sgd", "momentum": 0.9, "epochs": 2, "batch_size": 64},
+    "convergence": {"max_train_error": 1.0},
+    "sharpness_data": {"n": 64, "m": 16, "seed": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Collection]:
+    """A built collection whose folder plays the published copy, and the cards folder (--include-path)."""
+    root = tmp_path_factory.mktemp("published")
+    (root / "cards" / "collections").mkdir(parents=True)
+    card = root / "cards" / "collections" / "tiny-pull.yaml"
+    card.write_text(yaml.safe_dump(TINY, sort_keys=False), encoding="utf-8")
+    collection = open_collection(load_collection_spec(card), home=root / "home")
+    collection.build(progress=False)
+    return root / "cards", collection
+
+
+def _copy(source: Collection, folder: Path) -> Path:
+    shutil.copytree(source.root, folder, ignore=shutil.ignore_patterns("records", ".build.lock"))
+    return folder
+
+
+def test_pull_from_a_folder_installs_verified_copies(published, tmp_path: Path):
+    cards, source = published
+    target = open_collection(source.spec, home=tmp_path / "home")
+    assert pull_collection(target, str(source.root)) == 2 * len(source.models)
+    assert target.is_built()
+    assert [(r.id, r.sha256) for r in target.models] == [(r.id, r.sha256) for r in source.models]
+    for record in target.models:
+        assert torch.equal(next(target.load_model(record).parameters()), next(source.load_model(record).parameters()))
+    assert pull_collection(target, str(source.root)) == 0                     # resumes: nothing fetched twice
+
+
+def test_pull_from_a_file_url(published, tmp_path: Path):
+    _, source = published
+    target = open_collection(source.spec, home=tmp_path / "home")
+    pull_collection(target, source.root.as_uri(), manifest_sha256=source.manifest_sha256)
+    assert target.manifest_sha256 == source.manifest_sha256
+
+
+def test_flipped_byte_is_an_error_naming_the_file(published, tmp_path: Path):
+    _, source = published
+    mirror = _copy(source, tmp_path / "mirror")
+    victim = mirror / source.models[2].init_file
+    blob = bytearray(victim.read_bytes())
+    blob[len(blob) // 3] ^= 0x10
+    victim.write_bytes(bytes(blob))
+    target = open_collection(source.spec, home=tmp_path / "home")
+    with pytest.raises(CollectionError) as caught:
+        pull_collection(target, str(mirror))
+    assert str(victim) in str(caught.value) and "integrity" in str(caught.value)
+    assert not target.is_built() and not (target.root / source.models[2].init_file).exists()
+
+
+def test_cli_pull_reports_a_flipped_byte(published, tmp_path: Path, capsys: pytest.CaptureFixture):
+    cards, source = published
+    mirror = _copy(source, tmp_path / "mirror")
+    victim = mirror / source.models[0].file
+    blob = bytearray(victim.read_bytes())
+    blob[-1] ^= 0x01
+    victim.write_bytes(bytes(blob))
+    assert main(["collection", "pull", "tiny-pull", "--from", str(mirror), "--include-path", str(cards)]) == 2
+    assert str(victim) in capsys.readouterr().err
+    assert main(["collection", "pull", "tiny-pull", "--from", str(source.root), "--include-path", str(cards)]) == 0
+
+
+def test_pull_refuses_another_card_or_manifest(published, tmp_path: Path):
+    _, source = published
+    other = tmp_path / "cards" / "tiny-pull.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump({**TINY, "description": "changed"}, sort_keys=False), encoding="utf-8")
+    with pytest.raises(CollectionError, match="another version of the card"):
+        pull_collection(open_collection(load_collection_spec(other), home=tmp_path / "a"), str(source.root))
+    with pytest.raises(CollectionError, match="--manifest-sha256"):
+        pull_collection(open_collection(source.spec, home=tmp_path / "b"), str(source.root), manifest_sha256="00" * 32)
+    with pytest.raises(CollectionError, match="cannot read"):
+        pull_collection(open_collection(source.spec, home=tmp_path / "c"), str(tmp_path / "nowhere"))
+
+
+def test_pull_refuses_paths_outside_the_collection(published, tmp_path: Path):
+    _, source = published
+    mirror = _copy(source, tmp_path / "mirror")
+    manifest = json.loads((mirror / "manifest.json").read_text())
+    manifest["models"][0]["file"] = "../../escape.safetensors"
+    (mirror / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CollectionError, match="refusing"):
+        pull_collection(open_collection(source.spec, home=tmp_path / "home"), str(mirror))
+    assert not (tmp_path / "escape.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------------- import
+
+IMPORT_CARD = {
+    "name": "my-mlps",
+    "description": "three MLPs trained elsewhere",
+    "imported": True,
+    "dataset": {"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0},
+    "ood_shifts": [{"name": "noise", "kind": "gaussian_noise", "params": {"std": 0.3, "seed": 0}}],
+    "architecture": {"kind": "mlp", "depth": 1},
+    "sharpness_data": {"n": 64, "m": 32, "seed": 0},
+}
+
+
+def _user_folder(folder: Path, widths=(4, 8, 8)) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "card.yaml").write_text(yaml.safe_dump(IMPORT_CARD, sort_keys=False), encoding="utf-8")
+    rows = []
+    for i, width in enumerate(widths):
+        torch.manual_seed(i)
+        model = build_model({"kind": "mlp", "in_features": 64, "num_classes": 10, "depth": 1, "width": width})
+        save_file(model.state_dict(), str(folder / f"model{i}.safetensors"))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.5)
+        save_file(model.state_dict(), str(folder / f"init{i}.safetensors"))
+        rows.append({"id": f"run-{i}", "file": f"model{i}.safetensors", "init_file": f"init{i}.safetensors",
+                     "width": width, "lr": 0.1 * (i + 1), "optimizer": "adam", "train_error": 0.01 * i,
+                     "test_error": 0.1 + 0.01 * i, "test_loss": 0.5, "ood_error/noise": 0.3 - 0.01 * i})
+    with open(folder / "models.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_import_makes_an_evaluable_collection(tmp_path: Path, sharpbench_home: Path, capsys: pytest.CaptureFixture):
+    folder = _user_folder(tmp_path / "mine")
+    collection = import_collection(folder)
+    assert [r.id for r in collection.models] == ["run-0", "run-1", "run-2"]
+    first = collection.models[0]
+    assert first.hparams == {"width": 4, "lr": 0.1, "optimizer": "adam"}
+    assert first.test_error == 0.1 and first.ood_error == {"noise": 0.3} and first.test_loss == 0.5
+    assert first.sha256 == hashlib.sha256((folder / "model0.safetensors").read_bytes()).hexdigest()
+    model = collection.load_model(first)
+    assert model[0].weight.shape == (4, 64)                               # the width column sets the architecture
+    initial = collection.load_initial_state(first)
+    assert torch.allclose(initial["0.weight"] * 2, model[0].weight)
+    assert "my-mlps" in Registry.discover().collections                   # found without --include-path
+    assert main(["evaluate", "--measure", "param-norm", "--collection", "my-mlps", "--no-progress"]) == 0
+    assert "my-mlps: 3 models" in capsys.readouterr().out
+    assert main(["collection", "build", "my-mlps"]) == 0                  # built already: nothing to train
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda f: (f / "models.csv").write_text((f / "models.csv").read_text().replace("ood_error/noise", "ood")),
+         "ood_error/noise"),
+        (lambda f: (f / "model1.safetensors").write_bytes(b"not a checkpoint"), "model1.safetensors"),
+        (lambda f: (f / "models.csv").write_text((f / "models.csv").read_text().replace(",4,", ",5,", 1)),
+         "line 2"),
+        (lambda f: (f / "card.yaml").unlink(), "card.yaml"),
+    ],
+)
+def test_import_errors_name_the_problem(tmp_path: Path, spoil, message: str):
+    folder = _user_folder(tmp_path / "mine")
+    spoil(folder)
+    with pytest.raises(CollectionError, match=message.replace("/", ".")):
+        import_collection(folder)
