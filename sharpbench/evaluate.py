@@ -257,6 +257,7 @@ def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Mo
         device=device,
         generator=torch.Generator(device=device).manual_seed(seed),
         num_classes=collection.num_classes,
+        loss_fn=collection.loss_fn,
         initial_state={k: v.to(device) for k, v in collection.load_initial_state(records[0]).items()}
         if single else None,
     )

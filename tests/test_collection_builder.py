@@ -13,6 +13,9 @@ from torch import nn
 
 from sharpbench.collections import load_collection_spec, open_collection
 from sharpbench.errors import CardError, CollectionError
+from sharpbench.evaluate import evaluate
+from sharpbench.registry import Registry
+from sharpbench.store import ResultStore
 from sharpbench.losses import mean_squared_error
 from sharpbench.models import build_model
 from sharpbench.train import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
@@ -96,6 +99,18 @@ def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     assert small.test_error < large.test_error                         # small init: sparse, better (the toy's point)
     x, y = collection.sharpness_batches()[0]
     assert y.dtype == torch.float32 and x.shape == (10, 30)
+    # evaluate hands the measures the collection's own loss: train-loss is the MSE, and sharpness runs on it
+    store = ResultStore(tmp_path / "results.sqlite")
+    losses = evaluate(Registry.discover().measure("train-loss"), collection, store, progress=False)
+    batches = collection.sharpness_batches()
+    for record in collection.models:
+        model = collection.load_model(record)
+        with torch.no_grad():
+            expected = sum(float((model(x).squeeze(1) - y).square().sum()) for x, y in batches) / 20
+        assert losses.values[record.id] == pytest.approx(expected, rel=1e-5)
+    sharpness = evaluate(Registry.discover().measure("sharpness-worst-linf-standard"), collection, store,
+                         progress=False)
+    assert all(value > 0 for value in sharpness.values.values())
 
 
 def test_loss_must_fit_the_dataset(tmp_path: Path):
