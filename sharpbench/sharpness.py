@@ -31,7 +31,7 @@ class Execution:
     bf16: forward and backward passes under bf16 autocast (the perturbation and the bookkeeping stay in
     float32); compile: torch.compile the batched pass (on a GPU, mode "reduce-overhead" adds CUDA graphs);
     chunk: problems (batches, or batch x noise-sample pairs) per vmapped call, None to fit `memory_budget`
-    bytes (default: half the free GPU memory, or a quarter of the free RAM up to 4 GiB; on a CPU, one at a
+    bytes (default: half the free GPU memory, or a quarter of the free RAM up to 256 MiB per call; on a CPU, one at a
     time for models whose pass holds more than 32 MiB).
     """
 
@@ -56,12 +56,18 @@ def make_objective(flat: FlatModel, loss_fn: LossFn, normalize_logits: bool, bf1
     return objective
 
 
+# On a CPU, one vmapped call pays off while its problems' state stays near the caches: for 16 digits MLPs
+# (85k parameters) x 8 batches, calls of 32-64 problems (about 250 MiB) ran 1.6x faster than one model at a
+# time, and calls of 128 or more problems no faster than one model at a time (tests/benchmarks/README.md).
+_CPU_CALL_BYTES = 256 << 20
+
+
 def _memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free // 2
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return min(available // 4, 4 << 30)
+    return min(available // 4, _CPU_CALL_BYTES)
 
 
 def _bytes_per_problem(objective: Objective, w0: torch.Tensor, batch: Batch) -> int:

@@ -18,11 +18,12 @@ def _git(*args: str) -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the git checkout sharpbench runs from ('-dirty' appended when tracked files changed), or
-    None for an installed wheel or without git: provenance for published results."""
+    """The commit of the git checkout sharpbench runs from ('-dirty' appended when tracked files other than the
+    published results under leaderboard/ changed), or None for an installed wheel or without git: provenance
+    for published results."""
     if not (_SOURCE_ROOT / ".git").exists():
         return None
     try:
-        return _git("rev-parse", "HEAD") + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+        return _git("rev-parse", "HEAD") + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard") else "")
     except (OSError, subprocess.SubprocessError):
         return None
