@@ -19,21 +19,11 @@ from sharpbench.store import ResultStore
 from sharpbench.losses import mean_squared_error
 from sharpbench.models import build_model
 from sharpbench.train import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
+from tiny_cards import tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "name": "tiny-workers",
-    "description": "four tiny MLPs",
-    "dataset": {"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0},
-    "ood_shifts": [{"name": "noise", "kind": "gaussian_noise", "params": {"std": 0.3, "seed": 0}}],
-    "architecture": {"kind": "mlp", "depth": 1},
-    "grid": {"learning_rate": [0.05, 0.1], "width": [8, 16]},
-    "seeds": [0],
-    "training": {"optimizer": "sgd", "momentum": 0.9, "epochs": 3, "batch_size": 64},
-    "convergence": {"max_train_error": 1.0},
-    "sharpness_data": {"n": 64, "m": 16, "seed": 0},
-}
+TINY = tiny_mlp_card("tiny-workers")
 
 DIAGONAL = {
     "name": "tiny-diagonal",

@@ -19,19 +19,9 @@ from sharpbench.importer import import_collection
 from sharpbench.models import build_model
 from sharpbench.pull import pull_collection
 from sharpbench.registry import Registry
+from tiny_cards import tiny_mlp_card
 
-TINY = {
-    "name": "tiny-pull",
-    "description": "four tiny MLPs",
-    "dataset": {"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0},
-    "ood_shifts": [{"name": "noise", "kind": "gaussian_noise", "params": {"std": 0.3, "seed": 0}}],
-    "architecture": {"kind": "mlp", "depth": 1},
-    "grid": {"learning_rate": [0.05, 0.1], "width": [8, 16]},
-    "seeds": [0],
-    "training": {"optimizer": "sgd", "momentum": 0.9, "epochs": 2, "batch_size": 64},
-    "convergence": {"max_train_error": 1.0},
-    "sharpness_data": {"n": 64, "m": 16, "seed": 0},
-}
+TINY = tiny_mlp_card("tiny-pull", epochs=2)
 
 
 @pytest.fixture(scope="module")

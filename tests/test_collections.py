@@ -16,24 +16,12 @@ from sharpbench.data import SHIFTS, apply_shift, load_dataset
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.models import build_model
 from sharpbench.train import evaluate_errors
+from tiny_cards import NOISE, tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "name": "tiny-test",
-    "description": "four tiny MLPs",
-    "dataset": {"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0},
-    "ood_shifts": [
-        {"name": "noise", "kind": "gaussian_noise", "params": {"std": 0.3, "seed": 0}},
-        {"name": "contrast", "kind": "contrast", "params": {"factor": 0.5}},
-    ],
-    "architecture": {"kind": "mlp", "depth": 1},
-    "grid": {"learning_rate": [0.05, 0.1], "width": [8, 16]},
-    "seeds": [0],
-    "training": {"optimizer": "sgd", "momentum": 0.9, "epochs": 3, "batch_size": 64},
-    "convergence": {"max_train_error": 1.0},
-    "sharpness_data": {"n": 64, "m": 16, "seed": 0},
-}
+TINY = tiny_mlp_card("tiny-test", shifts=[NOISE, {"name": "contrast", "kind": "contrast",
+                                                   "params": {"factor": 0.5}}])
 
 
 def write_card(folder: Path, card: dict, name: str = "card.yaml") -> Path:
