@@ -31,6 +31,7 @@ class FlatModel:
     w0: torch.Tensor
     fixed: dict[str, torch.Tensor]
     trainable: int
+    carried: tuple[str, ...] = ()     # the names after the trainable ones: a stack's buffers
 
     @classmethod
     def of(cls, module: nn.Module) -> "FlatModel":
@@ -76,6 +77,7 @@ class FlatModel:
             w0=torch.stack(rows),
             fixed={name: tensor for name, tensor in first.fixed.items() if name not in carried},
             trainable=first.trainable,
+            carried=tuple(carried),
         )
 
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,19 +88,10 @@ class FlatModel:
     def logits(self, w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The module's output at parameters `w`, computed functionally (the module is never modified)."""
         tensors = {**self.fixed, **self.unflatten(w)}
-        if self.trainable < w.shape[-1]:  # a stack's carried buffers are constants, outside autograd
-            carried = self.unflatten(w.detach())
-            tensors.update({name: carried[name] for name in self.names[self._trainable_names():]})
+        if self.carried:  # a stack's carried buffers are constants, outside autograd
+            constants = self.unflatten(w.detach())
+            tensors.update({name: constants[name] for name in self.carried})
         return functional_call(self.module, tensors, (inputs,))
-
-    def _trainable_names(self) -> int:
-        """How many of `names` are trainable parameters (the rest are a stack's carried buffers)."""
-        total = 0
-        for index, numel in enumerate(self.numels):
-            if total == self.trainable:
-                return index
-            total += numel
-        return len(self.numels)
 
 
 
