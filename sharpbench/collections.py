@@ -237,8 +237,10 @@ def load_collection_spec(path: Path) -> CollectionSpec:
             raise CardError(path, f"{where}.name", "lower-case letters, digits, '.', '_' or '-'", shift_name)
         if any(s.name == shift_name for s in shifts):
             raise CardError(path, f"{where}.name", "a name not used by another shift", shift_name)
-        kind = _choice(entry.get("kind"), path, f"{where}.kind", SHIFTS)
-        params = _check_section(entry.get("params", {}) or {}, path, f"{where}.params.", SHIFTS[kind].params)
+        # a streamed dataset offers OOD sets of its own (with their own labels) instead of shifts of its test set
+        schemas = dataset_kind.ood_sets if dataset_kind.stream else {k: v.params for k, v in SHIFTS.items()}
+        kind = _choice(entry.get("kind"), path, f"{where}.kind", schemas)
+        params = _check_section(entry.get("params", {}) or {}, path, f"{where}.params.", schemas[kind])
         shifts.append(ShiftSpec(shift_name, kind, params))
 
     imported = field(card, path, "imported", bool, default=False)

@@ -2,7 +2,9 @@
 
 Two small registries, extended by adding an entry, never by a special case elsewhere:
 - ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
-  number of classes);
+  number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead,
+  which returns a :class:`sharpbench.streams.StreamedData`, and names the OOD sets it provides
+  (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS) in place of shifts;
 - ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
   parameters it takes).
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,6 +27,7 @@ from sharpbench.datasets.sparse_regression import load_sparse_regression
 
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
+OodRequest = tuple[str, str, dict[str, Any]]   # (the card's name for the set, its kind, its params)
 
 
 def _positive(v: Any) -> bool:
@@ -47,7 +50,7 @@ class Param:
 
 @dataclass(frozen=True)
 class DatasetKind:
-    loader: Callable[[dict[str, Any]], Split]
+    loader: Callable[[dict[str, Any]], Split] | None
     params: dict[str, Param]
     input_shape: tuple[int, ...]    # shape of one example as the model sees it (flat for an MLP)
     image_shape: tuple[int, ...]    # (channels, height, width) for spatial shifts
@@ -55,6 +58,9 @@ class DatasetKind:
     description: str = ""
     task: str = "classification"    # or "regression": float targets, the loss is the error
     fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # fields that depend on the card
+    # a streamed dataset: (card's dataset section, OOD sets asked for) -> sharpbench.streams.StreamedData
+    stream: Callable[[dict[str, Any], Sequence[OodRequest]], Any] | None = None
+    ood_sets: dict[str, dict[str, Param]] = field(default_factory=dict)  # OOD set kind -> its card params
 
     def architecture_fields(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """Architecture fields that follow from the dataset (a card never sets them to something else)."""
