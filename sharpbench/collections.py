@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from sharpbench.cards import check_type, field, read_card, reject_unknown
 from sharpbench.data import DATASETS, SHIFTS, Param, apply_shift, load_dataset
@@ -42,6 +43,7 @@ from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models import ARCHITECTURES, build_model
 from sharpbench.paths import sharpbench_home
 from sharpbench.losses import LossFn
+from sharpbench.streams import EvalSet, StreamedData, seeded_subset, stack, stream_errors
 from sharpbench.train import LOSSES, RECIPE_PARAMS, evaluate_errors, noisy_labels, recipe_config, train_model
 from sharpbench.version import __version__
 
@@ -51,8 +53,8 @@ RECORDS = "records"
 MANIFEST_FORMAT = 1
 
 _CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", "grid", "seeds", "training",
-                "convergence", "sharpness_data", "loss", "imported"}
-# Sections only a card that is built has; an imported card (``imported: true``) describes checkpoints
+                "convergence", "sharpness_data", "loss", "imported", "checkpoints"}
+# Sections only a card that is trained has; an imported card (``imported: true``) describes checkpoints
 # trained elsewhere, and its models come from `sharpbench collection import`.
 _TRAINING_FIELDS = ("grid", "seeds", "training", "convergence")
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -68,6 +70,19 @@ class ShiftSpec:
     name: str
     kind: str
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One pretrained model of a card's ``checkpoints`` section, fetched (not trained) by the build.
+
+    ``hparams``: architecture fields that name its weights (a timm ``model`` with a pretrained tag, a hub id or
+    file as ``pretrained``) and any training hyperparameters known about it (scored like a grid's);
+    ``init``: architecture fields that fetch its weights before fine-tuning, if known."""
+
+    id: str
+    hparams: dict[str, Any]
+    init: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,11 +113,17 @@ class CollectionSpec:
     sharpness_data: dict[str, int]     # {n, m, seed}
     loss: str = "cross_entropy"        # a key of sharpbench.train.LOSSES: what is trained and measured
     imported: bool = False             # checkpoints trained elsewhere: no grid, never built here
+    checkpoints: tuple[CheckpointSpec, ...] = ()   # pretrained models the build fetches instead of a grid
+
+    @property
+    def trained(self) -> bool:
+        """True for a card whose models are trained here (a grid), False for imported or fetched checkpoints."""
+        return not (self.imported or self.checkpoints)
 
     def grid_size(self) -> int:
         """Number of models the grid defines (grid points x seeds), before the convergence filter; 0 if imported."""
-        if self.imported:
-            return 0
+        if not self.trained:
+            return len(self.checkpoints)
         return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
 
     @property
@@ -117,10 +138,14 @@ class CollectionSpec:
     def model_points(self) -> list[ModelPoint]:
         """Every model of the grid, in a fixed order (seeds outermost, then the grid in card order).
 
-        The manifest's hparams are the grid values, plus ``seed`` when the card lists several seeds."""
+        The manifest's hparams are the grid values, plus ``seed`` when the card lists several seeds. A card of
+        checkpoints has one point per checkpoint, in card order."""
+        if self.checkpoints:
+            return [ModelPoint(i, c.id, dict(c.hparams), int(c.hparams.get("seed", 0)))
+                    for i, c in enumerate(self.checkpoints)]
         names = list(self.grid)
         points: list[ModelPoint] = []
-        for seed in () if self.imported else self.seeds:
+        for seed in () if not self.trained else self.seeds:
             for values in itertools.product(*(self.grid[name] for name in names)):
                 hparams = dict(zip(names, values))
                 if len(self.seeds) > 1:
@@ -244,11 +269,17 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         shifts.append(ShiftSpec(shift_name, kind, params))
 
     imported = field(card, path, "imported", bool, default=False)
-    if imported:
+    checkpoints_raw = field(card, path, "checkpoints", list, default=[])
+    if imported and checkpoints_raw:
+        raise CardError(path, "checkpoints", "no such section in an imported card (its models come from `sharpbench "
+                                             "collection import`)", "a list")
+    untrained = imported or bool(checkpoints_raw)
+    if untrained:
         for key in _TRAINING_FIELDS:
             if key in card:
-                raise CardError(path, key, "no such section in an imported card (its models were trained elsewhere; "
-                                           "remove the field or `imported: true`)", card[key])
+                what = "an imported card" if imported else "a card of pretrained checkpoints"
+                raise CardError(path, key, f"no such section in {what} (its models were trained elsewhere; remove "
+                                           f"the field)", card[key])
     default_loss = "mse" if dataset_kind.task == "regression" else "cross_entropy"
     loss = field(card, path, "loss", str, default=default_loss)
     if loss not in LOSSES:
@@ -257,11 +288,13 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "loss", f"a loss for a {dataset_kind.task} dataset ({default_loss})", loss)
 
     # architecture (fixed fields; the grid may vary the others)
-    grid_raw = {} if imported else field(card, path, "grid", dict)
+    grid_raw = {} if untrained else field(card, path, "grid", dict)
     arch_raw = field(card, path, "architecture", dict)
     arch_kind_name = _choice(arch_raw.get("kind"), path, "architecture.kind", ARCHITECTURES)
     arch_schema = ARCHITECTURES[arch_kind_name].params
     arch_fixed = {k: v for k, v in arch_raw.items() if k != "kind"}
+    checkpoints = _checkpoint_specs(checkpoints_raw, path, arch_schema, arch_fixed)
+    per_model = {k for c in checkpoints for k in c.hparams if k in arch_schema}
     derived = dataset_kind.architecture_fields(dataset)   # fields that follow from the dataset, never varied
     gridable = {**{k: p for k, p in arch_schema.items() if k not in derived}, **RECIPE_PARAMS}
     for key in grid_raw:
@@ -279,19 +312,19 @@ def load_collection_spec(path: Path) -> CollectionSpec:
                                 arch_fixed[key])
             arch_fixed[key] = value
     architecture = {"kind": arch_kind_name,
-                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw),
+                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw) | per_model,
                                      require=not imported)}
 
     # training recipe (fixed fields; the grid may vary the others)
-    training_raw = {} if imported else field(card, path, "training", dict)
+    training_raw = {} if untrained else field(card, path, "training", dict)
     for key in grid_raw:
         if key in training_raw:
             raise CardError(path, f"grid.{key}", f"a field not also fixed in training (training.{key})", key)
-    training = {} if imported else _check_section(training_raw, path, "training.", RECIPE_PARAMS,
+    training = {} if untrained else _check_section(training_raw, path, "training.", RECIPE_PARAMS,
                                                   skip=set(grid_raw))
 
     # grid
-    if not grid_raw and not imported:
+    if not grid_raw and not untrained:
         raise CardError(path, "grid", "a mapping hparam -> list of values with at least one entry", grid_raw)
     grid: dict[str, list[Any]] = {}
     for key, values in grid_raw.items():
@@ -303,7 +336,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         grid[key] = checked
 
     # seeds
-    seeds_raw = [0] if imported else field(card, path, "seeds", list)
+    seeds_raw = [0] if untrained else field(card, path, "seeds", list)
     if not seeds_raw:
         raise CardError(path, "seeds", "a non-empty list of integers", seeds_raw)
     seeds = tuple(check_type(s, path, f"seeds[{i}]", int) for i, s in enumerate(seeds_raw))
@@ -311,7 +344,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "seeds", "a list without repeated seeds", seeds_raw)
 
     # convergence filter
-    convergence = _check_section({"max_train_error": 1.0} if imported else field(card, path, "convergence", dict),
+    convergence = _check_section({"max_train_error": 1.0} if untrained else field(card, path, "convergence", dict),
                                  path, "convergence.",
                                  {"max_train_error": Param(float, check=lambda v: 0 <= v <= 1,
                                                            expected="a number in [0, 1]")})
@@ -329,8 +362,45 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         name=name, description=description, path=path, card_sha256=hashlib.sha256(raw_bytes).hexdigest(),
         dataset=dataset, shifts=tuple(shifts), architecture=architecture, grid=grid, seeds=seeds,
         training=training, max_train_error=convergence["max_train_error"], sharpness_data=sharpness,
-        loss=loss, imported=imported,
+        loss=loss, imported=imported, checkpoints=checkpoints,
     )
+
+
+def _checkpoint_specs(entries: list[Any], path: Path, arch_schema: dict[str, Param],
+                      arch_fixed: dict[str, Any]) -> tuple[CheckpointSpec, ...]:
+    """The validated ``checkpoints`` section: unique ids, and architecture fields of the right type."""
+    checkpoints: list[CheckpointSpec] = []
+    for i, entry in enumerate(entries):
+        where = f"checkpoints[{i}]"
+        if not isinstance(entry, dict):
+            raise CardError(path, where, "a mapping {id, hparams, init}", entry)
+        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path,
+                       {f"{where}.{k}" for k in ("id", "hparams", "init")})
+        model_id = check_type(entry.get("id"), path, f"{where}.id", str)
+        if not _NAME_PATTERN.match(model_id) or any(c.id == model_id for c in checkpoints):
+            raise CardError(path, f"{where}.id", "a unique name of lower-case letters, digits, '.', '_' or '-'",
+                            model_id)
+        fetched: dict[str, dict[str, Any] | None] = {}
+        for key in ("hparams", "init"):
+            values = entry.get(key, {} if key == "hparams" else None)
+            if values is None:
+                fetched[key] = None
+                continue
+            values = check_type(values, path, f"{where}.{key}", dict)
+            for name, value in values.items():
+                if name in arch_fixed:
+                    raise CardError(path, f"{where}.{key}.{name}", f"a field not also fixed in architecture "
+                                                                   f"(architecture.{name})", value)
+                if name in arch_schema:
+                    _check_value(value, path, f"{where}.{key}.{name}", arch_schema[name])
+                elif key == "init":
+                    raise CardError(path, f"{where}.init.{name}", f"an architecture field, one of "
+                                                                  f"{sorted(arch_schema)}", name)
+                elif not isinstance(value, (int, float, str, bool)):
+                    raise CardError(path, f"{where}.hparams.{name}", "a number or a string", value)
+            fetched[key] = dict(values)
+        checkpoints.append(CheckpointSpec(model_id, fetched["hparams"] or {}, fetched["init"]))
+    return tuple(checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -555,9 +625,14 @@ class Collection:
 
     # -- data ----------------------------------------------------------------------------------------
 
-    def data(self) -> CollectionData:
-        """The dataset splits and the shifted test inputs (computed once per Collection object)."""
+    def data(self) -> CollectionData | StreamedData:
+        """The dataset splits and the OOD test inputs (computed once per Collection object): tensors in memory,
+        or, for a streamed dataset (ImageNet, MNLI), datasets read when used."""
         if self._data is None:
+            kind = DATASETS[self.spec.dataset["name"]]
+            if kind.stream is not None:
+                self._data = kind.stream(self.spec.dataset, [(s.name, s.kind, s.params) for s in self.spec.shifts])
+                return self._data
             x_train, y_train, x_test, y_test = load_dataset(self.spec.dataset)
             image_shape = DATASETS[self.spec.dataset["name"]].image_shape
             ood = {s.name: apply_shift(s.kind, x_test, s.params, image_shape) for s in self.spec.shifts}
@@ -565,12 +640,10 @@ class Collection:
         return self._data
 
     def _num_train(self) -> int:
-        if self._data is not None:
-            return int(self._data.x_train.shape[0])
-        if self.is_built():
+        if self._data is None and self.is_built():
             with contextlib.suppress(KeyError, TypeError, CollectionError):
                 return int(self.manifest["dataset"]["num_train"])
-        return int(self.data().x_train.shape[0])
+        return _sizes(self.data())[0]
 
     def protocol(self, n: int | None = None, m: int | None = None) -> dict[str, Any]:
         """The sharpness-data protocol as a JSON-able dict (part of every cache key)."""
@@ -595,11 +668,10 @@ class Collection:
         seeded order, no augmentation, split into consecutive batches of m (the last may be smaller)."""
         protocol = self.protocol(n, m)
         data = self.data()
-        generator = torch.Generator().manual_seed(int(protocol["subset_seed"]))
-        index = torch.randperm(data.x_train.shape[0], generator=generator)[: protocol["n_used"]]
+        train = data.train if isinstance(data, StreamedData) else TensorDataset(data.x_train, data.y_train)
+        x, y = stack(seeded_subset(train, protocol["n_used"], protocol["subset_seed"]))
         m = protocol["m"]
-        return [(data.x_train[index[i:i + m]].clone(), data.y_train[index[i:i + m]].clone())
-                for i in range(0, index.shape[0], m)]
+        return [(x[i:i + m].clone(), y[i:i + m].clone()) for i in range(0, x.shape[0], m)]
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -626,7 +698,9 @@ class Collection:
     def load_model(self, record: ModelRecord) -> nn.Module:
         """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
         state = self._verified_tensors(record.file, record.sha256)
-        model = build_model(self.spec.architecture, record.hparams)
+        # the bare architecture: the checkpoint's weights replace any pretrained ones, so nothing is downloaded
+        arch = {**self.spec.architecture, **_bare(self.spec.architecture)}
+        model = build_model(arch, {k: v for k, v in record.hparams.items() if k not in _bare(arch)})
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -635,8 +709,11 @@ class Collection:
                                   ) from None
         return model.to(device="cpu", dtype=torch.float32).eval()
 
-    def load_initial_state(self, record: ModelRecord) -> dict[str, torch.Tensor]:
-        """The weights of ``record`` before training (state-dict names), sha256 verified."""
+    def load_initial_state(self, record: ModelRecord) -> dict[str, torch.Tensor] | None:
+        """The weights of ``record`` before training (state-dict names), sha256 verified; None when they are not
+        known (a pretrained checkpoint whose card gives no ``init``)."""
+        if not record.init_file:
+            return None
         return self._verified_tensors(record.init_file, record.init_sha256)
 
     # -- building ------------------------------------------------------------------------------------
@@ -669,6 +746,8 @@ class Collection:
             return None
         if record.get("converged"):
             for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
+                if file_key == "init_file" and not record.get(file_key):
+                    continue
                 file_path = self.root / str(record.get(file_key))
                 if not file_path.is_file() or file_sha256(file_path) != record.get(sha_key):
                     return None
@@ -722,7 +801,13 @@ class Collection:
             bar.close()
 
     def _train_points(self, todo: list[ModelPoint], workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
-        """Train the points in this process, or in ``workers`` spawned processes; yields each finished record."""
+        """Train the points in this process, or in ``workers`` spawned processes; yields each finished record.
+        A card of checkpoints fetches them instead, in this process (``workers`` then read its data)."""
+        if self.spec.checkpoints:
+            data = self.data()
+            for point in todo:
+                yield self._fetch_one(point, data, device, workers)
+            return
         if workers == 1 or len(todo) == 1:
             data = self.data().to(device)
             with _deterministic(device):
@@ -743,8 +828,6 @@ class Collection:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _train_one(self, point: ModelPoint, data: CollectionData) -> dict[str, Any]:
-        from safetensors.torch import save as save_safetensors
-
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(point.seed)
@@ -766,24 +849,79 @@ class Collection:
             "device": str(device),
         }
         if converged:
-            test_error, test_loss = evaluate_errors(model, data.x_test, data.y_test, loss)
+            test = evaluate_errors(model, data.x_test, data.y_test, loss)
             ood = {name: evaluate_errors(model, x, data.y_test, loss) for name, x in data.ood_inputs.items()}
-            # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
-            metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
-            final = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            blobs = {"file": (f"{CHECKPOINTS}/{point.id}.safetensors", save_safetensors(final, metadata)),
-                     "init_file": (f"{CHECKPOINTS}/{point.id}.init.safetensors", save_safetensors(initial, metadata))}
-            for key, (relative, blob) in blobs.items():
-                atomic_write(self.root / relative, blob)
-            record.update({
-                "file": blobs["file"][0], "sha256": hashlib.sha256(blobs["file"][1]).hexdigest(),
-                "init_file": blobs["init_file"][0], "init_sha256": hashlib.sha256(blobs["init_file"][1]).hexdigest(),
-                "test_error": test_error, "test_loss": test_loss,
-                "ood_error": {name: value[0] for name, value in ood.items()},
-                "ood_loss": {name: value[1] for name, value in ood.items()},
-            })
+            record.update(self._save_checkpoints(point, model.state_dict(), initial, test, ood))
+        return self._finish_record(record, started)
+
+    def _fetch_one(self, point: ModelPoint, data: CollectionData | StreamedData, device: torch.device,
+                   workers: int) -> dict[str, Any]:
+        """Fetch one pretrained checkpoint (and its initial weights, when the card names them), score it on the
+        train subset, test and OOD sets, save it and its record."""
+        started = time.perf_counter()
+        checkpoint = self.spec.checkpoints[point.index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(point.seed)    # a head that fine-tuning would add starts the same everywhere
+            model = self._fetch(point, point.hparams)
+            initial = None if checkpoint.init is None else self._fetch(point, {**point.hparams, **checkpoint.init})
+        model.to(device).eval()
+        if isinstance(data, StreamedData):
+            train_set = seeded_subset(data.train, int(self.spec.dataset.get("train_eval_size", len(data.train))),
+                                      self.spec.sharpness_data["seed"])
+            sets = {"train": EvalSet(train_set), "test": data.test, **{f"ood/{k}": v for k, v in data.ood.items()}}
+            scores = {name: stream_errors(model, evalset, device, workers=workers) for name, evalset in sets.items()}
+        else:
+            data = data.to(device)
+            scores = {"train": evaluate_errors(model, data.x_train, data.y_train, self.spec.loss),
+                      "test": evaluate_errors(model, data.x_test, data.y_test, self.spec.loss),
+                      **{f"ood/{k}": evaluate_errors(model, x, data.y_test, self.spec.loss)
+                         for k, x in data.ood_inputs.items()}}
+        record: dict[str, Any] = {
+            "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
+            "card_sha256": self.spec.card_sha256, "converged": True, "train_error": scores["train"][0],
+            "train_loss": finite_or_none(scores["train"][1]), "epochs": None, "device": str(device),
+        }
+        ood = {name[len("ood/"):]: value for name, value in scores.items() if name.startswith("ood/")}
+        initial_state = None if initial is None else initial.state_dict()
+        record.update(self._save_checkpoints(point, model.state_dict(), initial_state, scores["test"], ood))
+        return self._finish_record(record, started)
+
+    def _fetch(self, point: ModelPoint, hparams: dict[str, Any]) -> nn.Module:
+        """The architecture with pretrained weights named by ``hparams`` (the hub, its cache, or a local file)."""
+        try:
+            return build_model(self.spec.architecture, hparams)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise CollectionError(
+                f"cannot fetch the weights of checkpoint {point.id!r} of {self.spec.name} ({hparams}): "
+                f"{type(error).__name__}: {error}. Go online (unset HF_HUB_OFFLINE) so the hub can be reached, or "
+                f"put the weights in the Hugging Face cache ($HF_HOME) or in a local file the card names"
+            ) from None
+
+    def _save_checkpoints(self, point: ModelPoint, final: dict[str, torch.Tensor],
+                          initial: dict[str, torch.Tensor] | None, test: tuple[float, float],
+                          ood: dict[str, tuple[float, float]]) -> dict[str, Any]:
+        """Write a kept model's weights (and initial weights, when known); the record fields that name them."""
+        from safetensors.torch import save as save_safetensors
+
+        # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
+        metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
+        fields: dict[str, Any] = {"init_file": "", "init_sha256": ""}
+        for key, suffix, state in (("file", "", final), ("init_file", ".init", initial)):
+            if state is None:
+                continue
+            relative = f"{CHECKPOINTS}/{point.id}{suffix}.safetensors"
+            blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata)
+            atomic_write(self.root / relative, blob)
+            fields[key], fields["sha256" if key == "file" else "init_sha256"] = relative, hashlib.sha256(blob).hexdigest()
+        fields.update({"test_error": test[0], "test_loss": test[1],
+                       "ood_error": {name: value[0] for name, value in ood.items()},
+                       "ood_loss": {name: value[1] for name, value in ood.items()}})
+        return fields
+
+    def _finish_record(self, record: dict[str, Any], started: float) -> dict[str, Any]:
+        """Stamp the record's time and write it, atomically and last: the model counts as finished from here."""
         record["seconds"] = time.perf_counter() - started
-        atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
+        atomic_write(self._record_path(record["id"]), json.dumps(record, indent=1, allow_nan=False).encode())
         return record
 
     def _write_manifest(self) -> None:
@@ -795,7 +933,7 @@ class Collection:
                 raise CollectionError(f"model {point.id} of {self.spec.name} has no intact record after the build; "
                                       f"run `sharpbench collection build {self.spec.name}` again")
             records.append(record)
-        data = self.data()
+        num_train, num_test = _sizes(self.data())
         keys = ("id", "hparams", "seed", "file", "sha256", "init_file", "init_sha256", "train_error", "train_loss",
                 "test_error", "test_loss", "ood_error", "ood_loss")
         manifest = {
@@ -806,8 +944,8 @@ class Collection:
             "card_sha256": self.spec.card_sha256,
             "sharpbench_version": __version__,
             "torch_version": torch.__version__,
-            "dataset": {**self.spec.dataset, "num_train": int(data.x_train.shape[0]),
-                        "num_test": int(data.x_test.shape[0]), "num_classes": self.spec.num_classes},
+            "dataset": {**self.spec.dataset, "num_train": num_train, "num_test": num_test,
+                        "num_classes": self.spec.num_classes},
             "shifts": [{"name": s.name, "kind": s.kind, "params": s.params} for s in self.spec.shifts],
             "architecture": self.spec.architecture,
             "training": self.spec.training,
@@ -823,6 +961,19 @@ class Collection:
         }
         atomic_write(self.manifest_path, json.dumps(manifest, indent=1, allow_nan=False).encode())
         self._manifest = self._manifest_bytes = self._models = None
+
+
+def _sizes(data: CollectionData | StreamedData) -> tuple[int, int]:
+    """(training examples, test examples) of a collection's data."""
+    if isinstance(data, StreamedData):
+        return len(data.train), len(data.test.dataset)  # type: ignore[arg-type]
+    return int(data.x_train.shape[0]), int(data.x_test.shape[0])
+
+
+def _bare(arch: dict[str, Any]) -> dict[str, Any]:
+    """The architecture fields that fetch pretrained weights, at their defaults (nothing fetched)."""
+    params = ARCHITECTURES[arch["kind"]].params
+    return {"pretrained": params["pretrained"].default} if "pretrained" in params else {}
 
 
 _WORKER: tuple[Collection, CollectionData, torch.device] | None = None

@@ -22,7 +22,7 @@ import torch
 
 from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
-from sharpbench.datasets import cifar10, synthetic_nli
+from sharpbench.datasets import cifar10, imagenet, synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
 
 Tensor = torch.Tensor
@@ -170,6 +170,31 @@ DATASETS["synthetic-nli"] = DatasetKind(
     description="synthetic entailment (premise, hypothesis) pairs rewarding lexical overlap; token ids",
     fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
                         "pad_token_id": synthetic_nli.PAD},
+)
+_MEAN_STD = Param(list, check=lambda v: len(v) == 3 and all(isinstance(c, (int, float)) for c in v),
+                  expected="three numbers (one per RGB channel)")
+DATASETS["imagenet"] = DatasetKind(
+    loader=None,
+    params={
+        "folder": Param(str, default=imagenet.NAME),
+        "image_size": Param(int, default=224, check=_positive, expected="a positive integer"),
+        "crop_pct": Param(float, default=0.875, check=lambda v: 0 < v <= 1, expected="a number in (0, 1]"),
+        "interpolation": Param(str, default="bicubic", check=lambda v: v in ("bilinear", "bicubic", "nearest"),
+                               expected="bilinear, bicubic or nearest"),
+        "mean": _MEAN_STD,
+        "std": _MEAN_STD,
+        "train_eval_size": Param(int, default=10000, check=_positive, expected="a positive integer"),
+    },
+    input_shape=(3, 224, 224),
+    image_shape=(3, 224, 224),
+    num_classes=imagenet.NUM_CLASSES,
+    description="ImageNet-1k from image folders (streamed), one evaluation transform; OOD folders with their own "
+                "classes (ImageNet-V2, -R, -Sketch, -A)",
+    fields=lambda cfg: {"in_features": 3 * int(cfg["image_size"]) ** 2,
+                        "image_shape": [3, int(cfg["image_size"]), int(cfg["image_size"])]},
+    stream=imagenet.load_imagenet,
+    ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir")},
+              "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")}},
 )
 
 

@@ -40,6 +40,15 @@ def find_dataset_dir(name: str, required: Sequence[str], system_dirs: Sequence[s
     return None
 
 
+def find_dataset_folder(name: str) -> Path | None:
+    """The first DIR/NAME of the user data folders that is a non-empty folder (for datasets of many files)."""
+    for root in user_data_dirs():
+        folder = root / name
+        if folder.is_dir() and any(folder.iterdir()):
+            return folder
+    return None
+
+
 def not_found_message(name: str, required: Sequence[str], system_dirs: Sequence[str | Path] = (),
                       hub_id: str | None = None, hub_error: str | None = None, package: str | None = None) -> str:
     """The text of a DataNotFoundError: what was searched and the three ways to provide the data."""

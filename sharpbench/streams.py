@@ -62,7 +62,7 @@ def stack(dataset: Dataset, workers: int = 0, batch_size: int = 256) -> tuple[Te
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers):
         inputs.append(x)
         labels.append(torch.as_tensor(y))
-    return torch.cat(inputs), torch.cat(labels).long()
+    return torch.cat(inputs), torch.cat(labels)
 
 
 def group_logits(logits: Tensor, groups: Groups | None) -> tuple[Tensor, Tensor]:
