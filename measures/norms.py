@@ -26,9 +26,9 @@ def distance_from_init(model: nn.Module, context: MeasureContext) -> float:
     initial = context.initial_state
     if initial is None:
         raise MeasureError("measure 'distance-from-init' needs the weights at initialization, and none were given: "
-                           "evaluate it on a collection that keeps them (rebuild it with `sharpbench collection "
-                           "build NAME --force`), or pass initial_state=model.state_dict() at initialization to "
-                           "compute_measure")
+                           "evaluate it on a collection that keeps them (a collection trained here keeps them; a "
+                           "card of pretrained checkpoints keeps them when each checkpoint names its `init`), or pass "
+                           "initial_state=model.state_dict() at initialization to compute_measure")
     squares = []
     with torch.no_grad():
         for name, p in model.named_parameters():

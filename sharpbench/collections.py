@@ -120,6 +120,13 @@ class CollectionSpec:
         """True for a card whose models are trained here (a grid), False for imported or fetched checkpoints."""
         return not (self.imported or self.checkpoints)
 
+    @property
+    def weight_fields(self) -> frozenset[str]:
+        """Hyperparameters that name a checkpoint's weights (a timm model name, a hub id) rather than describe how
+        it was trained: kept in the manifest, left out of scoring."""
+        arch = ARCHITECTURES[self.architecture["kind"]].params
+        return frozenset(k for c in self.checkpoints for k in c.hparams if k in arch)
+
     def grid_size(self) -> int:
         """Number of models the grid defines (grid points x seeds), before the convergence filter; 0 if imported."""
         if not self.trained:

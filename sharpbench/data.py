@@ -193,7 +193,8 @@ DATASETS["imagenet"] = DatasetKind(
     fields=lambda cfg: {"in_features": 3 * int(cfg["image_size"]) ** 2,
                         "image_shape": [3, int(cfg["image_size"]), int(cfg["image_size"])]},
     stream=imagenet.load_imagenet,
-    ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir")},
+    ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir"),
+                                  "mask": Param(bool, default=False)},
               "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")}},
 )
 

@@ -134,8 +134,11 @@ class Evaluation:
         return {name: values for name, values in targets.items() if values is not None}
 
     def hparams(self) -> dict[str, list[float]]:
-        """Each hyperparameter over the models as numbers (non-numeric values by their grid position)."""
-        return numeric_hparams([m.hparams for m in self.collection.models], self.collection.spec.grid)
+        """Each hyperparameter over the models as numbers (non-numeric values by their grid position); fields that
+        only name a checkpoint's weights are left out."""
+        spec = self.collection.spec
+        hparams = [{k: v for k, v in m.hparams.items() if k not in spec.weight_fields} for m in self.collection.models]
+        return numeric_hparams(hparams, spec.grid)
 
     def scores(self) -> dict[str, dict[str, Any]]:
         """Every ranking metric (with bootstrap intervals) of the measure against every target; computed once."""
@@ -252,14 +255,14 @@ def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Mo
     collection, spec, params = evaluation.collection, evaluation.spec, evaluation.params
     records, models = [record for record, _ in group], [model for _, model in group]
     single = len(group) == 1
+    initial = collection.load_initial_state(records[0]) if single else None
     context = MeasureContext(
         batches=batches,
         device=device,
         generator=torch.Generator(device=device).manual_seed(seed),
         num_classes=collection.num_classes,
         loss_fn=collection.loss_fn,
-        initial_state={k: v.to(device) for k, v in collection.load_initial_state(records[0]).items()}
-        if single else None,
+        initial_state=None if initial is None else {k: v.to(device) for k, v in initial.items()},
     )
     start = time.perf_counter()
     values = run_guarded_many(spec, models, context, params, [f"model '{record.id}'" for record in records],

@@ -3,13 +3,12 @@
 Folders, found under ``--data-dir`` / ``$SHARPBENCH_DATA``:
 - ``imagenet/train`` and ``imagenet/val``: one sub-folder per class, named by WordNet id (n01440764, ...), as
   torchvision's ImageFolder expects (the validation images sorted into class folders);
-- OOD sets, kind ``imagenet_folder``: a folder of WordNet-id sub-folders, all 1000 classes (ImageNet-Sketch) or
-  a subset (ImageNet-R and ImageNet-A hold 200); kind ``imagenet_v2``: ImageNetV2's release format, one
-  sub-folder per class *index* (0 ... 999).
+- OOD sets, kind ``imagenet_folder``: a folder of WordNet-id sub-folders (ImageNet-Sketch, ImageNet-R,
+  ImageNet-A); kind ``imagenet_v2``: ImageNetV2's release format, one sub-folder per class *index* (0 ... 999).
 
-Labels are ImageNet-1k's class indices in the standard order (timm's ``ImageNetInfo``: sorted WordNet ids),
-whatever subset of classes a folder holds. A set that holds fewer than 1000 classes is scored on those
-classes only (the other logits masked), as Hendrycks et al. score ImageNet-R and -A. Every image goes
+Labels are ImageNet-1k's class indices in the standard order (timm's ``ImageNetInfo``: sorted WordNet ids). A
+set with ``mask: true`` is scored on the classes it holds only (the other logits masked), as Hendrycks et al.
+score ImageNet-R and -A, whose 200 classes are a subset by design. Every image goes
 through one evaluation transform, given by the card (resize, center crop, normalization: timm's
 ``create_transform``), the same for every model of a collection.
 """
@@ -91,11 +90,13 @@ class _Relabelled:
         return x, self.position[y]
 
 
-def _eval_set(root: Path, class_of_folder: Callable[[str], int | None], transform: Callable[[Any], Any]) -> EvalSet:
-    """All 1000 classes: labels as they are; a subset: labels by position, the other logits masked."""
+def _eval_set(root: Path, class_of_folder: Callable[[str], int | None], transform: Callable[[Any], Any],
+              mask: bool = False) -> EvalSet:
+    """Labels as they are (all 1000 logits compete), or with ``mask``: labels by their position among the classes
+    the folder holds, the other logits masked."""
     dataset, classes = _image_folder(root, class_of_folder)
     dataset.transform = transform
-    if len(classes) == NUM_CLASSES:
+    if not mask:
         return EvalSet(dataset)
     return EvalSet(_Relabelled(dataset, classes), groups_for(classes))
 
@@ -113,5 +114,5 @@ def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, A
     sets = {}
     for name, kind, params in ood:
         class_of_folder, what = _OOD_KINDS[kind]
-        sets[name] = _eval_set(_folder(params["folder"], what), class_of_folder, transform)
+        sets[name] = _eval_set(_folder(params["folder"], what), class_of_folder, transform, params.get("mask", False))
     return StreamedData(train=train, test=_eval_set(val_root, _by_wordnet_id, transform), ood=sets)
