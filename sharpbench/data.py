@@ -24,6 +24,7 @@ from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
 from sharpbench.datasets import cifar10, synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
+from sharpbench.params import Param
 
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -36,16 +37,6 @@ def _positive(v: Any) -> bool:
 
 def _nonnegative(v: Any) -> bool:
     return v >= 0
-
-
-@dataclass(frozen=True)
-class Param:
-    """One card field of a dataset, shift or architecture: its type, default (``...`` = required) and check."""
-
-    kind: type
-    default: Any = ...
-    check: Callable[[Any], bool] | None = None
-    expected: str = ""  # what the check demands, for the error message
 
 
 @dataclass(frozen=True)
