@@ -22,7 +22,7 @@ import torch
 
 from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
-from sharpbench.datasets import cifar10, synthetic_nli
+from sharpbench.datasets import cifar10, mnli, synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
 from sharpbench.params import Param
 
@@ -161,6 +161,19 @@ DATASETS["synthetic-nli"] = DatasetKind(
     description="synthetic entailment (premise, hypothesis) pairs rewarding lexical overlap; token ids",
     fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
                         "pad_token_id": synthetic_nli.PAD},
+)
+
+DATASETS["mnli"] = DatasetKind(
+    loader=None,
+    params=mnli.PARAMS,
+    input_shape=(2, 128),           # [input_ids, token_type_ids] of max_length tokens (default 128)
+    image_shape=(),
+    num_classes=3,
+    description="MultiNLI sentence pairs (official jsonl files, or the hub's GLUE copy) as [input_ids, "
+                "token_type_ids], tokenized when read; OOD: HANS",
+    fields=mnli.architecture_fields,
+    stream=mnli.load_mnli,
+    ood_sets={"hans": mnli.HANS_PARAMS},
 )
 
 
