@@ -873,8 +873,7 @@ class Collection:
             initial = None if checkpoint.init is None else self._fetch(point, {**point.hparams, **checkpoint.init})
         model.to(device).eval()
         if isinstance(data, StreamedData):
-            train_set = seeded_subset(data.train, int(self.spec.dataset.get("train_eval_size", len(data.train))),
-                                      self.spec.sharpness_data["seed"])
+            train_set = seeded_subset(data.train, self.spec.dataset["train_eval_size"], self.spec.sharpness_data["seed"])
             sets = {"train": EvalSet(train_set), "test": data.test, **{f"ood/{k}": v for k, v in data.ood.items()}}
             scores = {name: stream_errors(model, evalset, device, workers=workers) for name, evalset in sets.items()}
         else:

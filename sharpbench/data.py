@@ -22,8 +22,10 @@ import torch
 
 from sharpbench import corruptions
 from sharpbench.datasets.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
-from sharpbench.datasets import cifar10, imagenet, synthetic_nli
+from sharpbench.datasets import cifar10, imagenet, mnli, synthetic_nli
 from sharpbench.datasets.sparse_regression import load_sparse_regression
+from sharpbench.params import Param
+from sharpbench.streams import TRAIN_EVAL_SIZE
 
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -36,16 +38,6 @@ def _positive(v: Any) -> bool:
 
 def _nonnegative(v: Any) -> bool:
     return v >= 0
-
-
-@dataclass(frozen=True)
-class Param:
-    """One card field of a dataset, shift or architecture: its type, default (``...`` = required) and check."""
-
-    kind: type
-    default: Any = ...
-    check: Callable[[Any], bool] | None = None
-    expected: str = ""  # what the check demands, for the error message
 
 
 @dataclass(frozen=True)
@@ -183,7 +175,7 @@ DATASETS["imagenet"] = DatasetKind(
                                expected="bilinear, bicubic or nearest"),
         "mean": _MEAN_STD,
         "std": _MEAN_STD,
-        "train_eval_size": Param(int, default=10000, check=_positive, expected="a positive integer"),
+        "train_eval_size": TRAIN_EVAL_SIZE,
     },
     input_shape=(3, 224, 224),
     image_shape=(3, 224, 224),
@@ -196,6 +188,19 @@ DATASETS["imagenet"] = DatasetKind(
     ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir"),
                                   "mask": Param(bool, default=False)},
               "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")}},
+)
+
+DATASETS["mnli"] = DatasetKind(
+    loader=None,
+    params=mnli.PARAMS,
+    input_shape=(2, 128),           # [input_ids, token_type_ids] of max_length tokens (default 128)
+    image_shape=(),
+    num_classes=3,
+    description="MultiNLI sentence pairs (official jsonl files, or the hub's GLUE copy) as [input_ids, "
+                "token_type_ids], tokenized when read; OOD: HANS",
+    fields=mnli.architecture_fields,
+    stream=mnli.load_mnli,
+    ood_sets={"hans": mnli.HANS_PARAMS},
 )
 
 

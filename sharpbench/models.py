@@ -111,8 +111,10 @@ class DiagonalLinearNet(nn.Module):
 
 
 class TextClassifier(nn.Module):
-    """A Hugging Face sequence classifier taking only token ids, the attention mask derived from the padding
-    id, and returning logits: the one-tensor forward that the sharpness measures use.
+    """A Hugging Face sequence classifier taking one tensor of token ids and returning logits: the one-tensor
+    forward that the sharpness measures use. Inputs are (N, L) token ids, or (N, 2, L) = [input_ids,
+    token_type_ids] for sentence pairs (pretrained BERT tells premise from hypothesis by the segment ids);
+    the attention mask is derived from the padding id.
 
     The mask is passed ready-made (4D, additive: 0 for tokens, the float minimum for padding), which
     transformers uses as is; its 2D form would make transformers inspect the mask's values (``mask.all()``),
@@ -123,9 +125,11 @@ class TextClassifier(nn.Module):
         self.model = model
         self.pad_token_id = int(pad_token_id)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        # segment ids only when given: models without them (DistilBERT) keep taking (N, L) ids
+        input_ids, segments = (inputs[:, 0], {"token_type_ids": inputs[:, 1]}) if inputs.dim() == 3 else (inputs, {})
         padding = (input_ids == self.pad_token_id).to(torch.float32) * torch.finfo(torch.float32).min
-        return self.model(input_ids=input_ids, attention_mask=padding[:, None, None, :]).logits
+        return self.model(input_ids=input_ids, attention_mask=padding[:, None, None, :], **segments).logits
 
 
 def _build_transformers(config: dict[str, Any]) -> nn.Module:
