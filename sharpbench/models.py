@@ -4,7 +4,8 @@
 it takes (a collection card's ``architecture`` section holds fixed values of them; its grid may vary
 them). ``build_model(arch, hparams)`` merges the two, so a grid can vary ``width`` while the card fixes
 ``depth``. Kinds: built-in small nets (mlp, cnn, diag_linear), any timm model by name with keyword
-overrides (timm), and a Hugging Face transformers config for sequence classification (transformers).
+overrides (timm), CLIP's image tower with model-soups' head (clip_classifier), and a Hugging Face
+transformers config for sequence classification (transformers).
 Fields such as ``num_classes`` and ``image_shape`` come from the dataset. Every model maps a batch of
 inputs (as the dataset gives them) to outputs, so the measures need no per-model code.
 """
@@ -94,6 +95,39 @@ def _build_timm(config: dict[str, Any]) -> nn.Module:
                             in_chans=int(config["image_shape"][0]), drop_rate=config["drop_rate"],
                             drop_path_rate=config["drop_path_rate"], **config["kwargs"])
     return nn.Sequential(ToImage(config["image_shape"]), net)
+
+
+class CLIPClassifier(nn.Module):
+    """CLIP's image tower with model-soups' head (Wortsman et al. 2022): logits =
+    head(normalize(proj(tower(x)))), a linear classifier of the L2-normalized CLIP image embedding. ``proj``
+    has no bias, as in CLIP, so that sharpness perturbs no parameter the original model lacks."""
+
+    def __init__(self, tower: nn.Module, embed_dim: int, num_classes: int, image_shape: list[int]) -> None:
+        super().__init__()
+        self.to_image = ToImage(image_shape)
+        self.tower = tower
+        self.proj = nn.Linear(tower.num_features, embed_dim, bias=False)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.proj(self.tower(self.to_image(x)))
+        return self.head(nn.functional.normalize(features, dim=-1))
+
+
+def _build_clip_classifier(config: dict[str, Any]) -> nn.Module:
+    """A :class:`CLIPClassifier` whose tower is the timm ViT ``model`` (pooled features: ``num_classes=0``) with
+    ``kwargs`` overrides; ``pretrained`` names an OpenAI CLIP or model-soups checkpoint to load (a relative
+    path is looked up in ``$SHARPBENCH_DATA``); a plain CLIP checkpoint has no head, which stays initialized."""
+    import timm
+
+    tower = timm.create_model(config["model"], num_classes=0, in_chans=int(config["image_shape"][0]),
+                              **config["kwargs"])
+    model = CLIPClassifier(tower, int(config["embed_dim"]), int(config["num_classes"]), config["image_shape"])
+    if config["pretrained"]:
+        from sharpbench.checkpoints import load_openai_clip
+
+        load_openai_clip(model, config["pretrained"])
+    return model
 
 
 class DiagonalLinearNet(nn.Module):
@@ -193,6 +227,21 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "drop_path_rate": Param(float, default=0.0, check=lambda v: 0 <= v < 1, expected="a number in [0, 1)"),
         },
         "any timm model by name, with keyword overrides of its config",
+    ),
+    "clip_classifier": ArchitectureKind(
+        _build_clip_classifier,
+        {
+            "image_shape": _IMAGE_SHAPE,
+            "num_classes": _NUM_CLASSES,
+            # OpenAI's ViT-B/32 exactly: QuickGELU and the pre-norm ln_pre (timm's plain *_clip_224 use GELU)
+            "model": Param(str, default="vit_base_patch32_clip_quickgelu_224",
+                           expected="a timm CLIP ViT name, e.g. vit_base_patch32_clip_quickgelu_224"),
+            "embed_dim": Param(int, default=512, check=_positive, expected="a positive integer"),
+            "kwargs": Param(dict, default={}),
+            "pretrained": Param(str, default=""),
+        },
+        "CLIP image tower (timm ViT) + projection, L2-normalized, + linear head (model-soups); OpenAI CLIP or "
+        "model-soups checkpoints",
     ),
     "diag_linear": ArchitectureKind(
         lambda config: DiagonalLinearNet(int(config["in_features"]), float(config["init_scale"])),
