@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sharpbench.data import Param
+from sharpbench.locate import find_dataset_folder
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,15 @@ class TextClassifier(nn.Module):
 
 
 def _build_transformers(config: dict[str, Any]) -> nn.Module:
-    """A ``transformers`` sequence classifier: from ``pretrained`` (a hub name or a local folder) when given,
-    else freshly initialized from ``model_type`` and the ``config`` fields (e.g. a tiny BERT)."""
+    """A ``transformers`` sequence classifier: from ``pretrained`` when given (a folder of that name under
+    ``--data-dir`` / ``$SHARPBENCH_DATA``, else a local path or hub id as transformers reads it), else freshly
+    initialized from ``model_type`` and the ``config`` fields (e.g. a tiny BERT)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     if config["pretrained"]:
+        source = find_dataset_folder(config["pretrained"]) or config["pretrained"]
         model = AutoModelForSequenceClassification.from_pretrained(
-            config["pretrained"], num_labels=int(config["num_classes"]), **config["config"])
+            source, num_labels=int(config["num_classes"]), **config["config"])
     else:
         hf_config = AutoConfig.for_model(config["model_type"], vocab_size=int(config["vocab_size"]),
                                          num_labels=int(config["num_classes"]),

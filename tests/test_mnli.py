@@ -254,3 +254,72 @@ def test_a_card_validates_without_the_tokenizer_and_fixes_the_architecture(tmp_p
                                                             "params": {"heuristic": "overlap"}}]}))
     with pytest.raises(SharpbenchError, match="heuristic"):
         load_collection_spec(path)
+
+
+def test_bert_mnli_hans_card_builds_and_evaluates_on_a_stand_in(data_dir, tokenizer_dir, tmp_path, capsys):
+    """The registered card, cut to two checkpoints and a tiny BERT config: its models are local folders named as the
+    card names them, read by transformers' from_pretrained; HANS is scored with McCoy's rule in the card's order."""
+    import yaml
+    from transformers import BertModel
+    from safetensors.torch import load_file
+
+    from sharpbench.cli import main
+
+    card = yaml.safe_load((Path(__file__).resolve().parents[1] / "registry" / "collections" /
+                           "bert-mnli-hans.yaml").read_text())
+    tiny = _tiny_bert(0).config
+    card["name"] = "tiny-bert-mnli-hans"
+    card["checkpoints"] = card["checkpoints"][:2]
+    for entry in card["checkpoints"]:
+        entry["init"] = {"pretrained": "bert-tiny"}                       # the stand-in of bert-base-uncased
+    card["architecture"]["config"] = {k: getattr(tiny, k) for k in (
+        "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")}
+    card["dataset"].update({"tokenizer": str(tokenizer_dir), "max_length": 16, "vocab_size": len(V),
+                            "pad_token_id": PAD})
+    card["sharpness_data"] = {"n": 4, "m": 2, "seed": 0}
+    (tmp_path / "cards" / "collections").mkdir(parents=True)
+    (tmp_path / "cards" / "collections" / "tiny-bert-mnli-hans.yaml").write_text(yaml.safe_dump(card))
+    models = {}
+    for seed, entry in enumerate(card["checkpoints"]):
+        models[entry["id"]] = _tiny_bert(seed)
+        models[entry["id"]].save_pretrained(data_dir / entry["hparams"]["pretrained"])
+    torch.manual_seed(7)
+    BertModel(tiny).save_pretrained(data_dir / "bert-tiny")
+    common = ["--include-path", str(tmp_path / "cards"), "--no-progress", "--data-dir", str(data_dir)]
+    assert main(["collection", "build", card["name"], *common]) == 0
+    root = Path(__import__("os").environ["SHARPBENCH_HOME"]) / "collections" / card["name"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [m["id"] for m in manifest["models"]] == ["seed-00", "seed-01"]
+
+    from transformers import BertTokenizerFast
+
+    tokenizer = BertTokenizerFast.from_pretrained(str(tokenizer_dir))
+
+    def predictions(model, pairs):
+        encoded = tokenizer([p for p, _ in pairs], [h for _, h in pairs], padding="max_length", max_length=16,
+                            truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return model(**encoded).logits.argmax(dim=1)
+
+    entail = ORDER.index("entailment")
+    overlap = [(p, h, label) for label, p, h, heuristic in HANS if heuristic == "lexical_overlap"]
+    dev = [(p, h, label) for p, h, label in MNLI_DEV if label != "-"]
+    for entry in manifest["models"]:
+        model = models[entry["id"]]
+        saved = load_file(str(root / entry["file"]))
+        assert all(torch.equal(saved[f"model.{k}"], v) for k, v in model.state_dict().items())
+        predicted = predictions(model, [(p, h) for p, h, _ in overlap])
+        wrong = sum((int(y) == entail) != (label == "entailment") for y, (_, _, label) in zip(predicted, overlap))
+        assert entry["ood_error"]["hans-lexical-overlap"] == pytest.approx(wrong / len(overlap))
+        predicted = predictions(model, [(p, h) for p, h, _ in dev])
+        wrong = sum(ORDER[int(y)] != label for y, (_, _, label) in zip(predicted, dev))
+        assert entry["test_error"] == pytest.approx(wrong / len(dev))
+        initial = load_file(str(root / entry["init_file"]))                 # the encoder before fine-tuning
+        base = BertModel.from_pretrained(str(data_dir / "bert-tiny")).state_dict()
+        assert torch.equal(initial["model.bert.encoder.layer.0.output.dense.weight"],
+                           base["encoder.layer.0.output.dense.weight"])
+
+    capsys.readouterr()
+    assert main(["evaluate", "--measure", "sharpness-worst-linf-adaptive", "--collection", card["name"],
+                 "--set", "steps=2", *common]) == 0
+    assert main(["evaluate", "--measure", "distance-from-init", "--collection", card["name"], *common]) == 0
