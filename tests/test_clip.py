@@ -19,7 +19,7 @@ ARCH = {"kind": "clip_classifier", "image_shape": [3, IMAGE, IMAGE], "num_classe
         "kwargs": {"img_size": IMAGE, "patch_size": PATCH, "embed_dim": WIDTH, "depth": DEPTH, "num_heads": HEADS}}
 
 
-def openai_clip_state(seed: int = 0) -> dict[str, torch.Tensor]:
+def openai_clip_state(seed: int = 0, classes: int = CLASSES) -> dict[str, torch.Tensor]:
     """A tiny model-soups checkpoint: OpenAI CLIP's VisionTransformer keys under `model.`, a few text-tower keys
     (dropped on loading) and the classification head; random values, layer-norm scales around 1."""
     g = torch.Generator().manual_seed(seed)
@@ -46,8 +46,8 @@ def openai_clip_state(seed: int = 0) -> dict[str, torch.Tensor]:
             "ln_final.weight": rand(EMBED), "ln_final.bias": rand(EMBED), "text_projection": rand(EMBED, EMBED),
             "logit_scale": rand(()), "transformer.resblocks.0.ln_1.weight": rand(EMBED)}
     return {**{f"model.visual.{k}": v for k, v in visual.items()}, **{f"model.{k}": v for k, v in text.items()},
-            "classification_head.weight": rand(CLASSES, EMBED, scale=1.0),
-            "classification_head.bias": rand(CLASSES, scale=1.0)}
+            "classification_head.weight": rand(classes, EMBED, scale=1.0),
+            "classification_head.bias": rand(classes, scale=1.0)}
 
 
 def reference_features(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -133,3 +133,50 @@ def test_imagenet_folders_missing_name_the_folder_to_provide(tmp_path: Path, cap
                  "--data-dir", str(tmp_path / "data")]) != 0
     err = capsys.readouterr().err
     assert "imagenet/train" in err and "--data-dir" in err
+
+
+def test_clip_card_imports_model_soups_checkpoints_and_scores_them_like_clip(
+        tmp_path: Path, capsys: pytest.CaptureFixture):
+    """clip-imagenet-finetuned, cut to two checkpoints of a tiny CLIP: model-soups files in the data dir, scored with
+    CLIP's preprocessing; the errors match OpenAI CLIP's forward written out by hand in test_clip."""
+    from test_clip import EMBED, IMAGE, PATCH, WIDTH, DEPTH, HEADS, openai_clip_state, reference_logits
+
+    data, cards = tmp_path / "data", tmp_path / "cards"
+    _stand_in_data(data)
+    card = yaml.safe_load((REPO / "registry" / "collections" / "clip-imagenet-finetuned.yaml").read_text())
+    card["name"] = "tiny-clip"
+    card["checkpoints"] = card["checkpoints"][:2]
+    card["architecture"].update({"embed_dim": EMBED, "kwargs": {"img_size": IMAGE, "patch_size": PATCH,
+                                                                "embed_dim": WIDTH, "depth": DEPTH, "num_heads": HEADS}})
+    card["dataset"].update({"image_size": IMAGE, "train_eval_size": 6})
+    card["sharpness_data"] = {"n": 8, "m": 4, "seed": 0}
+    (cards / "collections").mkdir(parents=True)
+    (cards / "collections" / "tiny-clip.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    states = {}
+    for seed, entry in enumerate(card["checkpoints"]):
+        states[entry["id"]] = openai_clip_state(seed, classes=1000)
+        (data / "model-soups").mkdir(exist_ok=True)
+        torch.save(states[entry["id"]], data / entry["hparams"]["pretrained"])
+    common = ["--include-path", str(cards), "--no-progress", "--data-dir", str(data)]
+    assert main(["collection", "build", card["name"], *common]) == 0
+    manifest = json.loads((Path(os.environ["SHARPBENCH_HOME"]) / "collections" / card["name"] /
+                           "manifest.json").read_text())
+    assert [m["id"] for m in manifest["models"]] == ["model-00", "model-01"]
+    mean, std = tuple(card["dataset"]["mean"]), tuple(card["dataset"]["std"])
+    transform = timm.data.create_transform(input_size=(3, IMAGE, IMAGE), interpolation="bicubic", mean=mean,
+                                           std=std, crop_pct=1.0)
+
+    def images(folder: Path) -> torch.Tensor:
+        return torch.stack([transform(Image.open(f).convert("RGB")) for f in sorted(folder.glob("*.png"))])
+
+    for entry in manifest["models"]:
+        state = states[entry["id"]]
+        wrong = sum(int((reference_logits(state, images(data / "imagenet" / "val" / w)).argmax(1) != k).sum())
+                    for k, w in enumerate(WNIDS))
+        assert entry["test_error"] == pytest.approx(wrong / 9)
+        wrong = sum(int((reference_logits(state, images(data / "imagenet-a" / w))[:, [0, 2]].argmax(1) != k).sum())
+                    for k, w in enumerate((WNIDS[0], WNIDS[2])))
+        assert entry["ood_error"]["imagenet-a"] == pytest.approx(wrong / 4)
+    capsys.readouterr()
+    assert main(["evaluate", "--measure", "sharpness-avg-l2-adaptive", "--collection", card["name"],
+                 "--set", "samples=2", *common]) == 0
