@@ -52,7 +52,7 @@ def test_every_registered_card_is_valid():
     names = {path.stem: load_collection_spec(path) for path in (REPO / "registry" / "collections").glob("*.yaml")}
     for name, spec in names.items():
         assert spec.name == name
-        assert spec.imported or spec.grid_size() >= 48, name
+        assert spec.imported or spec.grid_size() >= (48 if spec.trained else 20), name   # checkpoint cards: 23-100
 
 
 @pytest.mark.slow   # spawning two workers that import torch: about 10 s alone, over a minute on a busy machine
