@@ -234,12 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     collection = commands.add_parser("collection", help="manage checkpoint collections")
     actions = collection.add_subparsers(dest="action", required=True)
-    build = actions.add_parser("build", parents=[common], help="train a collection's models (resumes)")
+    build = actions.add_parser("build", parents=[common],
+                               help="train a collection's models, or fetch and score its pretrained checkpoints "
+                                    "(resumes)")
     build.add_argument("name")
     build.add_argument("--force", action="store_true", help="discard what was built and build again")
     build.add_argument("--workers", type=int, default=1, metavar="K",
-                       help="train K models at a time in separate processes (default 1)")
-    build.add_argument("--device", default="cpu", help="torch device to train on (default cpu; e.g. cuda)")
+                       help="train K models at a time in separate processes (default 1); for a card of "
+                            "pretrained checkpoints, K processes load its data")
+    build.add_argument("--device", default="cpu", help="torch device to train or score on (default cpu; e.g. cuda)")
     pull = actions.add_parser("pull", parents=[common], help="fetch a published collection, verifying every sha256")
     pull.add_argument("name")
     pull.add_argument("--from", dest="source", required=True, metavar="URL_OR_DIR",

@@ -801,19 +801,20 @@ class Collection:
         bar = tqdm(total=len(points), initial=len(finished), desc=f"building {self.spec.name}", unit="model",
                    disable=not progress, dynamic_ncols=True)
         try:
-            for record in self._train_points(todo, workers, device):
+            for record in self._train_points(todo, workers, device, progress):
                 bar.set_postfix_str(f"last train error {record['train_error']}", refresh=False)
                 bar.update(1)
         finally:
             bar.close()
 
-    def _train_points(self, todo: list[ModelPoint], workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
+    def _train_points(self, todo: list[ModelPoint], workers: int, device: torch.device,
+                      progress: bool = False) -> Iterator[dict[str, Any]]:
         """Train the points in this process, or in ``workers`` spawned processes; yields each finished record.
         A card of checkpoints fetches them instead, in this process (``workers`` then read its data)."""
         if self.spec.checkpoints:
             data = self.data()
             for point in todo:
-                yield self._fetch_one(point, data, device, workers)
+                yield self._fetch_one(point, data, device, workers, progress)
             return
         if workers == 1 or len(todo) == 1:
             data = self.data().to(device)
@@ -862,9 +863,11 @@ class Collection:
         return self._finish_record(record, started)
 
     def _fetch_one(self, point: ModelPoint, data: CollectionData | StreamedData, device: torch.device,
-                   workers: int) -> dict[str, Any]:
+                   workers: int, progress: bool = False) -> dict[str, Any]:
         """Fetch one pretrained checkpoint (and its initial weights, when the card names them), score it on the
-        train subset, test and OOD sets, save it and its record."""
+        train subset, test and OOD sets, save it and its record. Streamed scoring shows a bar of examples."""
+        from tqdm.auto import tqdm
+
         started = time.perf_counter()
         checkpoint = self.spec.checkpoints[point.index]
         with torch.random.fork_rng(devices=[]):
@@ -875,7 +878,11 @@ class Collection:
         if isinstance(data, StreamedData):
             train_set = seeded_subset(data.train, self.spec.dataset["train_eval_size"], self.spec.sharpness_data["seed"])
             sets = {"train": EvalSet(train_set), "test": data.test, **{f"ood/{k}": v for k, v in data.ood.items()}}
-            scores = {name: stream_errors(model, evalset, device, workers=workers) for name, evalset in sets.items()}
+            total = sum(len(evalset.dataset) for evalset in sets.values())  # type: ignore[arg-type]
+            with tqdm(total=total, desc=f"scoring {point.id}", unit="example", leave=False, disable=not progress,
+                      dynamic_ncols=True) as bar:
+                scores = {name: stream_errors(model, evalset, device, workers=workers, progress=bar.update)
+                          for name, evalset in sets.items()}
         else:
             data = data.to(device)
             scores = {"train": evaluate_errors(model, data.x_train, data.y_train, self.spec.loss),

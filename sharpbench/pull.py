@@ -76,6 +76,8 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
     with build_lock(collection.root):
         for entry in entries:
             for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
+                if file_key == "init_file" and not entry.get(file_key):
+                    continue       # a pretrained checkpoint whose initial weights are not known
                 relative = _safe_relative(entry.get(file_key), where)
                 expected = str(entry.get(sha_key))
                 target = collection.root / relative

@@ -19,7 +19,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sharpbench.cli import main
+from sharpbench.collections import load_collection_spec, open_collection
 from sharpbench.datasets.imagenet import wordnet_index
+from sharpbench.pull import pull_collection
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -114,6 +116,11 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
         wrong = sum(int((logits(data / "imagenet" / "val" / wnid).argmax(1) != wordnet_index()[wnid]).sum())
                     for wnid in WNIDS)
         assert entry["test_error"] == pytest.approx(wrong / 9)
+
+    # a published copy pulls without initial weights to fetch
+    copy = open_collection(load_collection_spec(cards / "collections" / "tiny-imagenet-vit.yaml"), tmp_path / "copy")
+    assert pull_collection(copy, str(root)) == 2
+    assert [m.sha256 for m in copy.models] == [m["sha256"] for m in manifest["models"]]
 
     capsys.readouterr()
     assert main(["evaluate", "--measure", "sharpness-worst-linf-adaptive", "--collection", card["name"],
