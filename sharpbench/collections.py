@@ -37,7 +37,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from sharpbench.cards import check_type, field, read_card, reject_unknown
-from sharpbench.data import DATASETS, SHIFTS, Param, apply_shift, load_dataset
+from sharpbench.data import DATASETS, SHIFTS, apply_shift, load_dataset
+from sharpbench.params import Param
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models import ARCHITECTURES, build_model
@@ -256,12 +257,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     # OOD shifts
     shifts_raw = field(card, path, "ood_shifts", list)
     shifts: list[ShiftSpec] = []
-    for i, entry in enumerate(shifts_raw):
-        where = f"ood_shifts[{i}]"
-        if not isinstance(entry, dict):
-            raise CardError(path, where, "a mapping {name, kind, params}", entry)
-        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path,
-                       {f"{where}.{k}" for k in ("name", "kind", "params")})
+    for where, entry in _entries(shifts_raw, path, "ood_shifts", ("name", "kind", "params")):
         if "name" not in entry:
             raise CardError(path, f"{where}.name", "a string (the field is required)")
         shift_name = check_type(entry["name"], path, f"{where}.name", str)
@@ -373,16 +369,21 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     )
 
 
+def _entries(entries: list[Any], path: Path, section: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
+    """(``section[i]``, entry) for each entry of a card's list section, checked to be a mapping of known keys."""
+    for i, entry in enumerate(entries):
+        where = f"{section}[{i}]"
+        if not isinstance(entry, dict):
+            raise CardError(path, where, "a mapping {" + ", ".join(keys) + "}", entry)
+        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path, {f"{where}.{k}" for k in keys})
+        yield where, entry
+
+
 def _checkpoint_specs(entries: list[Any], path: Path, arch_schema: dict[str, Param],
                       arch_fixed: dict[str, Any]) -> tuple[CheckpointSpec, ...]:
     """The validated ``checkpoints`` section: unique ids, and architecture fields of the right type."""
     checkpoints: list[CheckpointSpec] = []
-    for i, entry in enumerate(entries):
-        where = f"checkpoints[{i}]"
-        if not isinstance(entry, dict):
-            raise CardError(path, where, "a mapping {id, hparams, init}", entry)
-        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path,
-                       {f"{where}.{k}" for k in ("id", "hparams", "init")})
+    for where, entry in _entries(entries, path, "checkpoints", ("id", "hparams", "init")):
         model_id = check_type(entry.get("id"), path, f"{where}.id", str)
         if not _NAME_PATTERN.match(model_id) or any(c.id == model_id for c in checkpoints):
             raise CardError(path, f"{where}.id", "a unique name of lower-case letters, digits, '.', '_' or '-'",

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from sharpbench.data import Param
+from sharpbench.params import Param
 from sharpbench.locate import find_dataset_folder
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpbench.data import Param
+from sharpbench.params import Param
 from sharpbench.losses import LossFn, cross_entropy, mean_squared_error
 
 Tensor = torch.Tensor

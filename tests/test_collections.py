@@ -111,6 +111,47 @@ def test_card_errors_name_file_and_field(tmp_path: Path, card: dict, field: str)
     assert str(path) in str(caught.value) and field in str(caught.value)
 
 
+CHECKPOINTS = {k: v for k, v in TINY.items() if k not in ("grid", "seeds", "training", "convergence")}
+CHECKPOINTS = {**CHECKPOINTS, "architecture": {"kind": "timm", "pretrained": True},
+               "checkpoints": [{"id": "a", "hparams": {"model": "vit_tiny_patch16_224.augreg_in21k", "lr": 0.1}}]}
+
+
+def _checkpoints(*entries: dict, **changes) -> dict:
+    return {**CHECKPOINTS, "checkpoints": list(entries), **changes}
+
+
+def test_checkpoint_card_names_models_instead_of_a_grid(tmp_path: Path):
+    spec = load_collection_spec(write_card(tmp_path, _checkpoints(
+        {"id": "a", "hparams": {"model": "vit_tiny_patch16_224.augreg_in21k", "lr": 0.1}},
+        {"id": "b", "hparams": {"model": "vit_small_patch16_224.augreg_in21k", "lr": 0.2},
+         "init": {"model": "vit_small_patch16_224"}})))
+    assert not spec.trained and spec.grid_size() == 2 and spec.weight_fields == {"model"}
+    assert [(p.id, p.hparams["lr"]) for p in spec.model_points()] == [("a", 0.1), ("b", 0.2)]
+    assert spec.checkpoints[1].init == {"model": "vit_small_patch16_224"} and spec.checkpoints[0].init is None
+
+
+@pytest.mark.parametrize(
+    ("card", "field"),
+    [
+        (_checkpoints({"id": "a"}, {"id": "a"}), "checkpoints[1].id"),                            # twice
+        (_checkpoints({"id": "A b"}), "checkpoints[0].id"),
+        (_checkpoints({"id": "a", "hparams": {"model": 3}}), "checkpoints[0].hparams.model"),      # arch field type
+        (_checkpoints({"id": "a", "hparams": {"lr": [0.1]}}), "checkpoints[0].hparams.lr"),
+        (_checkpoints({"id": "a", "init": {"lr": 0.1}}), "checkpoints[0].init.lr"),               # not an arch field
+        (_checkpoints({"id": "a", "hparams": {"pretrained": False}}), "checkpoints[0].hparams.pretrained"),
+        (_checkpoints({"id": "a", "weights": "x"}), "checkpoints[0].weights"),                    # unknown key
+        (_checkpoints("a"), "checkpoints[0]"),
+        (_checkpoints({"id": "a"}, seeds=[0]), "seeds"),                                          # a trained card's
+        (_checkpoints({"id": "a"}, imported=True), "checkpoints"),
+    ],
+)
+def test_checkpoint_card_errors_name_file_and_field(tmp_path: Path, card: dict, field: str):
+    path = write_card(tmp_path, card)
+    with pytest.raises(CardError) as caught:
+        load_collection_spec(path)
+    assert caught.value.field == field and str(path) in str(caught.value)
+
+
 def test_yaml_exponent_without_dot_gets_a_hint(tmp_path: Path):
     path = tmp_path / "card.yaml"
     text = yaml.safe_dump(TINY, sort_keys=False).replace("learning_rate:\n  - 0.05", "learning_rate:\n  - 5e-2")
