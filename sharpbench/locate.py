@@ -53,14 +53,15 @@ def not_found_message(name: str, required: Sequence[str], system_dirs: Sequence[
                       hub_id: str | None = None, hub_error: str | None = None, package: str | None = None) -> str:
     """The text of a DataNotFoundError: what was searched and the three ways to provide the data."""
     searched = [f"{root / name} or {root}" for root in user_data_dirs()] + [str(d) for d in system_dirs]
-    lines = [f"dataset '{name}' not found (searched: {', '.join(searched) or 'no local folder'}). Provide one of:",
-             f"  1. a folder holding {', '.join(required)}: pass --data-dir DIR or set ${DATA_ENV}=DIR "
-             f"(the files in DIR/{name}/ or in DIR itself)"]
+    ways = [f"a folder holding {', '.join(required)}: pass --data-dir DIR or set ${DATA_ENV}=DIR "
+            f"(the files in DIR/{name}/ or in DIR itself)"]
     if system_dirs:
         install = f" (on Debian/Ubuntu: `apt-get install {package}`)" if package else ""
-        lines.append(f"  2. the system copy in {system_dirs[0]}{install}")
+        ways.append(f"the system copy in {system_dirs[0]}{install}")
     if hub_id:
-        lines.append(f"  3. network access to the Hugging Face hub for '{hub_id}' (unset HF_DATASETS_OFFLINE and "
-                     f"HF_HUB_OFFLINE), or a local copy of it named by the card's hub_id"
-                     + (f"; the hub said: {hub_error}" if hub_error else ""))
-    return "\n".join(lines)
+        ways.append(f"network access to the Hugging Face hub for '{hub_id}' (unset HF_DATASETS_OFFLINE and "
+                    f"HF_HUB_OFFLINE), or a local copy of it named by the card's hub_id"
+                    + (f"; the hub said: {hub_error}" if hub_error else ""))
+    return "\n".join([f"dataset '{name}' not found (searched: {', '.join(searched) or 'no local folder'}). "
+                      f"Provide {'one of' if len(ways) > 1 else 'it as'}:"]
+                     + [f"  {i}. {way}" for i, way in enumerate(ways, start=1)])

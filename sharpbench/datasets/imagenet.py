@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sharpbench.locate import DataNotFoundError, find_dataset_folder, not_found_message
+from sharpbench.locate import DATA_ENV, DataNotFoundError, find_dataset_folder, user_data_dirs
 from sharpbench.streams import EvalSet, StreamedData, groups_for
 
 NAME = "imagenet"
@@ -44,9 +44,14 @@ def eval_transform(cfg: dict[str, Any]) -> Callable[[Any], Any]:
 
 
 def _folder(name: str, what: str) -> Path:
+    """DIR/NAME of the first user data folder that has it; else an error saying where to put it."""
     folder = find_dataset_folder(name)
     if folder is None:
-        raise DataNotFoundError(not_found_message(name, [f"one sub-folder per class ({what})"]))
+        searched = ", ".join(str(root / name) for root in user_data_dirs()) or "no data folder given"
+        raise DataNotFoundError(
+            f"image folder '{name}' not found (searched: {searched}). Put its images in DIR/{name}/, one sub-folder "
+            f"per class ({what}), and pass --data-dir DIR or set ${DATA_ENV}=DIR. ImageNet and its OOD sets are "
+            f"not downloaded by sharpbench: ImageNet needs an account at image-net.org")
     return folder
 
 
