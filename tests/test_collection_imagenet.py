@@ -85,9 +85,17 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
     assert main(["collection", "build", card["name"], *common]) != 0
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
     hub = {name: _stand_in_hub(cache, name, seed) for seed, name in enumerate(names)}
-    assert main(["collection", "build", card["name"], *common]) == 0
+    assert main(["collection", "build", card["name"], "--workers", "2", *common]) == 0   # 2 data-loading processes
     root = Path(os.environ["SHARPBENCH_HOME"]) / "collections" / card["name"]
     manifest = json.loads((root / "manifest.json").read_text())
+    # an interrupted build (one record and the manifest lost) fetches only the model it lacks
+    kept = root / "records" / f"{card['checkpoints'][0]['id']}.json"
+    stamp = kept.stat().st_mtime_ns
+    (root / "records" / f"{card['checkpoints'][1]['id']}.json").unlink()
+    (root / "manifest.json").unlink()
+    assert main(["collection", "build", card["name"], *common]) == 0
+    rebuilt = json.loads((root / "manifest.json").read_text())
+    assert kept.stat().st_mtime_ns == stamp and rebuilt["models"] == manifest["models"]   # the same bits and errors
     assert [m["id"] for m in manifest["models"]] == [c["id"] for c in card["checkpoints"]]
     assert manifest["dataset"]["num_train"] == 12 and manifest["dataset"]["num_test"] == 9
 
