@@ -13,6 +13,7 @@ import pytest
 from sharpbench.cli import main
 from sharpbench.leaderboard.build import build, render
 from sharpbench.leaderboard.plots import scatter_svg
+from sharpbench.leaderboard.tables import tracked_hparam
 from sharpbench.leaderboard.results import LeaderboardError, dump, load_results, validate_result
 from sharpbench.metrics import kendall_tau
 
@@ -140,6 +141,17 @@ def test_plots_are_byte_deterministic_svg_without_a_date(published: Path):
     tracked = max(document["tau_vs_hparams"], key=lambda h: abs(document["tau_vs_hparams"][h]))
     levels = {m["hparams"][tracked] for m in document["models"].values()}
     assert all(f"{tracked}={level}" in svg for level in levels)
+
+
+def test_a_hyperparameter_of_many_levels_gets_a_color_bar_not_a_legend(published: Path):
+    document = read(published / "results" / "tiny-digits" / "param-norm.json")
+    tracked = tracked_hparam(document)[0]
+    models = list(document["models"].values()) * 3                   # each copy its own level: more than 8
+    document["models"] = {f"m{i}": {**m, "hparams": {**m["hparams"], tracked: 0.001 * (i + 1)}}
+                          for i, m in enumerate(models)}
+    svg = scatter_svg(document)
+    assert f"tracks {tracked} ({len(models)} levels)" in svg and f"{tracked}=0.001" not in svg
+    assert ">0.001<" in svg and f">{0.001 * len(models):g}<" in svg     # the bar's end labels
 
 
 def test_a_misplaced_or_missing_result_is_a_clear_error(published: Path, tmp_path: Path, capsys):

@@ -8,18 +8,25 @@ import io
 from typing import Any
 
 import matplotlib
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from sharpbench.leaderboard.tables import tracked_hparam
 
 _STYLE = {"svg.hashsalt": "sharpbench", "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 9}
 _METADATA = {"Date": None, "Creator": None}
+_LEGEND_LEVELS = 8      # more levels than this: a color bar
 
 
 def _level_order(value: Any) -> tuple[bool, float, str]:
     """Numbers in increasing order, then any other values by their text."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     return not numeric, float(value) if numeric else 0.0, str(value)
+
+
+def _level_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _ood_mean(model: dict[str, Any]) -> float | None:
@@ -40,18 +47,25 @@ def scatter_svg(document: dict[str, Any]) -> str:
     with matplotlib.rc_context(_STYLE):
         figure = Figure(figsize=(3.4 * len(panels), 2.9))
         axes = figure.subplots(1, len(panels), squeeze=False)[0]
+        # a hyperparameter of many levels (e.g. 50 initialization scales) gets a color bar rather than a legend
+        many = len(levels) > _LEGEND_LEVELS
         for ax, (label, target) in zip(axes, panels):
             for index, level in enumerate(levels):
                 chosen = [m for m in models if hparam is None or m["hparams"].get(hparam) == level]
                 ax.scatter([m["value"] for m in chosen], [target(m) for m in chosen], s=14,
                            color=colors(index / max(1, len(levels) - 1)),
-                           label=f"{hparam}={level}" if hparam else None, edgecolors="none")
+                           label=f"{hparam}={level}" if hparam and not many else None, edgecolors="none")
             ax.set_xlabel(document["variant"])
             ax.set_ylabel(label)
             tau = document["scores"].get("test_error" if label == "test error" else "ood_error", {}).get("kendall_tau")
             ax.set_title(f"Kendall tau {tau:+.3f}" if tau is not None else "Kendall tau undefined")
             ax.grid(alpha=0.3)
-        if hparam:
+        if hparam and many:
+            bar = figure.colorbar(ScalarMappable(Normalize(0, len(levels) - 1), colors), ax=axes[-1],
+                                  ticks=[0, len(levels) - 1])
+            bar.ax.set_yticklabels([_level_text(levels[0]), _level_text(levels[-1])])
+            bar.set_label(f"tracks {hparam} ({len(levels)} levels)", fontsize=7)
+        elif hparam:
             axes[-1].legend(fontsize=7, loc="best", title=f"tracks {hparam}", title_fontsize=7)
         figure.tight_layout()
         buffer = io.StringIO()
