@@ -129,7 +129,8 @@ class CollectionSpec:
         return frozenset(k for c in self.checkpoints for k in c.hparams if k in arch)
 
     def grid_size(self) -> int:
-        """Number of models the grid defines (grid points x seeds), before the convergence filter; 0 if imported."""
+        """Number of models the grid defines (grid points x seeds), before the convergence filter; for a card of
+        checkpoints, their number; 0 if imported."""
         if not self.trained:
             return len(self.checkpoints)
         return math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
@@ -277,6 +278,10 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "checkpoints", "no such section in an imported card (its models come from `sharpbench "
                                              "collection import`)", "a list")
     untrained = imported or bool(checkpoints_raw)
+    if dataset_kind.stream is not None and not untrained:
+        raise CardError(path, "dataset.name", f"a dataset held in memory: {dataset_name} is streamed from disk, for "
+                                              f"cards of pretrained checkpoints (a `checkpoints` section) or imported "
+                                              f"ones, not trained here", dataset_name)
     if untrained:
         for key in _TRAINING_FIELDS:
             if key in card:
@@ -707,8 +712,9 @@ class Collection:
         """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
         state = self._verified_tensors(record.file, record.sha256)
         # the bare architecture: the checkpoint's weights replace any pretrained ones, so nothing is downloaded
-        arch = {**self.spec.architecture, **_bare(self.spec.architecture)}
-        model = build_model(arch, {k: v for k, v in record.hparams.items() if k not in _bare(arch)})
+        bare = _bare(self.spec.architecture)
+        model = build_model({**self.spec.architecture, **bare}, {k: v for k, v in record.hparams.items()
+                                                                if k not in bare})
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:

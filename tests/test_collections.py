@@ -143,6 +143,8 @@ def test_checkpoint_card_names_models_instead_of_a_grid(tmp_path: Path):
         (_checkpoints("a"), "checkpoints[0]"),
         (_checkpoints({"id": "a"}, seeds=[0]), "seeds"),                                          # a trained card's
         (_checkpoints({"id": "a"}, imported=True), "checkpoints"),
+        ({**TINY, "dataset": {"name": "imagenet", "mean": [0.5] * 3, "std": [0.5] * 3},
+          "ood_shifts": []}, "dataset.name"),                                                   # streamed, trained
     ],
 )
 def test_checkpoint_card_errors_name_file_and_field(tmp_path: Path, card: dict, field: str):

@@ -238,10 +238,9 @@ def test_a_card_validates_without_the_tokenizer_and_fixes_the_architecture(tmp_p
     card = {"name": "mnli-tiny", "description": "a card on MNLI",
             "dataset": {"name": "mnli", "tokenizer": "no-such/tokenizer", "max_length": 64},
             "ood_shifts": [{"name": "hans-lo", "kind": "hans", "params": {"heuristic": "lexical_overlap"}}],
-            "architecture": {"kind": "transformers", "pretrained": "no-such/bert"},
-            "grid": {"learning_rate": [0.00002]}, "seeds": [0],
-            "training": {"optimizer": "adamw", "batch_size": 32, "epochs": 1},
-            "convergence": {"max_train_error": 1.0}, "sharpness_data": {"n": 32, "m": 16, "seed": 0}}
+            "architecture": {"kind": "transformers"},
+            "checkpoints": [{"id": "a", "hparams": {"pretrained": "no-such/bert"}}],
+            "sharpness_data": {"n": 32, "m": 16, "seed": 0}}
     path = tmp_path / "mnli-tiny.yaml"
     path.write_text(yaml.safe_dump(card), encoding="utf-8")
     spec = load_collection_spec(path)
