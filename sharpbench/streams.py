@@ -62,10 +62,10 @@ def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
     return Subset(dataset, index.tolist())
 
 
-def stack(dataset: Dataset, workers: int = 0, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+def stack(dataset: Dataset, batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """Every item of a (small) dataset as two tensors (inputs, labels), in order."""
     inputs, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers):
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         inputs.append(x)
         labels.append(torch.as_tensor(y))
     return torch.cat(inputs), torch.cat(labels)
