@@ -13,16 +13,18 @@ from typing import Any, Sequence
 import torch
 from tabulate import tabulate
 
-from sharpbench.collections import open_collection
+from sharpbench.collections import Collection, open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluate import Evaluation, default_device, evaluate
 from sharpbench.measure import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
 from sharpbench.leaderboard.results import publish
+from sharpbench.leaderboard.tables import LOW_CEILING
 from sharpbench.locate import DATA_ENV
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
+from sharpbench.scoring import OutcomeSet, noise_ceiling, standard_targets
 from sharpbench.store import ResultStore
 
 DEFAULT_COLLECTION = "digits-mlp"
@@ -38,12 +40,22 @@ def _parse_set(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
-def _number(value: float) -> str:
-    return f"{value:+.3f}" if math.isfinite(value) else "undefined"
+def _number(value: float | None) -> str:
+    return f"{value:+.3f}" if value is not None and math.isfinite(value) else "n/a"
 
 
-def _interval(interval: list[float]) -> str:
-    return f"[{_number(interval[0])}, {_number(interval[1])}]"
+def _interval(interval: list[float | None] | None) -> str:
+    return f"[{_number(interval[0])}, {_number(interval[1])}]" if interval else "n/a"
+
+
+def _sign_error(score: dict[str, Any]) -> str:
+    """Robust sign error over all environments: 'mean / max (kept of total)', or why it is undefined."""
+    family = (score.get("robust_sign_error") or {}).get("all")
+    if not family:
+        return "n/a"
+    if family["mean"] is None:
+        return f"n/a (0 of {family['total']} above noise)"
+    return f"{family['mean']:.3f} / {family['max']:.3f} ({family['kept']} of {family['total']})"
 
 
 def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
@@ -54,16 +66,22 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
     else:
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
-    rows = [(target, _number(score["kendall_tau"]), _interval(score["kendall_tau_ci"]), _number(score["spearman"]),
-             _number(score["granulated_kendall"]), _number(score["conditional_mi"]), _number(score["sign_error_mean"]))
+    rows = [(target, _number(score["kendall_tau"]), _interval(score["kendall_tau_ci"]),
+             _interval(score["kendall_tau_ci_models"]), _number(score["oriented"]["kendall_tau"]),
+             _number(score["noise_ceiling"]), _number(score["kendall_tau_of_ceiling"]), _number(score["spearman"]),
+             _number(score["granulated_kendall"]), _number(score["conditional_mi_pgdl"]), _sign_error(score))
             for target, score in evaluation.scores().items()]
-    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% interval", "Spearman", "Psi", "cond. MI",
-                                  "sign error"], tablefmt="github", disable_numparse=True,
-                   colalign=("left",) + ("right",) * 6))
+    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% CI", "95% CI (models only)", "oriented",
+                                  "noise ceiling", "oriented / ceiling", "Spearman", "Psi", "CMI (PGDL)",
+                                  "robust sign error"],
+                   tablefmt="github", disable_numparse=True, colalign=("left",) + ("right",) * 10))
     tracks = ", ".join(f"{name} {_number(tau)}" for name, tau in evaluation.tau_vs_hparams().items())
     print(f"Kendall tau-b against each hyperparameter: {tracks or 'none varies'}")
-    print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; "
-          f"positive tau against an error agrees with that)")
+    print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; 'oriented' "
+          f"multiplies tau by {evaluation.orientation:+d}, so a positive oriented tau agrees with the card. "
+          + ("Intervals resample models and test examples together; 'models only' treats the targets as exact.)"
+             if evaluation.scoring()["two_way"] else "Intervals resample models only: the collection keeps no "
+                                                     "per-example outcomes.)"))
 
 
 def _sweep(spec: MeasureSpec, text: str | None) -> tuple[str, list[Any]] | None:
@@ -111,6 +129,10 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
               file=sys.stderr)
         collection.build(progress=not args.no_progress)
+    elif not collection.has_outcomes and not collection.spec.imported:
+        print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
+              f"every evaluation set (no retraining)", file=sys.stderr)
+        collection.build(progress=not args.no_progress)
     store_path = sharpbench_home() / "results.sqlite"
     store = ResultStore(store_path)
     evaluations = []
@@ -157,9 +179,21 @@ def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
         collection = open_collection(spec, sharpbench_home())
         built = collection.is_built()
         models = f"{len(collection.models)}" if built else f"0 of up to {spec.grid_size()}"
-        rows.append((spec.name, "built" if built else "not built", models, _one_line(spec.description)))
-    print(tabulate(rows, headers=["collection", "status", "models", "description"], tablefmt="plain"))
+        rows.append((spec.name, "built" if built else "not built", models, _ceiling_text(collection) if built else "",
+                     _one_line(spec.description)))
+    print(tabulate(rows, headers=["collection", "status", "models", "test-error noise ceiling", "description"],
+                   tablefmt="plain"))
     return 0
+
+
+def _ceiling_text(collection: Collection) -> str:
+    """The test-error noise ceiling of a built collection with its interval, flagged when below one half."""
+    if not collection.has_outcomes:
+        return "n/a (no per-example outcomes: run `sharpbench collection build`)"
+    sets = {name: OutcomeSet(o["error"], o["loss"]) for name, o in collection.outcome_sets().items()}
+    value, interval = noise_ceiling(standard_targets(collection.shifts)["test_error"], sets)
+    text = f"{_number(value)} {_interval(interval)}"
+    return text + (f" (below {LOW_CEILING}: mostly test-set noise)" if value < LOW_CEILING else "")
 
 
 def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:

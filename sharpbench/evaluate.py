@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from sharpbench.errors import Interrupted, MeasureError
 from sharpbench.flat import architecture_key
 from sharpbench.measure import Batch, MeasureContext, MeasureSpec
 from sharpbench.metrics import Bootstrap, tau_vs_hparams
-from sharpbench.scoring import numeric_hparams, score_targets
+from sharpbench.scoring import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
 from sharpbench.store import ResultStore, measure_key
 from sharpbench.version import __version__, git_commit
 
@@ -119,19 +121,24 @@ class Evaluation:
     computed: int = 0
     cached: int = 0
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
-    _scores: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _scores: Scores | None = field(default=None, repr=False)
 
-    def targets(self) -> dict[str, list[float]]:
-        """Each generalization target over the models, in the collection's order."""
-        models = self.collection.models
-        shifts = self.collection.shifts
-        targets = {
-            "test_error": [m.test_error for m in models],
-            "gen_gap": [m.test_error - m.train_error for m in models],
-            "ood_error": [sum(m.ood_error[s] for s in shifts) / len(shifts) for m in models] if shifts else None,
-        }
-        targets.update({f"ood_error/{s}": [m.ood_error[s] for m in models] for s in shifts})
-        return {name: values for name, values in targets.items() if values is not None}
+    @property
+    def orientation(self) -> int:
+        """+1 when the card expects a larger value to mean worse generalization, -1 when better."""
+        return 1 if self.spec.higher_means == "worse" else -1
+
+    def aggregate_targets(self) -> dict[str, list[float]]:
+        """Each target over the models from the manifest's aggregate errors and losses (what a collection without
+        per-example outcomes can be scored on), named and ordered as ``standard_targets``."""
+        models, shifts = self.collection.models, self.collection.shifts
+        columns = {"train": {"error": [m.train_error for m in models], "loss": [m.train_loss for m in models]},
+                   "test": {"error": [m.test_error for m in models], "loss": [m.test_loss for m in models]},
+                   **{f"ood/{s}": {"error": [m.ood_error[s] for m in models], "loss": [m.ood_loss[s] for m in models]}
+                      for s in shifts}}
+        return {name: [sum(coefficient * columns[set_name][kind][i] for set_name, kind, coefficient in target.terms)
+                       for i in range(len(models))]
+                for name, target in standard_targets(shifts).items()}
 
     def hparams(self) -> dict[str, list[float]]:
         """Each hyperparameter over the models as numbers (non-numeric values by their grid position); fields that
@@ -141,12 +148,37 @@ class Evaluation:
         return numeric_hparams(hparams, spec.grid)
 
     def scores(self) -> dict[str, dict[str, Any]]:
-        """Every ranking metric (with bootstrap intervals) of the measure against every target; computed once."""
+        """Every ranking metric of the measure against every target, with intervals over models and test examples
+        (models only where the collection keeps no per-example outcomes); computed once."""
+        return self._scored().targets
+
+    def _scored(self) -> Scores:
         if self._scores is None:
-            values = [self.values[m.id] for m in self.collection.models]
-            self._scores = score_targets(values, self.targets(), self.hparams(), bootstrap=self.bootstrap,
-                                         expected_sign=1 if self.spec.higher_means == "worse" else -1)
+            collection = self.collection
+            values = [self.values[m.id] for m in collection.models]
+            sets = None if not collection.has_outcomes else {
+                name: OutcomeSet(outcomes["error"], outcomes["loss"])
+                for name, outcomes in collection.outcome_sets().items()}
+            self._scores = score_targets(values, standard_targets(collection.shifts), sets, self.hparams(),
+                                         bootstrap=self.bootstrap, orientation=self.orientation,
+                                         aggregates=None if sets is not None else self.aggregate_targets())
         return self._scores
+
+    def scoring(self) -> dict[str, Any]:
+        """How the intervals were formed, and a fingerprint of the resamples: two results with the same fingerprint
+        were scored on the same resamples (the leaderboard ranks measures resample by resample)."""
+        collection = self.collection
+        two_way = collection.has_outcomes
+        sizes = collection.set_sizes() if two_way else {}
+        fingerprint = {"models": [m.id for m in collection.models], "set_sizes": sizes,
+                       "resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed}
+        return {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
+                "interval_level": self.bootstrap.level,
+                "interval": ("percentile; _ci: models and each evaluation set's examples resampled together (the "
+                             "same examples for every model); _ci_models: models only") if two_way else
+                            "percentile over models only (the collection keeps no per-example outcomes)",
+                "two_way": two_way, "set_sizes": sizes,
+                "resample_fingerprint": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()}
 
     def tau_vs_hparams(self) -> dict[str, float]:
         """Kendall tau-b of the measure against each hyperparameter: what the measure tracks."""
@@ -159,11 +191,13 @@ class Evaluation:
             "measure": self.spec.name,
             "params": self.params,
             "higher_means": self.spec.higher_means,
+            "orientation": self.orientation,
             "n_models": len(self.collection.models),
             "scores": self.scores(),
             "tau_vs_hparams": self.tau_vs_hparams(),
-            "scoring": {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
-                        "interval_level": self.bootstrap.level, "interval": "percentile, over models"},
+            "scoring": self.scoring(),
+            "replicates": {target: [None if not math.isfinite(x) else round(float(x), 4) for x in replicates]
+                           for target, replicates in self._scored().replicates.items() if target == "test_error"},
             "models": {m.id: _model_entry(m, self.values[m.id], self.seconds[m.id]) for m in self.collection.models},
             "provenance": {
                 "sharpbench_version": __version__,
@@ -181,7 +215,8 @@ class Evaluation:
 
 def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:
     return {"value": value, "seconds": seconds, "hparams": record.hparams, "train_error": record.train_error,
-            "test_error": record.test_error, "ood_error": dict(record.ood_error)}
+            "test_error": record.test_error, "ood_error": dict(record.ood_error), "train_loss": record.train_loss,
+            "test_loss": record.test_loss, "ood_loss": dict(record.ood_loss)}
 
 
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,

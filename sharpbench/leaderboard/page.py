@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from sharpbench.leaderboard.plots import scatter_svg
-from sharpbench.leaderboard.tables import COLUMNS, SORT_COLUMN, by_collection
+from sharpbench.leaderboard.tables import COLUMNS, ORDER_NOTE, SORT_COLUMN, by_collection, ceiling_text
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -91,9 +91,8 @@ def render_page(documents: list[dict[str, Any]], intro: str) -> str:
         out += [f'<section id="collection-{html.escape(collection)}" data-collection="{html.escape(collection)}">',
                 f"<h2>{html.escape(collection)}</h2>",
                 f"<p>{html.escape(group[0]['collection_description'])}</p>",
-                f"<p>{group[0]['n_models']} models. Click a header to sort; the table starts sorted by Kendall "
-                f"τ against test error, largest first. Intervals are bootstrap 95% percentile intervals over "
-                f"models.</p>"]
+                f"<p>{html.escape(ceiling_text(group[0]))}</p>",
+                f"<p>{group[0]['n_models']} models. {html.escape(ORDER_NOTE)} Click a header to sort.</p>"]
         out += _table(collection, group)
         out.append("<h3>Measure against test error and OOD error, colored by the hyperparameter it tracks "
                    "most</h3>")

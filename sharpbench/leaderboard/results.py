@@ -19,7 +19,7 @@ from sharpbench.evaluate import Evaluation
 from sharpbench.jsonsafe import finite_or_none
 
 RESULTS = "results"
-FORMAT = 1
+FORMAT = 2
 
 
 class LeaderboardError(SharpbenchError):

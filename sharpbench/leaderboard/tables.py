@@ -1,7 +1,10 @@
 """The rows of each collection's leaderboard table, and the Markdown form of the tables.
 
-One row per published variant; the columns are shared with the HTML page. Rows are sorted by Kendall tau
-against test error, largest first (undefined last), then by name."""
+One row per published variant; the columns are shared with the HTML page. Scores are shown oriented by the
+measure card's ``higher_means`` (multiplied by -1 for ``better``), so that a larger number always means a
+better prediction; rows are sorted by the oriented Kendall tau against test error, largest first (undefined
+last), then by name. Each collection's heading gives its noise ceilings (the tau that the models' true errors
+would reach against the observed targets) and warns when the test-error ceiling is below one half."""
 
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sharpbench.leaderboard.ranks import rank_intervals
+
 SORT_COLUMN = "tau_test"
+CEILING_TARGETS = {"test_error": "test error", "gen_gap": "gen. gap", "ood_error": "OOD error"}
+LOW_CEILING = 0.5      # below this, the observed test-error ranking is mostly test-set noise
 
 
 def number(value: float | None, digits: int = 3, signed: bool = True) -> str:
@@ -42,6 +49,10 @@ def _score(document: dict[str, Any], target: str, field: str) -> Any:
     return document["scores"].get(target, {}).get(field)
 
 
+def _oriented(document: dict[str, Any], target: str, field: str) -> Any:
+    return document["scores"].get(target, {}).get("oriented", {}).get(field)
+
+
 def tracked_hparam(document: dict[str, Any]) -> tuple[str, float] | None:
     """The hyperparameter the measure tracks most (largest |tau_vs_hparams|, first on ties) and that tau."""
     defined = [(name, tau) for name, tau in document["tau_vs_hparams"].items() if tau is not None]
@@ -51,8 +62,8 @@ def tracked_hparam(document: dict[str, Any]) -> tuple[str, float] | None:
 
 
 def _tau(target: str) -> tuple[Callable, Callable]:
-    return (lambda d: _score(d, target, "kendall_tau"),
-            lambda d: with_interval(_score(d, target, "kendall_tau"), _score(d, target, "kendall_tau_ci")))
+    return (lambda d: _oriented(d, target, "kendall_tau"),
+            lambda d: with_interval(_oriented(d, target, "kendall_tau"), _oriented(d, target, "kendall_tau_ci")))
 
 
 def _tracks_text(document: dict[str, Any]) -> str:
@@ -61,8 +72,22 @@ def _tracks_text(document: dict[str, Any]) -> str:
 
 
 def _sign_error_text(document: dict[str, Any]) -> str:
-    mean, worst = _score(document, "gen_gap", "sign_error_mean"), _score(document, "gen_gap", "sign_error_max")
-    return f"{number(mean, signed=False)} / {number(worst, signed=False)}"
+    family = (_score(document, "gen_gap", "robust_sign_error") or {}).get("all")
+    if not family:
+        return "n/a"
+    if family["mean"] is None:
+        return f"n/a (0 of {family['total']} environments above noise)"
+    return (f"{number(family['mean'], signed=False)} / {number(family['max'], signed=False)} "
+            f"({family['kept']} of {family['total']})")
+
+
+def _orientation_text(document: dict[str, Any]) -> str:
+    return "×1 (higher = worse)" if document["higher_means"] == "worse" else "×−1 (higher = better)"
+
+
+def _rank_text(document: dict[str, Any]) -> str:
+    rank = document.get("rank")
+    return "n/a" if rank is None else rank.text()
 
 
 def _label(document: dict[str, Any]) -> str:
@@ -76,14 +101,19 @@ def _label(document: dict[str, Any]) -> str:
 
 COLUMNS: list[Column] = [
     Column("measure", "measure", lambda d: d["variant"], _label),
+    Column("orientation", "oriented", lambda d: d["higher_means"], _orientation_text),
     Column("tau_test", "τ test error [95% CI]", *_tau("test_error")),
+    Column("rank", "rank [95%]", lambda d: d["rank"].rank if d.get("rank") else None, _rank_text),
+    Column("ceiling_fraction", "τ / ceiling", lambda d: _score(d, "test_error", "kendall_tau_of_ceiling"),
+           lambda d: number(_score(d, "test_error", "kendall_tau_of_ceiling"), digits=2)),
     Column("tau_gap", "τ gen. gap [95% CI]", *_tau("gen_gap")),
     Column("tau_ood", "τ OOD error [95% CI]", *_tau("ood_error")),
-    Column("psi", "Ψ (gap)", lambda d: _score(d, "gen_gap", "granulated_kendall"),
-           lambda d: number(_score(d, "gen_gap", "granulated_kendall"))),
-    Column("cmi", "CMI (gap)", lambda d: _score(d, "gen_gap", "conditional_mi"),
-           lambda d: number(_score(d, "gen_gap", "conditional_mi"), signed=False)),
-    Column("sign_error", "sign error mean / max (gap)", lambda d: _score(d, "gen_gap", "sign_error_mean"),
+    Column("psi", "Ψ (gap)", lambda d: _oriented(d, "gen_gap", "granulated_kendall"),
+           lambda d: number(_oriented(d, "gen_gap", "granulated_kendall"))),
+    Column("cmi", "CMI, PGDL (gap)", lambda d: _score(d, "gen_gap", "conditional_mi_pgdl"),
+           lambda d: number(_score(d, "gen_gap", "conditional_mi_pgdl"), signed=False)),
+    Column("sign_error", "robust sign error mean / max (gap; kept of environments)",
+           lambda d: ((_score(d, "gen_gap", "robust_sign_error") or {}).get("all") or {}).get("mean"),
            _sign_error_text),
     Column("tracks", "tracks most (τ)", lambda d: abs(tracked_hparam(d)[1]) if tracked_hparam(d) else None,
            _tracks_text),
@@ -92,20 +122,53 @@ COLUMNS: list[Column] = [
 ]
 
 
+def noise_ceilings(document: dict[str, Any]) -> dict[str, tuple[float | None, list[float | None] | None]]:
+    """{target: (noise ceiling, its interval)} for the targets a heading shows (the same in every document of a
+    collection: the ceiling depends on the models' outcomes, not on the measure)."""
+    return {target: (_score(document, target, "noise_ceiling"), _score(document, target, "noise_ceiling_ci"))
+            for target in CEILING_TARGETS if target in document["scores"]}
+
+
+def ceiling_text(document: dict[str, Any]) -> str:
+    """One sentence: each target's noise ceiling with its interval, and a warning when test error's is low."""
+    parts = [f"{CEILING_TARGETS[target]} {with_interval(value, interval)}"
+             for target, (value, interval) in noise_ceilings(document).items()]
+    text = ("Noise ceiling (the τ that the models' true errors would reach against the observed target, "
+            "from their per-example outcomes): " + "; ".join(parts) + ".")
+    test = _score(document, "test_error", "noise_ceiling")
+    if test is None:
+        text = "Noise ceiling: n/a (the collection keeps no per-example outcomes)."
+    elif test < LOW_CEILING:
+        text += (f" The test-error ceiling is below {LOW_CEILING}: most of the observed test-error ranking is "
+                 f"test-set noise, and no measure can rank these models much better.")
+    return text
+
+
 def sorted_documents(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By tau against test error, largest first, undefined last; then by variant."""
+    """By oriented tau against test error, largest first, undefined last; then by variant."""
     def key(document: dict[str, Any]) -> tuple[bool, float, str]:
-        tau = _score(document, "test_error", "kendall_tau")
+        tau = _oriented(document, "test_error", "kendall_tau")
         return tau is None, -(tau or 0.0), document["variant"]
     return sorted(documents, key=key)
 
 
 def by_collection(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Documents grouped by collection (collections in name order), each group sorted for its table."""
+    """Documents grouped by collection (collections in name order), each group sorted for its table, and each
+    document (a shallow copy) given its ``rank`` among its collection's (a RankInterval)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
         groups.setdefault(document["collection"], []).append(document)
-    return {name: sorted_documents(groups[name]) for name in sorted(groups)}
+    out = {}
+    for name in sorted(groups):
+        ranks = rank_intervals(groups[name])
+        out[name] = sorted_documents([{**document, "rank": ranks[document["variant"]]} for document in groups[name]])
+    return out
+
+
+ORDER_NOTE = ("Scores are oriented by each card's expected sign (×−1 when a larger value should mean better "
+              "generalization), so larger is a better prediction; sorted by oriented Kendall τ against test error. "
+              "Intervals are 95% percentile intervals over models and test examples resampled together; the rank "
+              "interval is the ranks a measure takes over those resamples (overlapping intervals: not ordered).")
 
 
 def markdown_text(text: str) -> str:
@@ -119,7 +182,8 @@ def markdown_tables(documents: list[dict[str, Any]]) -> str:
     for collection, group in by_collection(documents).items():
         first = group[0]
         out += [f"## {collection}", "", markdown_text(first["collection_description"]), "",
-                f"{first['n_models']} models. Sorted by Kendall τ against test error, largest first.", "",
+                markdown_text(ceiling_text(first)), "",
+                f"{first['n_models']} models. {ORDER_NOTE}", "",
                 "| " + " | ".join(column.header for column in COLUMNS) + " |",
                 "|" + "|".join("---" if column.key == "measure" else "---:" for column in COLUMNS) + "|"]
         out += ["| " + " | ".join(markdown_text(column.text(document)) for column in COLUMNS) + " |"
