@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from sharpbench.collections import Collection, open_collection
 from sharpbench.errors import SharpbenchError
-from sharpbench.evaluate import Evaluation, default_device, evaluate
+from sharpbench.evaluate import Evaluation, default_device, evaluate, outcome_sets
 from sharpbench.measure import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
@@ -24,7 +24,7 @@ from sharpbench.leaderboard.tables import LOW_CEILING
 from sharpbench.locate import DATA_ENV
 from sharpbench.paths import sharpbench_home
 from sharpbench.registry import Registry
-from sharpbench.scoring import OutcomeSet, noise_ceiling, standard_targets
+from sharpbench.scoring import noise_ceiling, standard_targets
 from sharpbench.store import ResultStore
 
 DEFAULT_COLLECTION = "digits-mlp"
@@ -188,9 +188,9 @@ def _cmd_list(args: argparse.Namespace, registry: Registry) -> int:
 
 def _ceiling_text(collection: Collection) -> str:
     """The test-error noise ceiling of a built collection with its interval, flagged when below one half."""
-    if not collection.has_outcomes:
+    sets = outcome_sets(collection)
+    if sets is None:
         return "n/a (no per-example outcomes: run `sharpbench collection build`)"
-    sets = {name: OutcomeSet(o["error"], o["loss"]) for name, o in collection.outcome_sets().items()}
     value, interval = noise_ceiling(standard_targets(collection.shifts)["test_error"], sets)
     text = f"{_number(value)} {_interval(interval)}"
     return text + (f" (below {LOW_CEILING}: mostly test-set noise)" if value < LOW_CEILING else "")

@@ -156,9 +156,7 @@ class Evaluation:
         if self._scores is None:
             collection = self.collection
             values = [self.values[m.id] for m in collection.models]
-            sets = None if not collection.has_outcomes else {
-                name: OutcomeSet(outcomes["error"], outcomes["loss"])
-                for name, outcomes in collection.outcome_sets().items()}
+            sets = outcome_sets(collection)
             self._scores = score_targets(values, standard_targets(collection.shifts), sets, self.hparams(),
                                          bootstrap=self.bootstrap, orientation=self.orientation,
                                          aggregates=None if sets is not None else self.aggregate_targets())
@@ -211,6 +209,13 @@ class Evaluation:
                 "seconds_per_model": sum(self.seconds.values()) / len(self.seconds) if self.seconds else None,
             },
         }
+
+
+def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
+    """The collection's per-example outcomes as scoring takes them (verified on load), or None without them."""
+    if not collection.has_outcomes:
+        return None
+    return {name: OutcomeSet(outcomes["error"], outcomes["loss"]) for name, outcomes in collection.outcome_sets().items()}
 
 
 def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:
