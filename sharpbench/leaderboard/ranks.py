@@ -43,29 +43,27 @@ def _competition_ranks(taus: np.ndarray) -> np.ndarray:
 def rank_intervals(documents: list[dict[str, Any]], level: float = 0.95) -> dict[str, RankInterval]:
     """{variant: RankInterval} for the documents of one collection.
 
-    The point rank orders the oriented taus of every document; the interval uses the documents that share the
-    most common resample fingerprint (the others get the point rank only)."""
+    The point rank orders the oriented taus of every document. The intervals come from the documents that share
+    the most common resample fingerprint; a document scored on other resamples (or without replicates) takes part
+    with its point estimate on every resample and gets no interval of its own."""
     point = np.array([_point(document) for document in documents], dtype=float)
-    ranks = _competition_ranks(point)
-    out = {document["variant"]: RankInterval(int(rank), None, None) for document, rank in zip(documents, ranks)}
     fingerprints = [document.get("scoring", {}).get("resample_fingerprint") for document in documents]
     known = [f for f in fingerprints if f is not None]
-    if not known:
-        return out
-    common = max(set(known), key=known.count)
-    chosen = [d for d, f in zip(documents, fingerprints) if f == common and d.get("replicates", {}).get(RANKED_TARGET)]
-    if len(chosen) < 2:
-        return out
-    replicates = np.array([[np.nan if x is None else x for x in d["replicates"][RANKED_TARGET]] for d in chosen],
-                          dtype=float)
+    common = max(set(known), key=known.count) if known else None
+    shared = [f == common and bool(d.get("replicates", {}).get(RANKED_TARGET)) for d, f in zip(documents, fingerprints)]
+    lengths = {len(d["replicates"][RANKED_TARGET]) for d, s in zip(documents, shared) if s}
+    ranks = _competition_ranks(point)
+    if sum(shared) < 2 or len(lengths) != 1:
+        return {d["variant"]: RankInterval(int(r), None, None) for d, r in zip(documents, ranks)}
+    resamples = lengths.pop()
+    replicates = np.array([[np.nan if x is None else x for x in d["replicates"][RANKED_TARGET]] if s
+                           else [p] * resamples for d, s, p in zip(documents, shared, point)], dtype=float)
     resampled = _competition_ranks(replicates.T)          # resamples x measures
     tail = (1 - level) / 2
     low = np.quantile(resampled, tail, axis=0, method="inverted_cdf")
     high = np.quantile(resampled, 1 - tail, axis=0, method="inverted_cdf")
-    for index, document in enumerate(chosen):
-        rank = out[document["variant"]].rank
-        out[document["variant"]] = RankInterval(rank, int(low[index]), int(high[index]))
-    return out
+    return {d["variant"]: RankInterval(int(r), int(lo) if s else None, int(hi) if s else None)
+            for d, r, lo, hi, s in zip(documents, ranks, low, high, shared)}
 
 
 def _point(document: dict[str, Any]) -> float:
