@@ -34,8 +34,7 @@ from scipy import special, stats
 
 from sharpbench import pgdl
 from sharpbench.pgdl import ConditionalMI
-from sharpbench.pairs import (Hparams, Pairs, joint_codes, multiplicities, nanmean, nanmin, one_hot, ratio,
-                              sum_by, varied_hparams)
+from sharpbench.pairs import Hparams, Pairs, joint_codes, multiplicities, nanmean, nanmin, ratio, varied_hparams
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
@@ -114,30 +113,22 @@ def _condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return [(name,) for name in names] + list(itertools.combinations(names, 2))
 
 
-def _conditional_mi(pairs: Pairs, pair_weights: np.ndarray, target_sign: np.ndarray,
-                    condition: tuple[str, ...]) -> np.ndarray:
-    """I(V_mu; V_g | U) / H(V_g | U) for each resample, over ordered pairs of distinct models."""
-    u = joint_codes([pairs.codes[name] for name in condition], pairs.n)
-    cells = int(u.max()) + 1
-    # Each unordered pair stands for two ordered ones: (a, b) with signs (s, t), (b, a) with (-s, -t).
-    forward = one_hot((u[pairs.first] * cells + u[pairs.second]) * 3 + pairs.value_sign.astype(np.int64) + 1,
-                      cells * cells * 3)
-    backward = one_hot((u[pairs.second] * cells + u[pairs.first]) * 3 + 1 - pairs.value_sign.astype(np.int64),
-                       cells * cells * 3)
-    table = np.zeros((len(pair_weights), cells * cells, 3, 3))
-    for t in (-1, 0, 1):
-        selected = pair_weights * (target_sign == t)
-        table[..., t + 1] += sum_by(selected, forward).reshape(len(pair_weights), cells * cells, 3)
-        table[..., 1 - t] += sum_by(selected, backward).reshape(len(pair_weights), cells * cells, 3)
-    per_cell = table.sum(axis=(2, 3), keepdims=True)
-    value_margin = table.sum(axis=3, keepdims=True)
-    target_margin = table.sum(axis=2, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cell_ratio = np.where(table > 0, table * per_cell / (value_margin * target_margin), 1.0)
-        target_given_cell = np.where(target_margin > 0, target_margin / per_cell, 1.0)
-    information = special.xlogy(table, cell_ratio).sum(axis=(1, 2, 3))
-    entropy = -special.xlogy(target_margin, target_given_cell).sum(axis=(1, 2, 3))
-    return ratio(information, entropy)
+def _conditional_mi(table: np.ndarray) -> np.ndarray:
+    """I(V_mu; V_g | U) / H(V_g | U) for each resample, from `Pairs.sign_table`."""
+    # In counts (c log c summed over a table's entries, no division per cell): N I(V_mu; V_g | U) =
+    # sum c(u, v, t) log c(u, v, t) - sum c(u, v) log c(u, v) - sum c(u, t) log c(u, t) + sum c(u) log c(u),
+    # and N H(V_g | U) = sum c(u) log c(u) - sum c(u, t) log c(u, t).
+    cell = _clogc(table.sum(axis=(2, 3)), 1)
+    target_part = _clogc(table.sum(axis=2), 2)
+    information = _clogc(table, 3) - _clogc(table.sum(axis=3), 2) - target_part + cell
+    entropy = cell - target_part
+    # rounding leaves about 1e-16 of the total where the entropy is exactly 0: that is undefined, not 0/tiny
+    return ratio(information, np.where(entropy > 1e-9 * table.sum(axis=(1, 2, 3)), entropy, 0.0))
+
+
+def _clogc(counts: np.ndarray, trailing: int) -> np.ndarray:
+    """sum of c log c over all but the leading (resample) axis of ``counts``, which has ``trailing`` more axes."""
+    return special.xlogy(counts, counts).sum(axis=tuple(range(1, trailing + 1)))
 
 
 def _minimum(scores: dict[tuple[str, ...], np.ndarray], resamples: int) -> np.ndarray:
@@ -151,9 +142,9 @@ def conditional_mutual_information(values: Sequence[float], target: Sequence[flo
                                    hparams: Hparams) -> ConditionalMI:
     """This project's CMI: the minimum over sets of one or two hyperparameters of I(V_mu; V_g | U) / H(V_g | U)."""
     pairs = Pairs.of(values, hparams)
-    weights, target_sign = pairs.weights(np.ones((1, pairs.n))), pairs.target_sign(target)
-    return pgdl.smallest({condition: _conditional_mi(pairs, weights, target_sign, condition)
-                    for condition in _condition_sets(list(pairs.codes))})
+    by_sign = pairs.by_target_sign(pairs.weights(np.ones((1, pairs.n))), pairs.target_sign(target))
+    return pgdl.smallest({condition: _conditional_mi(pairs.sign_table(by_sign, condition))
+                          for condition in _condition_sets(list(pairs.codes))})
 
 
 # -------------------------------------------------------------------------------------------- bootstrap
@@ -205,23 +196,26 @@ def _spearman_rows(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     return ratio((ranks_x * ranks_y).sum(axis=1), np.sqrt((ranks_x ** 2).sum(axis=1) * (ranks_y ** 2).sum(axis=1)))
 
 
-def _chunk_replicates(pairs: Pairs, oriented: Pairs, values: np.ndarray, targets: np.ndarray,
-                      rows: np.ndarray) -> dict[str, np.ndarray]:
+def _chunk_replicates(pairs: Pairs, values: np.ndarray, targets: np.ndarray, rows: np.ndarray,
+                      orientation: int) -> dict[str, np.ndarray]:
     """Every metric on the resamples ``rows`` (resamples x drawn models) with ``targets`` (resamples or 1 x models)."""
     counts = multiplicities(rows, pairs.n)
     weights = pairs.weights(counts)
     target_sign = pairs.target_sign(targets)
     granulated = _granulated(pairs, weights, target_sign)
-    conditional = {condition: _conditional_mi(pairs, weights, target_sign, condition)
-                   for condition in _condition_sets(list(pairs.codes))}
+    by_sign = pairs.by_target_sign(weights, target_sign)
+    tables = {condition: pairs.sign_table(by_sign, condition)
+              for condition in set(_condition_sets(list(pairs.codes))) | set(pgdl.condition_sets(list(pairs.codes)))}
     drawn_targets = np.take_along_axis(np.broadcast_to(targets, (len(rows), pairs.n)), rows, axis=1)
     return {
         "kendall_tau": pairs.tau(weights, target_sign),
         "spearman": _spearman_rows(values[rows], drawn_targets),
         "granulated_kendall": _psi(granulated, list(pairs.codes), len(rows)),
         **{f"granulated_kendall/{name}": granulated[name] for name in pairs.codes},
-        "conditional_mi": _minimum(conditional, len(rows)),
-        "conditional_mi_pgdl": _minimum(pgdl.scores(oriented, counts, target_sign), len(rows)),
+        "conditional_mi": _minimum({condition: _conditional_mi(tables[condition])
+                                    for condition in _condition_sets(list(pairs.codes))}, len(rows)),
+        "conditional_mi_pgdl": _minimum({condition: pgdl.score(pairs, tables[condition], counts, condition, orientation)
+                                         for condition in pgdl.condition_sets(list(pairs.codes))}, len(rows)),
     }
 
 
@@ -238,10 +232,10 @@ def metric_replicates(values: Sequence[float], targets: np.ndarray, hparams: Hpa
     targets = np.atleast_2d(np.asarray(targets, dtype=float))
     if targets.shape[0] not in (1, len(indices)):
         raise ValueError(f"{targets.shape[0]} targets for {len(indices)} resamples")
-    pairs, oriented = Pairs.of(values, hparams), Pairs.of(orientation * values, hparams)
+    pairs = Pairs.of(values, hparams)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, len(pairs.first)))
-    parts = [_chunk_replicates(pairs, oriented, values, targets if len(targets) == 1 else targets[start:start + chunk],
-                               indices[start:start + chunk])
+    parts = [_chunk_replicates(pairs, values, targets if len(targets) == 1 else targets[start:start + chunk],
+                               indices[start:start + chunk], orientation)
              for start in range(0, len(indices), chunk)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 

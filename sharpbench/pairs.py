@@ -120,6 +120,31 @@ class Pairs:
         ordered_target = sum_by(pair_weights * np.abs(target_sign), indicator)
         return ratio(concordance, np.sqrt(ordered_values * ordered_target))
 
+    def by_target_sign(self, pair_weights: np.ndarray, target_sign: np.ndarray) -> dict[int, np.ndarray]:
+        """The pair weights split by the target's sign: {-1, 0, +1: resamples x pairs}."""
+        return {t: pair_weights * (target_sign == t) for t in (-1, 0, 1)}
+
+    def cells(self, condition: tuple[str, ...]) -> tuple[np.ndarray, int]:
+        """Each model's code for the joint values of the hyperparameters in ``condition``, and how many codes."""
+        u = joint_codes([self.codes[name] for name in condition], self.n)
+        return u, int(u.max()) + 1 if self.n else 1
+
+    def sign_table(self, by_sign: dict[int, np.ndarray], condition: tuple[str, ...]) -> np.ndarray:
+        """Over ordered pairs (a, b) of distinct models: resamples x (cell of a, cell of b) x measure sign
+        (-1, 0, +1) x target sign (-1, 0, +1), the summed pair weights; a cell is the joint value of the
+        hyperparameters in ``condition``. Each unordered pair stands for (a, b) with signs (s, t) and (b, a)
+        with (-s, -t)."""
+        u, cells = self.cells(condition)
+        sign = self.value_sign.astype(np.int64)
+        forward = one_hot((u[self.first] * cells + u[self.second]) * 3 + sign + 1, cells * cells * 3)
+        backward = one_hot((u[self.second] * cells + u[self.first]) * 3 + 1 - sign, cells * cells * 3)
+        resamples = len(by_sign[0])
+        table = np.zeros((resamples, cells * cells, 3, 3))
+        for t, selected in by_sign.items():
+            table[..., t + 1] += sum_by(selected, forward).reshape(resamples, cells * cells, 3)
+            table[..., 1 - t] += sum_by(selected, backward).reshape(resamples, cells * cells, 3)
+        return table
+
     def tau(self, pair_weights: np.ndarray, target_sign: np.ndarray) -> np.ndarray:
         """Kendall tau-b over all pairs: (resamples,)."""
         return self.grouped_tau(pair_weights, target_sign, np.zeros(len(self.first), dtype=np.int64), 1)[:, 0]

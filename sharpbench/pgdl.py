@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
-from sharpbench.pairs import Hparams, Pairs, joint_codes, one_hot, ratio, sum_by
+from sharpbench.pairs import Hparams, Pairs, one_hot, ratio, sum_by
 
 
 @dataclass(frozen=True)
@@ -45,31 +45,33 @@ def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.combinations(names, 2)) if len(names) >= 2 else [tuple(names)]
 
 
-def _bits(table: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
-    """-sum p log2 p of the counts in ``table`` normalized over ``axis``."""
-    total = table.sum(axis=axis, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(total > 0, table / total, 0.0)
-    return -special.xlogy(p, p).sum(axis=axis) / math.log(2)
+def _clogc(counts: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """sum of c log c over ``axis``."""
+    return special.xlogy(counts, counts).sum(axis=axis)
 
 
-def _score(pairs: Pairs, counts: np.ndarray, target_sign: np.ndarray, condition: tuple[str, ...]) -> np.ndarray:
-    """PGDL's normalized CMI for one condition, per resample (counts: resamples x models multiplicities)."""
-    u = joint_codes([pairs.codes[name] for name in condition], pairs.n)
-    cells = int(u.max()) + 1 if pairs.n else 1
-    weights = pairs.weights(counts)
-    forward = one_hot((u[pairs.first] * cells + u[pairs.second]) * 2 + (pairs.value_sign <= 0), cells * cells * 2)
-    backward = one_hot((u[pairs.second] * cells + u[pairs.first]) * 2 + (pairs.value_sign >= 0), cells * cells * 2)
-    table = np.zeros((len(counts), cells * cells, 2, 2))  # resamples, cell, gap (+, -), measure (+, -)
-    for gap, forward_mask, backward_mask in ((0, target_sign > 0, target_sign < 0),
-                                             (1, target_sign <= 0, target_sign >= 0)):
-        table[:, :, gap, :] += (sum_by(weights * forward_mask, forward)
-                                + sum_by(weights * backward_mask, backward)).reshape(len(counts), cells * cells, 2)
+def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: tuple[str, ...],
+          orientation: int) -> np.ndarray:
+    """PGDL's normalized CMI for one condition, per resample, from `Pairs.sign_table` (ordered pairs of distinct
+    models by measure sign x target sign) and the models' multiplicities (resamples x models)."""
+    measure_plus = 2 if orientation > 0 else 0  # the index of sign(mu_a - mu_b) that makes the oriented measure +
+    plus = sign_table[:, :, measure_plus, :]
+    rest = sign_table.sum(axis=2) - plus
+    table = np.stack([np.stack([plus[..., 2], rest[..., 2]], axis=-1),  # gap + : target sign +1
+                      np.stack([plus[..., :2].sum(axis=-1), rest[..., :2].sum(axis=-1)], axis=-1)], axis=2)
     # a model paired with itself (each copy with each copy in a resample): gap "-", measure "-"
+    u, cells = pairs.cells(condition)
     table[:, :, 1, 1] += sum_by(counts ** 2, one_hot(u * cells + u, cells * cells))
-    occupied = table.sum(axis=(2, 3)) > 0
-    information = _bits(table.sum(axis=3), (2,)) + _bits(table.sum(axis=2), (2,)) - _bits(table, (2, 3))
-    gap_entropy = _bits(table.sum(axis=3), (2,))
+    # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's
+    # table c, its gap margin g and measure margin m; H(gap) = (N log N - sum g log g) / (N ln 2)
+    size = table.sum(axis=(2, 3))
+    occupied = size > 0
+    cell, gap_part = _clogc(size, ()), _clogc(table.sum(axis=3), (2,))
+    information = ratio(_clogc(table, (2, 3)) - gap_part - _clogc(table.sum(axis=2), (2,)) + cell,
+                        size * math.log(2))
+    gap_entropy = ratio(cell - gap_part, size * math.log(2))
+    # rounding leaves about 1e-16 where a cell's value is exactly 0 (an empty cell gives NaN): both read as 0
+    information, gap_entropy = (np.where(np.nan_to_num(x) > 1e-12, x, 0.0) for x in (information, gap_entropy))
     cells_held = occupied.sum(axis=1)
     mean_information = ratio((information * occupied).sum(axis=1), cells_held)
     mean_entropy = ratio((gap_entropy * occupied).sum(axis=1), cells_held)
@@ -77,22 +79,19 @@ def _score(pairs: Pairs, counts: np.ndarray, target_sign: np.ndarray, condition:
     return np.where(mean_entropy == 0, 0.0, ratio(mean_information, mean_entropy))
 
 
-def scores(oriented: Pairs, counts: np.ndarray, target_sign: np.ndarray) -> dict[tuple[str, ...], np.ndarray]:
-    """PGDL's score for every condition, per resample: {condition: (resamples,)}."""
-    return {condition: _score(oriented, counts, target_sign, condition)
-            for condition in condition_sets(list(oriented.codes))}
-
-
 def conditional_mi_pgdl(values: Sequence[float], target: Sequence[float], hparams: Hparams,
                         orientation: int = 1) -> ConditionalMI:
     """PGDL's score of the measure (oriented: +1 when higher means worse) against a target, and its minimizer."""
-    pairs = Pairs.of(orientation * np.asarray(values, dtype=float), hparams)
-    return smallest(scores(pairs, np.ones((1, pairs.n)), pairs.target_sign(target)))
+    pairs = Pairs.of(values, hparams)
+    counts = np.ones((1, pairs.n))
+    by_sign = pairs.by_target_sign(pairs.weights(counts), pairs.target_sign(target))
+    return smallest({condition: score(pairs, pairs.sign_table(by_sign, condition), counts, condition, orientation)
+                     for condition in condition_sets(list(pairs.codes))})
 
 
 def smallest(found: dict[tuple[str, ...], np.ndarray]) -> ConditionalMI:
     """The smallest defined score of a single evaluation ({condition: (1,)}) and its condition."""
-    defined = {condition: float(score[0]) for condition, score in found.items() if math.isfinite(score[0])}
+    defined = {condition: float(value[0]) for condition, value in found.items() if math.isfinite(value[0])}
     if not defined:
         return ConditionalMI(math.nan, ())
     condition = min(defined, key=defined.__getitem__)

@@ -126,11 +126,12 @@ def resample_examples(sets: Mapping[str, OutcomeSet], needed: set[tuple[str, str
     for name in sorted({name for name, _ in needed}):
         examples = sets[name].examples
         draws = example_rng(bootstrap, name).integers(0, examples, size=(bootstrap.resamples, examples))
-        counts = _counts(draws, examples).astype(float)
-        half = _counts(draws[:, : examples // 2], examples).astype(float)
+        # float32 products: twice as fast; exact for 0/1 errors (integer sums below 2^24), 1e-7 relative for losses
+        counts = _counts(draws, examples).astype(np.float32)
+        half = _counts(draws[:, : examples // 2], examples).astype(np.float32)
         for kind in sorted(kind for set_name, kind in needed if set_name == name):
-            outcomes = np.asarray(getattr(sets[name], kind), dtype=float).T  # examples x models
-            total, in_half = counts @ outcomes, half @ outcomes
+            outcomes = np.asarray(getattr(sets[name], kind), dtype=np.float32).T  # examples x models
+            total, in_half = (counts @ outcomes).astype(float), (half @ outcomes).astype(float)
             out[(name, kind)] = ResampledMeans(total / examples, in_half / (examples // 2),
                                                (total - in_half) / (examples - examples // 2))
     return out
