@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sharpbench.metrics import (Bootstrap, bootstrap_replicates, conditional_mutual_information,
-                                granulated_kendall, kendall_tau, sign_error, spearman, tau_vs_hparams)
+                                granulated_kendall, kendall_tau, metric_replicates, spearman, tau_vs_hparams)
+from sharpbench.pgdl import conditional_mi_pgdl
 
 
 def tau_b_by_counting(x, y):
@@ -106,6 +107,17 @@ def test_granulated_kendall_skips_undefined_groups_and_the_seed():
     assert set(result.per_hparam) == {"lr", "bs"}
 
 
+def test_granulated_kendall_leaves_out_pairs_that_differ_only_in_the_seed():
+    # lr in {1, 2}, two seeds each. Within a seed the measure orders lr correctly; across seeds of one lr the
+    # measure and the target disagree. Only the four lr pairs (lr 1 vs lr 2) may count: all concordant -> 1.
+    hparams = {"lr": [1, 1, 2, 2], "seed": [0, 1, 0, 1]}
+    values, target = [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 4.0, 3.0]
+    result = granulated_kendall(values, target, hparams)
+    assert result.per_hparam == {"lr": pytest.approx(1.0)} and result.groups == {"lr": 1}
+    # with the seed pairs (lr 1 seeds 0/1, lr 2 seeds 0/1: both discordant) tau-b would be (4 - 2) / 6 = 1/3
+    assert kendall_tau(values, target) == pytest.approx(1 / 3)
+
+
 def test_conditional_mi_by_hand():
     # one hyperparameter with two values, two models each: conditioning on it leaves cells (u_a, u_b)
     values, target, hparams = [1, 2, 3, 4], [1, 2, 4, 3], {"lr": [1, 1, 2, 2]}
@@ -133,20 +145,6 @@ def test_conditional_mi_agrees_with_counting_and_ignores_negation(rows):
         assert (math.isnan(expected) and math.isnan(value)) or value == pytest.approx(expected, abs=1e-9)
 
 
-def test_sign_error_by_hand():
-    values = [1.0, 2.0, 3.0, 5.0, 4.0]
-    target = [1.0, 3.0, 2.0, 4.0, 0.0]
-    # environments (configurations differing in one hyperparameter): lr within bs=1: (0,2) ok, (0,4) wrong,
-    # (2,4) wrong; lr within bs=2: (1,3) ok; bs within lr=1: (0,1) ok; within lr=2: (2,3) ok. 6 environments.
-    result = sign_error(values, target, GRID)
-    assert result.environments == 6
-    assert result.mean == pytest.approx(2 / 6) and result.max == 1.0
-    # a tie in the target costs one half; replicates (seeds) of a configuration are averaged within it
-    tied = sign_error([1, 2, 3, 4], [1, 1, 2, 3], {"lr": [1, 2, 1, 2], "seed": [0, 0, 1, 1]})
-    # one environment (lr 1 vs 2); its model pairs: (0,1) target tie -> 1/2, (0,3), (2,1), (2,3) agree -> 1/8
-    assert tied.environments == 1 and tied.mean == pytest.approx(1 / 8)
-
-
 def test_tau_vs_hparams_ignores_seed_and_constant_hyperparameters():
     values = [1, 2, 3, 4]
     result = tau_vs_hparams(values, {"lr": [0.1, 0.2, 0.3, 0.4], "bs": [4, 3, 2, 1], "wd": [0, 0, 0, 0],
@@ -161,20 +159,28 @@ def test_bootstrap_replicates_equal_the_metrics_on_each_resample():
     values = rng.normal(size=12).round(1).tolist()
     target = (np.array(values) + rng.normal(size=12)).round(1).tolist()
     bootstrap = Bootstrap(resamples=25, seed=7)
-    replicates = bootstrap_replicates(values, target, hparams, bootstrap, expected_sign=-1)
-    for r, rows in enumerate(bootstrap.indices(12)):
-        pick = lambda column: [column[i] for i in rows]  # noqa: E731
-        v, t, h = pick(values), pick(target), {name: pick(column) for name, column in hparams.items()}
-        for key, expected in [("kendall_tau", kendall_tau(v, t)), ("spearman", spearman(v, t)),
-                              ("granulated_kendall", granulated_kendall(v, t, h).mean),
-                              ("granulated_kendall/lr", granulated_kendall(v, t, h).per_hparam["lr"]),
-                              ("sign_error_mean", sign_error([-x for x in v], t, h).mean),
-                              ("sign_error_max", sign_error([-x for x in v], t, h).max)]:
-            got = replicates[key][r]
-            assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12), key
-        counts = np.bincount(rows, minlength=12).tolist()
-        expected_cmi = cmi_by_counting(values, target, hparams, counts)
-        assert replicates["conditional_mi"][r] == pytest.approx(expected_cmi, abs=1e-9, nan_ok=True)
+    indices = bootstrap.indices(12)
+    # one target per resample (as when test examples are resampled too): the metrics on (drawn values, that
+    # resample's target of the drawn models), computed one resample at a time by the plain functions
+    targets = np.array(target) + rng.normal(scale=0.5, size=(25, 12)).round(1)
+    for resampled in (np.array(target), targets):
+        replicates = metric_replicates(values, resampled, hparams, indices, orientation=-1)
+        for r, rows in enumerate(indices):
+            row_target = resampled if resampled.ndim == 1 else resampled[r]
+            pick = lambda column: [column[i] for i in rows]  # noqa: E731
+            v, t, h = pick(values), pick(row_target.tolist()), {name: pick(c) for name, c in hparams.items()}
+            for key, expected in [("kendall_tau", kendall_tau(v, t)), ("spearman", spearman(v, t)),
+                                  ("granulated_kendall", granulated_kendall(v, t, h).mean),
+                                  ("granulated_kendall/lr", granulated_kendall(v, t, h).per_hparam["lr"]),
+                                  ("conditional_mi_pgdl", conditional_mi_pgdl(v, t, h, orientation=-1).value)]:
+                got = replicates[key][r]
+                assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12), key
+            counts = np.bincount(rows, minlength=12).tolist()
+            expected_cmi = cmi_by_counting(values, row_target.tolist(), hparams, counts)
+            assert replicates["conditional_mi"][r] == pytest.approx(expected_cmi, abs=1e-9, nan_ok=True)
+    fixed = bootstrap_replicates(values, target, hparams, bootstrap, orientation=-1)
+    assert all(np.array_equal(fixed[key], metric_replicates(values, np.array(target), hparams, indices, -1)[key],
+                              equal_nan=True) for key in fixed)
 
 
 def test_bootstrap_intervals_are_seeded_percentiles_that_drop_undefined_resamples():
