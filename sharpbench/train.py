@@ -22,6 +22,7 @@ from torch import nn
 
 from sharpbench.params import Param
 from sharpbench.losses import LossFn, cross_entropy, mean_squared_error
+from sharpbench.outcomes import Outcomes
 
 Tensor = torch.Tensor
 
@@ -199,22 +200,27 @@ def _sam_gradients(model: nn.Module, params: list[nn.Parameter], grads: tuple[Te
 
 
 @torch.no_grad()
-def evaluate_errors(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-                    batch_size: int = 4096) -> tuple[float, float]:
-    """(error, mean loss) of ``model`` in eval mode on (x, y); restores the model's mode. The error is the
-    classification error rate for cross-entropy, and the mean loss itself for a regression loss."""
+def evaluate_outcomes(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
+                      batch_size: int = 4096) -> Outcomes:
+    """Per-example (error, loss) of ``model`` in eval mode on (x, y); restores the model's mode. The error is 0/1
+    (wrong class) for cross-entropy, and the example's loss itself for a regression loss (its squared error)."""
     loss_fn, classification = LOSSES[loss]
+    # the registered loss is a batch mean: on a batch of one example it is that example's loss
+    per_example = torch.vmap(lambda output, target: loss_fn(output[None], target[None]))
     was_training = model.training
     model.eval()
-    wrong, loss_sum = 0, 0.0
+    parts = []
     for start in range(0, x.shape[0], batch_size):
         outputs = model(x[start:start + batch_size]).float()
         target = y[start:start + batch_size]
-        if classification:
-            wrong += int((outputs.argmax(dim=1) != target).sum())
-            loss_sum += float(F.cross_entropy(outputs, target, reduction="sum"))
-        else:
-            loss_sum += float(loss_fn(outputs, target)) * int(target.shape[0])
+        losses = per_example(outputs, target)
+        errors = (outputs.argmax(dim=1) != target).float() if classification else losses
+        parts.append(Outcomes(errors, losses))
     model.train(was_training)
-    n = max(int(x.shape[0]), 1)
-    return (wrong / n if classification else loss_sum / n), loss_sum / n
+    return Outcomes.concat(parts)
+
+
+def evaluate_errors(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
+                    batch_size: int = 4096) -> tuple[float, float]:
+    """(error, mean loss) of ``model`` on (x, y): the means of :func:`evaluate_outcomes`."""
+    return evaluate_outcomes(model, x, y, loss, batch_size).means()
