@@ -1078,7 +1078,7 @@ class Collection:
             # while the aggregates become the means of the outcomes measured here, as for every other collection
             entry.setdefault("reported", {key: entry.get(key) for key in AGGREGATE_KEYS})
         else:
-            differ = mismatches(entry, outcomes, exact_error=LOSSES[self.spec.loss][1])
+            differ = mismatches(entry, outcomes, exact_error=LOSSES[self.spec.loss][2])
             if differ:
                 raise CollectionError(
                     f"model {record.id} of {self.spec.name} scores differently now than when it was built "
@@ -1095,8 +1095,9 @@ class Collection:
     def _rewrite_manifest(self, manifest: dict[str, Any]) -> None:
         """Write ``manifest`` (format :data:`MANIFEST_FORMAT`) atomically and forget the cached copy."""
         manifest["format"] = MANIFEST_FORMAT
-        manifest["models"] = [{key: entry[key] for key in MODEL_KEYS if key in entry} for entry in manifest["models"]]
-        atomic_write(self.manifest_path, json.dumps(finite_or_none(manifest), indent=1, allow_nan=False).encode())
+        written = {**manifest, "models": [{key: entry[key] for key in MODEL_KEYS if key in entry}
+                                          for entry in manifest["models"]]}
+        atomic_write(self.manifest_path, json.dumps(finite_or_none(written), indent=1, allow_nan=False).encode())
         self._manifest = self._manifest_bytes = self._models = None
 
     def _set_sizes(self, data: CollectionData | StreamedData) -> dict[str, int]:
