@@ -59,8 +59,8 @@ MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 RECORDS = "records"
 OUTCOMES = "outcomes"
-# 2: each model names its outcome file and the manifest gives the size of each evaluation set. A format-1
-# manifest (no outcomes) still loads; `collection build` adds them.
+# 2: each kept model names its outcome file and the manifest gives the size of each evaluation set. A manifest
+# without them (format 1, or an import not scored yet) still loads; `collection build` adds them.
 MANIFEST_FORMAT = 2
 # the fields of a kept model's manifest entry, in order: the aggregates are the means of its outcomes, and an
 # imported model keeps the numbers its table reported under "reported"
