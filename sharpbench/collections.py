@@ -10,9 +10,14 @@ On disk (``sharpbench_home()/collections/NAME``)::
 
     checkpoints/ID.safetensors        trained weights of a kept model
     checkpoints/ID.init.safetensors   its weights before training
+    outcomes/ID.safetensors           its per-example error and loss on every evaluation set
+                                      (:mod:`sharpbench.outcomes`)
     records/ID.json                   one per finished model (kept or excluded), written atomically last:
                                       a build that is interrupted resumes from these
     manifest.json                     written at the end from the records
+
+A collection built before outcomes existed (manifest format 1) loads and evaluates as before; building it
+again evaluates each kept model from its verified checkpoint and adds its outcomes, without training.
 
 Nothing here unpickles: checkpoints are safetensors, checked against their sha256 before loading.
 """
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -44,14 +50,23 @@ from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models import ARCHITECTURES, build_model
 from sharpbench.paths import sharpbench_home
 from sharpbench.losses import LossFn
-from sharpbench.streams import EvalSet, StreamedData, seeded_subset, stack, stream_errors
-from sharpbench.train import LOSSES, RECIPE_PARAMS, evaluate_errors, noisy_labels, recipe_config, train_model
+from sharpbench.outcomes import Outcomes, aggregates, decode, encode, mismatches, set_names
+from sharpbench.streams import EvalSet, StreamedData, seeded_subset, stack, stream_outcomes
+from sharpbench.train import LOSSES, RECIPE_PARAMS, evaluate_outcomes, noisy_labels, recipe_config, train_model
 from sharpbench.version import __version__
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 RECORDS = "records"
-MANIFEST_FORMAT = 1
+OUTCOMES = "outcomes"
+# 2: each kept model names its outcome file and the manifest gives the size of each evaluation set. A manifest
+# without them (format 1, or an import not scored yet) still loads; `collection build` adds them.
+MANIFEST_FORMAT = 2
+# the fields of a kept model's manifest entry, in order: the aggregates are the means of its outcomes, and an
+# imported model keeps the numbers its table reported under "reported"
+AGGREGATE_KEYS = ("train_error", "train_loss", "test_error", "test_loss", "ood_error", "ood_loss")
+MODEL_KEYS = ("id", "hparams", "seed", "file", "sha256", "init_file", "init_sha256", "outcomes_file",
+              "outcomes_sha256", *AGGREGATE_KEYS, "reported")
 
 _CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", "grid", "seeds", "training",
                 "convergence", "sharpness_data", "loss", "imported", "checkpoints"}
@@ -436,6 +451,8 @@ class ModelRecord:
     ood_error: dict[str, float]
     ood_loss: dict[str, float]
     seed: int = 0
+    outcomes_file: str = ""      # "" for a collection built before outcomes existed
+    outcomes_sha256: str = ""
 
     def __hash__(self) -> int:  # the dict fields are not hashable; id and checkpoint hash identify a record
         return hash((self.id, self.sha256))
@@ -449,6 +466,7 @@ class ModelRecord:
         return {
             "id": self.id, "hparams": dict(self.hparams), "seed": self.seed,
             "file": self.file, "sha256": self.sha256, "init_file": self.init_file, "init_sha256": self.init_sha256,
+            "outcomes_file": self.outcomes_file, "outcomes_sha256": self.outcomes_sha256,
             "train_error": self.train_error, "train_loss": self.train_loss,
             "test_error": self.test_error, "test_loss": self.test_loss,
             "ood_error": dict(self.ood_error), "ood_loss": dict(self.ood_loss),
@@ -460,6 +478,7 @@ class ModelRecord:
             id=str(data["id"]), hparams=dict(data["hparams"]), seed=int(data.get("seed", 0)),
             file=str(data["file"]), sha256=str(data["sha256"]),
             init_file=str(data["init_file"]), init_sha256=str(data["init_sha256"]),
+            outcomes_file=str(data.get("outcomes_file", "")), outcomes_sha256=str(data.get("outcomes_sha256", "")),
             train_error=float(data["train_error"]), train_loss=_float_or_nan(data["train_loss"]),
             test_error=float(data["test_error"]), test_loss=_float_or_nan(data["test_loss"]),
             ood_error={k: float(v) for k, v in data["ood_error"].items()},
@@ -688,25 +707,34 @@ class Collection:
 
     # -- loading -------------------------------------------------------------------------------------
 
+    @property
+    def _fix(self) -> str:
+        return (f"rebuild with `sharpbench collection build {self.spec.name} --force` "
+                f"or delete {self.root} (it is rebuilt on next use)")
+
+    def _verified_bytes(self, relative: str, expected_sha256: str, what: str) -> bytes:
+        """The bytes of a file the manifest names, checked against its sha256 (``what``: how errors name it)."""
+        path = self.root / relative
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise CollectionError(f"{what} {path} cannot be read ({error.strerror}); {self._fix}") from None
+        found = hashlib.sha256(raw).hexdigest()
+        if found != expected_sha256:
+            raise CollectionError(f"{what} {path} fails its integrity check (sha256 {found}, manifest says "
+                                  f"{expected_sha256}); {self._fix}")
+        return raw
+
     def _verified_tensors(self, relative: str, expected_sha256: str) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load as load_safetensors
 
-        path = self.root / relative
-        fix = (f"rebuild with `sharpbench collection build {self.spec.name} --force` "
-               f"or delete {self.root} (it is rebuilt on next use)")
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise CollectionError(f"checkpoint {path} cannot be read ({error.strerror}); {fix}") from None
-        found = hashlib.sha256(raw).hexdigest()
-        if found != expected_sha256:
-            raise CollectionError(f"checkpoint {path} fails its integrity check (sha256 {found}, manifest says "
-                                  f"{expected_sha256}); {fix}")
+        raw = self._verified_bytes(relative, expected_sha256, "checkpoint")
         try:
             return load_safetensors(raw)
         except (SafetensorError, ValueError) as error:
-            raise CollectionError(f"checkpoint {path} is not a valid safetensors file ({error}); {fix}") from None
+            raise CollectionError(f"checkpoint {self.root / relative} is not a valid safetensors file ({error}); "
+                                  f"{self._fix}") from None
 
     def load_model(self, record: ModelRecord) -> nn.Module:
         """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
@@ -729,6 +757,40 @@ class Collection:
         if not record.init_file:
             return None
         return self._verified_tensors(record.init_file, record.init_sha256)
+
+    # -- per-example outcomes ------------------------------------------------------------------------
+
+    @property
+    def has_outcomes(self) -> bool:
+        """True when every kept model has its per-example outcomes (False for a collection built before them:
+        `sharpbench collection build NAME` adds them)."""
+        return "set_sizes" in self.manifest and all(record.outcomes_file for record in self.models)
+
+    def _missing_outcomes(self) -> CollectionError:
+        return CollectionError(f"collection {self.spec.name} was built before per-example outcomes were kept; add "
+                               f"them (no training) with `sharpbench collection build {self.spec.name}`")
+
+    def set_sizes(self) -> dict[str, int]:
+        """{evaluation set: number of examples}: ``train`` (the train-evaluation set), ``test``, ``ood/<shift>``."""
+        if not self.has_outcomes:
+            raise self._missing_outcomes()
+        return {str(name): int(size) for name, size in self.manifest["set_sizes"].items()}
+
+    def load_outcomes(self, record: ModelRecord) -> dict[str, Outcomes]:
+        """The per-example outcomes of ``record`` by set, sha256 and shapes verified."""
+        if not record.outcomes_file:
+            raise self._missing_outcomes()
+        raw = self._verified_bytes(record.outcomes_file, record.outcomes_sha256, "outcome file")
+        return decode(raw, self.set_sizes(), str(self.root / record.outcomes_file), self._fix)
+
+    def outcome_sets(self) -> dict[str, dict[str, np.ndarray]]:
+        """{set: {"error": (models, examples), "loss": (models, examples)}}, float32, rows in the order of
+        :attr:`models`, every file verified against its sha256 and the manifest's set sizes."""
+        per_model = [self.load_outcomes(record) for record in self.models]
+        return {name: {kind: np.asarray([getattr(outcomes[name], kind).numpy() for outcomes in per_model],
+                                        dtype=np.float32).reshape(len(per_model), size)
+                       for kind in ("error", "loss")}
+                for name, size in self.set_sizes().items()}
 
     # -- building ------------------------------------------------------------------------------------
 
@@ -759,9 +821,10 @@ class Collection:
         if record.get("hparams") != point.hparams:
             return None
         if record.get("converged"):
-            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
-                if file_key == "init_file" and not record.get(file_key):
-                    continue
+            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256"),
+                                      ("outcomes_file", "outcomes_sha256")):
+                if file_key != "file" and not record.get(file_key):
+                    continue      # initial weights not known; outcomes not kept by an older version
                 file_path = self.root / str(record.get(file_key))
                 if not file_path.is_file() or file_sha256(file_path) != record.get(sha_key):
                     return None
@@ -772,22 +835,25 @@ class Collection:
         """Train every model of the grid that no earlier build finished, then write manifest.json.
 
         Does nothing when the collection is already built from this card (unless ``force``, which
-        deletes the folder first). Each finished model's files and record are written atomically at once,
-        so an interrupted build resumes without retraining anything it finished. ``workers`` > 1 trains
-        that many models at a time in separate processes (one thread each: the same bits as one worker).
-        ``device`` trains there (e.g. cuda for the full-scale cards); checkpoints are saved from the CPU."""
+        deletes the folder first), except add the per-example outcomes of a collection built (or pulled, or
+        imported) before they were kept: each kept model is scored from its verified checkpoint, never
+        trained. Each finished model's files and record are written atomically at once, so an interrupted
+        build resumes without retraining (or rescoring) anything it finished. ``workers`` > 1 trains that
+        many models at a time in separate processes (one thread each: the same bits as one worker).
+        ``device`` trains and scores there (e.g. cuda for the full-scale cards); files are saved from the CPU."""
         device = torch.device(device)
         if workers < 1:
             raise CollectionError(f"--workers must be at least 1 (got {workers})")
-        if self.spec.imported and self.is_built() and not force:
-            return
-        self._check_buildable()
+        if self.spec.imported and (force or not self.is_built()):
+            self._check_buildable()
         with build_lock(self.root):
             if force:
-                for child in (CHECKPOINTS, RECORDS):
+                for child in (CHECKPOINTS, RECORDS, OUTCOMES):
                     shutil.rmtree(self.root / child, ignore_errors=True)
                 self.manifest_path.unlink(missing_ok=True)
             elif self.is_built():
+                self._manifest = self._manifest_bytes = self._models = None   # another process may have built it
+                self._add_outcomes(progress, workers, device)
                 return
             elif self._read_manifest_file() is not None:   # (an unreadable one raises, naming the fix)
                 raise self._stale_error(MANIFEST)
@@ -796,6 +862,7 @@ class Collection:
                 leftover.unlink(missing_ok=True)
             self._train_missing(progress, workers, device)
             self._write_manifest()
+            self._add_outcomes(progress, workers, device)     # records an older version finished without them
 
     def _train_missing(self, progress: bool, workers: int, device: torch.device) -> None:
         from tqdm.auto import tqdm
@@ -842,6 +909,40 @@ class Collection:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _train_labels(self, y_train: torch.Tensor, hparams: dict[str, Any], seed: int) -> torch.Tensor:
+        """The labels a model was trained on (and whose train error it has): with the recipe's label noise."""
+        if not self.spec.trained:
+            return y_train
+        fraction = recipe_config(self.spec.training, hparams)["label_noise"]
+        return noisy_labels(y_train.cpu(), fraction, self.spec.num_classes, seed).to(y_train.device)
+
+    def _memory_sets(self, data: CollectionData, y_train: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The evaluation sets of in-memory data by name, as (inputs, labels); OOD inputs share the test labels."""
+        return {"train": (data.x_train, y_train), "test": (data.x_test, data.y_test),
+                **{f"ood/{name}": (x, data.y_test) for name, x in data.ood_inputs.items()}}
+
+    def _streamed_sets(self, data: StreamedData) -> dict[str, EvalSet]:
+        """The evaluation sets of streamed data by name: the seeded train-evaluation subset, test, each OOD set."""
+        train = seeded_subset(data.train, self.spec.dataset["train_eval_size"], self.spec.sharpness_data["seed"])
+        return {"train": EvalSet(train), "test": data.test, **{f"ood/{k}": v for k, v in data.ood.items()}}
+
+    def _score(self, model: nn.Module, data: CollectionData | StreamedData, device: torch.device,
+               hparams: dict[str, Any], seed: int, workers: int = 0, progress: bool = False) -> dict[str, Outcomes]:
+        """A kept model's per-example outcomes on every evaluation set. Streamed scoring shows a bar of examples
+        (``workers`` processes read the data)."""
+        from tqdm.auto import tqdm
+
+        if isinstance(data, StreamedData):
+            sets = self._streamed_sets(data)
+            total = sum(len(evalset.dataset) for evalset in sets.values())  # type: ignore[arg-type]
+            with tqdm(total=total, desc="scoring", unit="example", leave=False, disable=not progress,
+                      dynamic_ncols=True) as bar:
+                return {name: stream_outcomes(model, evalset, device, workers=workers, progress=bar.update)
+                        for name, evalset in sets.items()}
+        data = data.to(device)
+        sets = self._memory_sets(data, self._train_labels(data.y_train, hparams, seed))
+        return {name: evaluate_outcomes(model, x, y, self.spec.loss) for name, (x, y) in sets.items()}
+
     def _train_one(self, point: ModelPoint, data: CollectionData) -> dict[str, Any]:
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
@@ -852,10 +953,10 @@ class Collection:
         model.to(device)
         loss = self.spec.loss
         # with label noise, the model is trained on (and its train error measured against) the noisy labels
-        y_train = noisy_labels(data.y_train.cpu(), recipe_config(self.spec.training, point.hparams)["label_noise"],
-                               self.spec.num_classes, point.seed).to(device)
-        epochs = train_model(model, data.x_train, y_train, self.spec.training, point.hparams, point.seed, loss)
-        train_error, train_loss = evaluate_errors(model, data.x_train, y_train, loss)
+        sets = self._memory_sets(data, self._train_labels(data.y_train, point.hparams, point.seed))
+        epochs = train_model(model, *sets["train"], self.spec.training, point.hparams, point.seed, loss)
+        train = evaluate_outcomes(model, *sets["train"], loss)
+        train_error, train_loss = train.means()
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
         record: dict[str, Any] = {
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
@@ -863,18 +964,17 @@ class Collection:
             "train_error": finite_or_none(train_error), "train_loss": finite_or_none(train_loss), "epochs": epochs,
             "device": str(device),
         }
-        if converged:
-            test = evaluate_errors(model, data.x_test, data.y_test, loss)
-            ood = {name: evaluate_errors(model, x, data.y_test, loss) for name, x in data.ood_inputs.items()}
-            record.update(self._save_checkpoints(point, model.state_dict(), initial, test, ood))
+        if converged:       # the other sets are scored only for a kept model
+            outcomes = {"train": train, **{name: evaluate_outcomes(model, x, y, loss)
+                                           for name, (x, y) in sets.items() if name != "train"}}
+            record.update(self._save_checkpoints(point.id, model.state_dict(), initial))
+            record.update(self._save_outcomes(point.id, record["sha256"], outcomes))
         return self._finish_record(record, started)
 
     def _fetch_one(self, point: ModelPoint, data: CollectionData | StreamedData, device: torch.device,
                    workers: int, progress: bool = False) -> dict[str, Any]:
         """Fetch one pretrained checkpoint (and its initial weights, when the card names them), score it on the
-        train subset, test and OOD sets, save it and its record. Streamed scoring shows a bar of examples."""
-        from tqdm.auto import tqdm
-
+        train-evaluation, test and OOD sets, save it, its outcomes and its record."""
         started = time.perf_counter()
         checkpoint = self.spec.checkpoints[point.index]
         with torch.random.fork_rng(devices=[]):
@@ -882,28 +982,14 @@ class Collection:
             model = self._fetch(point, point.hparams)
             initial = None if checkpoint.init is None else self._fetch(point, {**point.hparams, **checkpoint.init})
         model.to(device).eval()
-        if isinstance(data, StreamedData):
-            train_set = seeded_subset(data.train, self.spec.dataset["train_eval_size"], self.spec.sharpness_data["seed"])
-            sets = {"train": EvalSet(train_set), "test": data.test, **{f"ood/{k}": v for k, v in data.ood.items()}}
-            total = sum(len(evalset.dataset) for evalset in sets.values())  # type: ignore[arg-type]
-            with tqdm(total=total, desc=f"scoring {point.id}", unit="example", leave=False, disable=not progress,
-                      dynamic_ncols=True) as bar:
-                scores = {name: stream_errors(model, evalset, device, workers=workers, progress=bar.update)
-                          for name, evalset in sets.items()}
-        else:
-            data = data.to(device)
-            scores = {"train": evaluate_errors(model, data.x_train, data.y_train, self.spec.loss),
-                      "test": evaluate_errors(model, data.x_test, data.y_test, self.spec.loss),
-                      **{f"ood/{k}": evaluate_errors(model, x, data.y_test, self.spec.loss)
-                         for k, x in data.ood_inputs.items()}}
+        outcomes = self._score(model, data, device, point.hparams, point.seed, workers, progress)
         record: dict[str, Any] = {
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
-            "card_sha256": self.spec.card_sha256, "converged": True, "train_error": scores["train"][0],
-            "train_loss": finite_or_none(scores["train"][1]), "epochs": None, "device": str(device),
+            "card_sha256": self.spec.card_sha256, "converged": True, "epochs": None, "device": str(device),
         }
-        ood = {name[len("ood/"):]: value for name, value in scores.items() if name.startswith("ood/")}
-        initial_state = None if initial is None else initial.state_dict()
-        record.update(self._save_checkpoints(point, model.state_dict(), initial_state, scores["test"], ood))
+        record.update(self._save_checkpoints(point.id, model.state_dict(),
+                                             None if initial is None else initial.state_dict()))
+        record.update(self._save_outcomes(point.id, record["sha256"], outcomes))
         return self._finish_record(record, started)
 
     def _fetch(self, point: ModelPoint, hparams: dict[str, Any]) -> nn.Module:
@@ -917,32 +1003,108 @@ class Collection:
                 f"put the weights in the Hugging Face cache ($HF_HOME) or in a local file the card names"
             ) from None
 
-    def _save_checkpoints(self, point: ModelPoint, final: dict[str, torch.Tensor],
-                          initial: dict[str, torch.Tensor] | None, test: tuple[float, float],
-                          ood: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    def _metadata(self, model_id: str, **more: str) -> dict[str, str]:
+        return {"collection": self.spec.name, "model": model_id, **more}
+
+    def _save_checkpoints(self, model_id: str, final: dict[str, torch.Tensor],
+                          initial: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         """Write a kept model's weights (and initial weights, when known); the record fields that name them."""
         from safetensors.torch import save as save_safetensors
 
         # one metadata key: safetensors writes several in a random order, and the sha256 must be stable
-        metadata = {"sharpbench": json.dumps({"collection": self.spec.name, "model": point.id}, sort_keys=True)}
+        metadata = {"sharpbench": json.dumps(self._metadata(model_id), sort_keys=True)}
         fields: dict[str, Any] = {"init_file": "", "init_sha256": ""}
         for key, suffix, state in (("file", "", final), ("init_file", ".init", initial)):
             if state is None:
                 continue
-            relative = f"{CHECKPOINTS}/{point.id}{suffix}.safetensors"
+            relative = f"{CHECKPOINTS}/{model_id}{suffix}.safetensors"
             blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata)
             atomic_write(self.root / relative, blob)
             fields[key], fields["sha256" if key == "file" else "init_sha256"] = relative, hashlib.sha256(blob).hexdigest()
-        fields.update({"test_error": test[0], "test_loss": test[1],
-                       "ood_error": {name: value[0] for name, value in ood.items()},
-                       "ood_loss": {name: value[1] for name, value in ood.items()}})
+        return fields
+
+    def _save_outcomes(self, model_id: str, checkpoint_sha256: str, outcomes: dict[str, Outcomes]) -> dict[str, Any]:
+        """Write a kept model's per-example outcomes; the record fields that name the file, and the aggregate
+        errors and losses, which are their means (asserted: the manifest never disagrees with its outcomes)."""
+        expected = set_names(shift.name for shift in self.spec.shifts)
+        assert list(outcomes) == expected, f"outcomes of sets {list(outcomes)}, expected {expected}"
+        relative = f"{OUTCOMES}/{model_id}.safetensors"
+        blob = encode(outcomes, self._metadata(model_id, checkpoint_sha256=checkpoint_sha256))
+        atomic_write(self.root / relative, blob)
+        fields = {"outcomes_file": relative, "outcomes_sha256": hashlib.sha256(blob).hexdigest(), **aggregates(outcomes)}
+        assert not mismatches(fields, outcomes, exact_error=True), "the aggregates are not the outcomes' means"
         return fields
 
     def _finish_record(self, record: dict[str, Any], started: float) -> dict[str, Any]:
         """Stamp the record's time and write it, atomically and last: the model counts as finished from here."""
         record["seconds"] = time.perf_counter() - started
+        record = finite_or_none(record)
         atomic_write(self._record_path(record["id"]), json.dumps(record, indent=1, allow_nan=False).encode())
         return record
+
+    def _add_outcomes(self, progress: bool, workers: int, device: torch.device) -> None:
+        """Score every kept model that has no outcomes from its verified checkpoint (no training), write its
+        outcome file, and update its record and the manifest after each model, so an interrupted run keeps the
+        models it finished. The recomputed errors must equal the manifest's (else the data or the code changed)."""
+        from tqdm.auto import tqdm
+
+        manifest = self.manifest
+        entries = manifest.get("models", [])
+        todo = [entry for entry in entries if not entry.get("outcomes_file")]
+        if not todo and "set_sizes" in manifest:
+            return
+        data = self.data()
+        manifest["set_sizes"] = self._set_sizes(data)
+        bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc=f"outcomes of {self.spec.name}",
+                   unit="model", disable=not progress, dynamic_ncols=True)
+        try:
+            with _deterministic(device):
+                for entry in todo:
+                    self._add_outcomes_of(entry, data, device, workers, progress)
+                    self._rewrite_manifest(manifest)
+                    bar.update(1)
+        finally:
+            bar.close()
+        self._rewrite_manifest(manifest)
+
+    def _add_outcomes_of(self, entry: dict[str, Any], data: CollectionData | StreamedData, device: torch.device,
+                         workers: int, progress: bool) -> None:
+        """Score one manifest entry's checkpoint, check its aggregates, write its outcomes; updates ``entry``."""
+        record = ModelRecord.from_json(entry)
+        model = self.load_model(record).to(device)
+        outcomes = self._score(model, data, device, record.hparams, record.seed, workers, progress)
+        if self.spec.imported:
+            # the import table's numbers were measured elsewhere (their data, their evaluation): kept as reported,
+            # while the aggregates become the means of the outcomes measured here, as for every other collection
+            entry.setdefault("reported", {key: entry.get(key) for key in AGGREGATE_KEYS})
+        else:
+            differ = mismatches(entry, outcomes, exact_error=LOSSES[self.spec.loss][2])
+            if differ:
+                raise CollectionError(
+                    f"model {record.id} of {self.spec.name} scores differently now than when it was built "
+                    f"({'; '.join(differ)}): the data or the code changed since; rebuild with "
+                    f"`sharpbench collection build {self.spec.name} --force`")
+        fields = self._save_outcomes(record.id, record.sha256, outcomes)
+        entry.update({key: fields[key] for key in MODEL_KEYS if key in fields})
+        with contextlib.suppress(FileNotFoundError, ValueError, UnicodeDecodeError):   # pulled: no records
+            path = self._record_path(record.id)
+            stored = json.loads(path.read_bytes())
+            stored.update(fields)
+            atomic_write(path, json.dumps(stored, indent=1, allow_nan=False).encode())
+
+    def _rewrite_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write ``manifest`` (format :data:`MANIFEST_FORMAT`) atomically and forget the cached copy."""
+        manifest["format"] = MANIFEST_FORMAT
+        written = {**manifest, "models": [{key: entry[key] for key in MODEL_KEYS if key in entry}
+                                          for entry in manifest["models"]]}
+        atomic_write(self.manifest_path, json.dumps(finite_or_none(written), indent=1, allow_nan=False).encode())
+        self._manifest = self._manifest_bytes = self._models = None
+
+    def _set_sizes(self, data: CollectionData | StreamedData) -> dict[str, int]:
+        """The number of examples of each evaluation set, by name."""
+        if isinstance(data, StreamedData):
+            return {name: len(evalset.dataset) for name, evalset in self._streamed_sets(data).items()}  # type: ignore[arg-type]
+        return {name: int(x.shape[0]) for name, (x, _) in self._memory_sets(data, data.y_train).items()}
 
     def _write_manifest(self) -> None:
         points = self.spec.model_points()
@@ -953,9 +1115,8 @@ class Collection:
                 raise CollectionError(f"model {point.id} of {self.spec.name} has no intact record after the build; "
                                       f"run `sharpbench collection build {self.spec.name}` again")
             records.append(record)
-        num_train, num_test = _sizes(self.data())
-        keys = ("id", "hparams", "seed", "file", "sha256", "init_file", "init_sha256", "train_error", "train_loss",
-                "test_error", "test_loss", "ood_error", "ood_loss")
+        data = self.data()
+        num_train, num_test = _sizes(data)
         manifest = {
             "format": MANIFEST_FORMAT,
             "collection": self.spec.name,
@@ -967,6 +1128,7 @@ class Collection:
             "dataset": {**self.spec.dataset, "num_train": num_train, "num_test": num_test,
                         "num_classes": self.spec.num_classes},
             "shifts": [{"name": s.name, "kind": s.kind, "params": s.params} for s in self.spec.shifts],
+            "set_sizes": self._set_sizes(data),
             "architecture": self.spec.architecture,
             "training": self.spec.training,
             "grid": self.spec.grid,
@@ -974,7 +1136,7 @@ class Collection:
             "protocol": self.protocol(),
             "loss": self.spec.loss,
             "build_time_seconds": round(sum(float(r.get("seconds", 0.0)) for r in records), 3),
-            "models": [{key: r[key] for key in keys} for r in records if r["converged"]],
+            "models": [{key: r[key] for key in MODEL_KEYS if key in r} for r in records if r["converged"]],
             "excluded": [{"id": r["id"], "hparams": r["hparams"], "train_error": r["train_error"],
                           "train_loss": r["train_loss"], "epochs": r.get("epochs")}
                          for r in records if not r["converged"]],

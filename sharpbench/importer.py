@@ -12,7 +12,8 @@ DIR holds:
 Every checkpoint is loaded strictly into the card's architecture before anything is written, so a
 collection that imports is one that evaluates. The files are copied into the collection folder with
 their sha256 in the manifest, and the card into ``$SHARPBENCH_HOME/imported/collections/``, where the
-registry finds it.
+registry finds it. Importing scores nothing; `sharpbench collection build NAME` then adds each model's
+per-example outcomes on the card's dataset (:meth:`sharpbench.collections.Collection.build`).
 """
 
 from __future__ import annotations

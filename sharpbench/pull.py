@@ -1,8 +1,8 @@
 """`sharpbench collection pull`: fetch a published collection and verify every file against its sha256.
 
 A published collection is a folder (or a URL of one) with the layout that a build writes:
-``manifest.json`` and the ``checkpoints/`` it names. The manifest must come from the same card as the
-local one (same card sha256); each checkpoint is downloaded, hashed, and written only when its sha256
+``manifest.json`` and the ``checkpoints/`` and ``outcomes/`` files it names. The manifest must come from the same card as the
+local one (same card sha256); each checkpoint and outcome file is downloaded, hashed, and written only when its sha256
 matches the manifest's, so a flipped byte is an error naming the file and nothing corrupt is installed.
 A pull that stops part-way resumes: files already present with the right hash are not fetched again.
 """
@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sharpbench.collections import CHECKPOINTS, MANIFEST, Collection, atomic_write, build_lock, file_sha256
+from sharpbench.collections import CHECKPOINTS, MANIFEST, OUTCOMES, Collection, atomic_write, build_lock, file_sha256
 from sharpbench.errors import CollectionError
 
 
@@ -45,8 +45,10 @@ def _fetch(source: str, relative: str) -> bytes:
 def _safe_relative(value: Any, where: str) -> str:
     """A manifest path must stay inside the collection folder (no absolute paths, no '..')."""
     relative = PurePosixPath(str(value))
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts or relative.parts[0] != CHECKPOINTS:
-        raise CollectionError(f"{where}: file path {value!r} is not under {CHECKPOINTS}/; refusing to write it")
+    if (relative.is_absolute() or ".." in relative.parts or not relative.parts
+            or relative.parts[0] not in (CHECKPOINTS, OUTCOMES)):
+        raise CollectionError(f"{where}: file path {value!r} is not under {CHECKPOINTS}/ or {OUTCOMES}/; refusing to "
+                              f"write it")
     return str(relative)
 
 
@@ -75,9 +77,10 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
     fetched = 0
     with build_lock(collection.root):
         for entry in entries:
-            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256")):
-                if file_key == "init_file" and not entry.get(file_key):
-                    continue       # a pretrained checkpoint whose initial weights are not known
+            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256"),
+                                      ("outcomes_file", "outcomes_sha256")):
+                if file_key != "file" and not entry.get(file_key):
+                    continue       # initial weights not known; or published before outcomes were kept
                 relative = _safe_relative(entry.get(file_key), where)
                 expected = str(entry.get(sha_key))
                 target = collection.root / relative

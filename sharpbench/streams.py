@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from sharpbench.outcomes import Outcomes
 from sharpbench.params import Param
 
 Tensor = torch.Tensor
@@ -87,27 +88,29 @@ def group_logits(logits: Tensor, groups: Groups | None) -> tuple[Tensor, Tensor]
 
 
 @torch.no_grad()
-def stream_errors(model: nn.Module, evalset: EvalSet, device: torch.device | str = "cpu", batch_size: int = 256,
-                  workers: int = 0, progress: Callable[[int], Any] | None = None) -> tuple[float, float]:
-    """(error rate, mean cross-entropy) of ``model`` in eval mode over ``evalset``, read in batches;
+def stream_outcomes(model: nn.Module, evalset: EvalSet, device: torch.device | str = "cpu", batch_size: int = 256,
+                    workers: int = 0, progress: Callable[[int], Any] | None = None) -> Outcomes:
+    """Per-example (0/1 error, cross-entropy) of ``model`` in eval mode over ``evalset``, read in batches;
     restores the model's mode. ``progress(k)`` is called with the number of items of each batch."""
     was_training = model.training
     model.eval()
-    wrong, loss_sum, count = 0, 0.0, 0
+    parts = []
     loader = DataLoader(evalset.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda")
     for inputs, labels in loader:
         inputs, labels = inputs.to(device, non_blocking=True), torch.as_tensor(labels).long().to(device)
         scores, predicted = group_logits(model(inputs).float(), evalset.label_groups)
-        wrong += int((predicted != labels).sum())
-        loss_sum += float(F.cross_entropy(scores, labels, reduction="sum"))
-        count += int(labels.shape[0])
+        parts.append(Outcomes((predicted != labels).float(), F.cross_entropy(scores, labels, reduction="none")))
         if progress is not None:
             progress(int(labels.shape[0]))
     model.train(was_training)
-    if count == 0:
-        raise ValueError("cannot score a model on an empty set")
-    return wrong / count, loss_sum / count
+    return Outcomes.concat(parts)
+
+
+def stream_errors(model: nn.Module, evalset: EvalSet, device: torch.device | str = "cpu", batch_size: int = 256,
+                  workers: int = 0, progress: Callable[[int], Any] | None = None) -> tuple[float, float]:
+    """(error rate, mean cross-entropy) of ``model`` over ``evalset``: the means of :func:`stream_outcomes`."""
+    return stream_outcomes(model, evalset, device, batch_size, workers, progress).means()
 
 
 def groups_for(classes: Sequence[int]) -> Groups:

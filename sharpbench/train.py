@@ -22,6 +22,7 @@ from torch import nn
 
 from sharpbench.params import Param
 from sharpbench.losses import LossFn, cross_entropy, mean_squared_error
+from sharpbench.outcomes import Outcomes
 
 Tensor = torch.Tensor
 
@@ -37,8 +38,23 @@ def _cosine(base: float, step: int, total: int) -> float:
 SCHEDULES: dict[str, Callable[[float, int, int], float]] = {"constant": _constant, "cosine": _cosine}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
-# name -> (training loss, whether the error is the classification error (else it is the loss itself))
-LOSSES: dict[str, tuple[LossFn, bool]] = {"cross_entropy": (cross_entropy, True), "mse": (mean_squared_error, False)}
+
+
+def _cross_entropy_per_example(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def _squared_error_per_example(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.reshape(targets.shape) - targets).square().reshape(targets.shape[0], -1).mean(dim=1)
+
+
+# name -> (training loss: a batch mean, the same loss per example (the batch mean is their mean; torch.vmap of the
+# mean over single examples would be exact too, but cross-entropy has no batching rule and it runs 6x slower),
+# whether the error is the classification error (else it is the example's loss itself))
+LOSSES: dict[str, tuple[LossFn, LossFn, bool]] = {
+    "cross_entropy": (cross_entropy, _cross_entropy_per_example, True),
+    "mse": (mean_squared_error, _squared_error_per_example, False),
+}
 
 
 def _positive(v: Any) -> bool:
@@ -199,22 +215,25 @@ def _sam_gradients(model: nn.Module, params: list[nn.Parameter], grads: tuple[Te
 
 
 @torch.no_grad()
-def evaluate_errors(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-                    batch_size: int = 4096) -> tuple[float, float]:
-    """(error, mean loss) of ``model`` in eval mode on (x, y); restores the model's mode. The error is the
-    classification error rate for cross-entropy, and the mean loss itself for a regression loss."""
-    loss_fn, classification = LOSSES[loss]
+def evaluate_outcomes(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
+                      batch_size: int = 4096) -> Outcomes:
+    """Per-example (error, loss) of ``model`` in eval mode on (x, y); restores the model's mode. The error is 0/1
+    (wrong class) for cross-entropy, and the example's loss itself for a regression loss (its squared error)."""
+    _, per_example, classification = LOSSES[loss]
     was_training = model.training
     model.eval()
-    wrong, loss_sum = 0, 0.0
+    parts = []
     for start in range(0, x.shape[0], batch_size):
         outputs = model(x[start:start + batch_size]).float()
         target = y[start:start + batch_size]
-        if classification:
-            wrong += int((outputs.argmax(dim=1) != target).sum())
-            loss_sum += float(F.cross_entropy(outputs, target, reduction="sum"))
-        else:
-            loss_sum += float(loss_fn(outputs, target)) * int(target.shape[0])
+        losses = per_example(outputs, target)
+        errors = (outputs.argmax(dim=1) != target).float() if classification else losses
+        parts.append(Outcomes(errors, losses))
     model.train(was_training)
-    n = max(int(x.shape[0]), 1)
-    return (wrong / n if classification else loss_sum / n), loss_sum / n
+    return Outcomes.concat(parts)
+
+
+def evaluate_errors(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
+                    batch_size: int = 4096) -> tuple[float, float]:
+    """(error, mean loss) of ``model`` on (x, y): the means of :func:`evaluate_outcomes`."""
+    return evaluate_outcomes(model, x, y, loss, batch_size).means()

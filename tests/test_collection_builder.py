@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -62,8 +63,8 @@ def test_workers_build_the_same_bits_as_one_process(tmp_path: Path):
     two = open_collection(spec, home=tmp_path / "two")
     one.build(progress=False)
     two.build(progress=False, workers=2)
-    assert [(r.id, r.sha256, r.init_sha256, r.test_error) for r in one.models] == \
-           [(r.id, r.sha256, r.init_sha256, r.test_error) for r in two.models]
+    assert [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in one.models] == \
+           [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in two.models]
     with pytest.raises(CollectionError, match="at least 1"):
         open_collection(spec, home=tmp_path / "three").build(progress=False, workers=0)
 
@@ -77,11 +78,17 @@ def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     assert json.loads(collection.manifest_path.read_text())["loss"] == "mse"
     data = collection.data()
     assert len(collection.models) == 3
-    for record in collection.models:
+    sets = collection.outcome_sets()
+    for row, record in enumerate(collection.models):
         model = collection.load_model(record)
         with torch.no_grad():
             predictions = model(data.x_test).squeeze(1)
-        assert record.test_error == pytest.approx(float((predictions - data.y_test).square().mean()), rel=1e-5)
+        squared = (predictions - data.y_test).square().numpy()
+        assert record.test_error == pytest.approx(float(squared.mean()), rel=1e-5)
+        # per example, the error and the loss are both the squared error; their mean is the MSE
+        np.testing.assert_allclose(sets["test"]["error"][row], squared, rtol=1e-5)
+        assert np.array_equal(sets["test"]["error"][row], sets["test"]["loss"][row])
+        assert record.test_error == float(sets["test"]["error"][row].mean(dtype=np.float64))
         assert record.test_error == record.test_loss and record.train_error <= 1e-4
         initial = collection.load_initial_state(record)
         assert torch.equal(initial["v"], torch.zeros(30))              # the predictor starts at 0
@@ -200,6 +207,9 @@ def test_label_noise_is_what_the_model_is_trained_and_measured_on(tmp_path: Path
     model = collection.load_model(record)
     assert record.train_error == pytest.approx(evaluate_errors(model, data.x_train, noisy)[0])
     assert record.train_error > evaluate_errors(model, data.x_train, data.y_train)[0]
+    with torch.no_grad():
+        wrong = (model(data.x_train).argmax(1) != noisy).float().numpy()
+    assert np.array_equal(collection.outcome_sets()["train"]["error"][0], wrong)    # against the noisy labels too
 
 
 # ---------------------------------------------------------------------------------------------- architectures

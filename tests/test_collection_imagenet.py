@@ -19,9 +19,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sharpbench.cli import main
-from sharpbench.collections import load_collection_spec, open_collection
+from sharpbench.collections import Collection, load_collection_spec, open_collection
 from sharpbench.datasets.imagenet import wordnet_index
 from sharpbench.pull import pull_collection
+from legacy import strip_outcomes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -98,6 +99,19 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
     assert kept.stat().st_mtime_ns == stamp and rebuilt["models"] == manifest["models"]   # the same bits and errors
     assert [m["id"] for m in manifest["models"]] == [c["id"] for c in card["checkpoints"]]
     assert manifest["dataset"]["num_train"] == 12 and manifest["dataset"]["num_test"] == 9
+    # outcomes on the seeded train-evaluation subset, the test split and each OOD set at its own size
+    built = open_collection(load_collection_spec(cards / "collections" / "tiny-imagenet-vit.yaml"))
+    assert manifest["set_sizes"] == built.set_sizes() == {
+        "train": 6, "test": 9, "ood/imagenet-v2": 6, "ood/imagenet-r": 6, "ood/imagenet-sketch": 6, "ood/imagenet-a": 4}
+    sets = built.outcome_sets()
+    assert [float(sets["ood/imagenet-r"]["error"][row].mean(dtype=np.float64)) for row in range(2)] == \
+           [entry["ood_error"]["imagenet-r"] for entry in manifest["models"]]
+    # built before outcomes: `collection build` scores the stored checkpoints (nothing fetched) and adds them
+    strip_outcomes(built)
+    with monkeypatch.context() as patch:
+        patch.setattr(Collection, "_fetch", lambda *args: pytest.fail("adding outcomes must not fetch"))
+        assert main(["collection", "build", card["name"], *common]) == 0
+    assert json.loads((root / "manifest.json").read_text()) == rebuilt
 
     transform = timm.data.create_transform(input_size=(3, 32, 32), interpolation="bicubic", mean=(0.5,) * 3,
                                            std=(0.5,) * 3, crop_pct=0.9)
@@ -127,7 +141,7 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
 
     # a published copy pulls without initial weights to fetch
     copy = open_collection(load_collection_spec(cards / "collections" / "tiny-imagenet-vit.yaml"), tmp_path / "copy")
-    assert pull_collection(copy, str(root)) == 2
+    assert pull_collection(copy, str(root)) == 4                  # two checkpoints and their outcomes
     assert [m.sha256 for m in copy.models] == [m["sha256"] for m in manifest["models"]]
 
     capsys.readouterr()

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -44,9 +45,12 @@ def _copy(source: Collection, folder: Path) -> Path:
 def test_pull_from_a_folder_installs_verified_copies(published, tmp_path: Path):
     cards, source = published
     target = open_collection(source.spec, home=tmp_path / "home")
-    assert pull_collection(target, str(source.root)) == 2 * len(source.models)
-    assert target.is_built()
+    assert pull_collection(target, str(source.root)) == 3 * len(source.models)   # weights, initial weights, outcomes
+    assert target.is_built() and target.has_outcomes
     assert [(r.id, r.sha256) for r in target.models] == [(r.id, r.sha256) for r in source.models]
+    for name, kinds in source.outcome_sets().items():
+        for kind, values in kinds.items():
+            assert np.array_equal(target.outcome_sets()[name][kind], values)
     for record in target.models:
         assert torch.equal(next(target.load_model(record).parameters()), next(source.load_model(record).parameters()))
     assert pull_collection(target, str(source.root)) == 0                     # resumes: nothing fetched twice
@@ -62,7 +66,7 @@ def test_pull_from_a_file_url(published, tmp_path: Path):
 def test_flipped_byte_is_an_error_naming_the_file(published, tmp_path: Path):
     _, source = published
     mirror = _copy(source, tmp_path / "mirror")
-    victim = mirror / source.models[2].init_file
+    victim = mirror / source.models[2].outcomes_file
     blob = bytearray(victim.read_bytes())
     blob[len(blob) // 3] ^= 0x10
     victim.write_bytes(bytes(blob))
@@ -70,7 +74,7 @@ def test_flipped_byte_is_an_error_naming_the_file(published, tmp_path: Path):
     with pytest.raises(CollectionError) as caught:
         pull_collection(target, str(mirror))
     assert str(victim) in str(caught.value) and "integrity" in str(caught.value)
-    assert not target.is_built() and not (target.root / source.models[2].init_file).exists()
+    assert not target.is_built() and not (target.root / source.models[2].outcomes_file).exists()
 
 
 def test_cli_pull_reports_a_flipped_byte(published, tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -161,7 +165,18 @@ def test_import_makes_an_evaluable_collection(tmp_path: Path, sharpbench_home: P
     assert "my-mlps" in Registry.discover().collections                   # found without --include-path
     assert main(["evaluate", "--measure", "param-norm", "--collection", "my-mlps", "--no-progress"]) == 0
     assert "my-mlps: 3 models" in capsys.readouterr().out
-    assert main(["collection", "build", "my-mlps"]) == 0                  # built already: nothing to train
+    assert not collection.has_outcomes                                    # import copies; it does not score
+    assert main(["collection", "build", "my-mlps"]) == 0                  # nothing to train: scores each checkpoint
+    scored = open_collection(collection.spec)
+    sets = scored.outcome_sets()
+    for row, (record, before) in enumerate(zip(scored.models, collection.models)):
+        assert record.sha256 == before.sha256
+        assert record.test_error == float(sets["test"]["error"][row].mean(dtype=np.float64))
+        assert record.ood_loss["noise"] == float(sets["ood/noise"]["loss"][row].mean(dtype=np.float64))
+    manifest = json.loads(scored.manifest_path.read_text())
+    assert manifest["models"][0]["reported"] == {"train_error": 0.0, "train_loss": None, "test_error": 0.1,
+                                                 "test_loss": 0.5, "ood_error": {"noise": 0.3},
+                                                 "ood_loss": {"noise": None}}
 
 
 @pytest.mark.parametrize(

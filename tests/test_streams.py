@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from sharpbench.streams import EvalSet, group_logits, groups_for, seeded_subset, stream_errors
-from sharpbench.train import evaluate_errors
+from sharpbench.streams import EvalSet, group_logits, groups_for, seeded_subset, stream_errors, stream_outcomes
+from sharpbench.train import evaluate_errors, evaluate_outcomes
 
 
 def test_hans_groups_predict_by_argmax_and_score_by_group_mass():
@@ -35,6 +35,22 @@ def test_stream_errors_agree_with_in_memory_scoring_for_any_batch_size():
     for batch_size in (1, 8, 100):
         error, loss = stream_errors(model, EvalSet(TensorDataset(x, y)), batch_size=batch_size)
         assert error == expected[0] and math.isclose(loss, expected[1], rel_tol=1e-5)
+
+
+def test_stream_outcomes_are_per_example_and_agree_with_in_memory_scoring():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4))
+    x, y = torch.randn(23, 5), torch.randint(0, 2, (23,))
+    groups = ((0,), (1, 3))                               # label 1 stands for classes 1 and 3; class 2 is masked
+    streamed = stream_outcomes(model, EvalSet(TensorDataset(x, y), groups), batch_size=5)
+    with torch.no_grad():
+        logits = model(x)
+    scores, predicted = group_logits(logits, groups)
+    assert torch.equal(streamed.error, (predicted != y).float())
+    assert torch.allclose(streamed.loss, torch.nn.functional.cross_entropy(scores, y, reduction="none"), atol=1e-6)
+    plain = stream_outcomes(model, EvalSet(TensorDataset(x, y)), batch_size=7)
+    in_memory = evaluate_outcomes(model, x, y, batch_size=4)
+    assert torch.equal(plain.error, in_memory.error) and torch.allclose(plain.loss, in_memory.loss, atol=1e-6)
 
 
 def test_overlapping_groups_are_rejected():
