@@ -141,7 +141,7 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
             evaluation = evaluate(spec, collection, store, overrides=run_params,
                                   device=torch.device(args.device) if args.device else default_device(),
                                   n=args.n, m=args.m, seed=args.seed, progress=not args.no_progress,
-                                  group_models=not args.no_grouping)
+                                  group_models=not args.no_grouping, recompute=args.recompute)
             _print_evaluation(evaluation, store_path)
             evaluations.append(evaluation)
     finally:
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-grouping", action="store_true",
                      help="evaluate one model at a time even when the measure can do same-architecture models "
                           "together (the values are the same)")
+    run.add_argument("--recompute", action="store_true",
+                     help="ignore the values in the results store: compute every model again and overwrite them")
     run.add_argument("--publish", action="store_true",
                      help="also write the result to DIR/results/COLLECTION/MEASURE.json for the leaderboard")
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -202,6 +202,7 @@ class Evaluation:
                 "git_commit": git_commit(),
                 "measure_key": self.key,
                 "measure_card_sha256": self.spec.card_sha256,
+                "implementation": asdict(self.spec.implementation()),
                 "collection_card_sha256": self.collection.spec.card_sha256,
                 "manifest_sha256": self.collection.manifest_sha256,
                 "protocol": self.protocol,
@@ -227,18 +228,20 @@ def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str,
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
              overrides: dict[str, Any] | None = None, device: torch.device | None = None,
              n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True,
-             group_models: bool = True) -> Evaluation:
+             group_models: bool = True, recompute: bool = False) -> Evaluation:
     """Compute the measure on every model of the collection that the store does not already hold.
 
-    With `group_models`, a measure with a many-model form gets same-architecture models together (up to a
-    memory cap); each group's values are stored as soon as it is done.
+    The key is computed once per call, before any lookup: it imports the implementation, so a broken one is an
+    error even when every value is stored. With `recompute`, stored values are ignored and overwritten. With
+    `group_models`, a measure with a many-model form gets same-architecture models together (up to a memory
+    cap); each group's values are stored as soon as it is done.
     """
     params = spec.bind(overrides)
     device = device or default_device()
     protocol = {**collection.protocol(n, m), "measure_seed": seed}
-    key = measure_key(spec.name, params, protocol)
+    key = measure_key(spec.name, params, protocol, spec.key_inputs())
     evaluation = Evaluation(collection, spec, params, protocol, key, describe_device(device))
-    stored = store.get_many(key)
+    stored = {} if recompute else store.get_many(key)
     missing = [record for record in collection.models if record.sha256 not in stored]
     for record in collection.models:
         if record.sha256 in stored:

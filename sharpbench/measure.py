@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import torch
@@ -23,6 +25,7 @@ import torch
 from sharpbench.cards import check_type, field as card_field, read_card, reject_unknown
 from sharpbench.errors import CardError, SharpbenchError
 from sharpbench.losses import LossFn, cross_entropy
+from sharpbench.version import kernels_sha256
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -84,6 +87,18 @@ def _parse_scalar(text: str, kind: type, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Implementation:
+    """A measure's code as imported: where it came from and the digests that pin it (they enter the results
+    key and a published result's provenance)."""
+
+    function: str
+    origin: str          # "in-tree module measures/x.py", "include path DIR" or "package module NAME"
+    source_sha256: str   # of the module file that holds the function, bytes as stored
+    kernels_sha256: str  # of sharpbench's kernel modules (sharpbench.version.KERNEL_MODULES)
+    card_version: int
+
+
+@dataclass(frozen=True)
 class MeasureSpec:
     """A validated measure card."""
 
@@ -98,7 +113,8 @@ class MeasureSpec:
     card_sha256: str
     definition: str = ""
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    _resolved: list = field(default_factory=list, repr=False, compare=False)
+    version: int = 1
+    _loaded: list = field(default_factory=list, repr=False, compare=False)
 
     def bind(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full, typed parameter dict: defaults, then overrides; unknown names are errors."""
@@ -113,11 +129,27 @@ class MeasureSpec:
             values[name] = self.params[name].parse(raw, f"measure '{self.name}'")
         return values
 
+    def _load(self) -> tuple[Callable[..., Any], Implementation]:
+        if not self._loaded:
+            self._loaded.append(_load_implementation(self.function, self.path, self.version))
+        return self._loaded[0]
+
     def resolve(self) -> Callable[..., Any]:
         """Import the implementation named by the card's `function` field (once)."""
-        if not self._resolved:
-            self._resolved.append(_import_attribute(self.function, self.path))
-        return self._resolved[0]
+        return self._load()[0]
+
+    def implementation(self) -> Implementation:
+        """Import the implementation (once) and pin it by digests; a broken or misspelled function is a
+        CardError here, so a run whose values are all stored still fails on it."""
+        return self._load()[1]
+
+    def key_inputs(self) -> dict[str, Any]:
+        """What decides a value besides its parameters and protocol: the card's version, fixed values and
+        function, and the sha256 of the implementation's source and of the kernels. Contents, never paths, so
+        the same card and code give the same key on every machine and in every folder."""
+        pinned = asdict(self.implementation())
+        del pinned["origin"]  # names a folder: the same code elsewhere computes the same values
+        return {**pinned, "fixed": self.fixed}
 
     def call(self, model: torch.nn.Module, context: MeasureContext, params: dict[str, Any]) -> Any:
         """Run the implementation with the card's fixed values and the given parameters."""
@@ -151,25 +183,25 @@ def computes_many(many: Callable[..., list[float]]) -> Callable[[Callable], Call
     return mark
 
 
-def _import_attribute(reference: str, card_path: Path) -> Callable[..., Any]:
-    """'package.module:attr' is imported; 'file.py:attr' is loaded from beside the card."""
+def _load_implementation(reference: str, card_path: Path,
+                         card_version: int) -> tuple[Callable[..., Any], Implementation]:
+    """'package.module:attr' is imported; 'file.py:attr' is loaded from beside the card. Either way the module's
+    source file is hashed."""
     target, _, attribute = reference.partition(":")
     if not attribute:
         raise CardError(card_path, "function", "'module:attribute' or 'file.py:attribute'", reference)
     try:
         if target.endswith(".py"):
-            file = (card_path.parent / target).resolve()
-            if not file.is_file():
-                raise CardError(card_path, "function", f"an existing file (no file at {file})", reference)
-            module_name = "sharpbench_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
-            module = sys.modules.get(module_name)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(module_name, file)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
+            source = (card_path.parent / target).resolve()
+            if not source.is_file():
+                raise CardError(card_path, "function", f"an existing file (no file at {source})", reference)
+            module, source_sha256 = _import_file(source)
+            origin = f"include path {card_path.resolve().parent.parent}"
         else:
             module = importlib.import_module(target)
+            source = _source_file(module, card_path, reference)
+            source_sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+            origin = _package_origin(module, source)
     except CardError:
         raise
     except Exception as error:  # the contributor's module failed to import: say which card and why
@@ -177,11 +209,53 @@ def _import_attribute(reference: str, card_path: Path) -> Callable[..., Any]:
                         f"{error})", reference) from error
     if not hasattr(module, attribute):
         raise CardError(card_path, "function", f"an attribute '{attribute}' in {target}", reference)
-    return getattr(module, attribute)
+    return getattr(module, attribute), Implementation(reference, origin, source_sha256, kernels_sha256(),
+                                                      card_version)
+
+
+def _import_file(source: Path) -> tuple[ModuleType, str]:
+    """Execute a contributor's file as a module named by its path and contents (an edited file is a new module,
+    so the code that runs is the code that was hashed); returns it with the sha256 of its bytes."""
+    source_sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    name = "sharpbench_user_" + hashlib.sha256(f"{source}\0{source_sha256}".encode()).hexdigest()[:16]
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, source)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]  # a half-executed module must not be found by the next attempt
+            raise
+    return module, source_sha256
+
+
+def _source_file(module: ModuleType, card_path: Path, reference: str) -> Path:
+    """The module's Python source file (what its key hashes); a module without one is refused."""
+    try:
+        source = inspect.getsourcefile(module)
+    except TypeError:  # a built-in module
+        source = None
+    if source is None or not Path(source).is_file():
+        raise CardError(card_path, "function", f"a function in a module with a Python source file (module "
+                        f"'{module.__name__}' has none, and stored values are keyed by the sha256 of the "
+                        f"implementation's source); call it from a .py module of your own", reference)
+    return Path(source)
+
+
+def _package_origin(module: ModuleType, source: Path) -> str:
+    """'in-tree module measures/x.py' for the built-in measures (the package sharpbench_measures is the
+    checkout's measures/ folder), else 'package module NAME'."""
+    package = module.__name__.partition(".")[0]
+    if package == "sharpbench_measures":
+        root = Path(sys.modules[package].__file__).parent
+        return f"in-tree module measures/{source.relative_to(root).as_posix()}"
+    return f"package module {module.__name__}"
 
 
 _CARD_FIELDS = {"name", "description", "function", "params", "fixed", "higher_means", "source", "definition",
-                "grids"}
+                "grids", "version"}
 _PARAM_FIELDS = {"type", "default", "help"}
 
 
@@ -211,6 +285,10 @@ def load_measure_spec(path: Path) -> MeasureSpec:
     clash = set(fixed) & set(params)
     if clash:
         raise CardError(path, "fixed", "names disjoint from params", sorted(clash))
+    version = card_field(card, path, "version", int, 1)
+    if version < 1:
+        raise CardError(path, "version", "a positive integer (1 when absent; raise it to recompute stored "
+                        "values after a change the key does not see)", version)
     return MeasureSpec(
         name=name,
         description=card_field(card, path, "description", str),
@@ -221,6 +299,7 @@ def load_measure_spec(path: Path) -> MeasureSpec:
         source=card_field(card, path, "source", str),
         definition=card_field(card, path, "definition", str, ""),
         grids=grids,
+        version=version,
         path=path,
         card_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
     )

@@ -1,7 +1,8 @@
 """The results store: one value per (measure key, checkpoint sha256) in an embedded SQLite database.
 
 Each value is committed as soon as it is computed, so an interrupted run keeps every finished model and
-the next run resumes from them; nothing is computed twice.
+the next run resumes from them; nothing is computed twice. The key pins the measure's code as well as its
+parameters, so an edited card, implementation or kernel never serves old values.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-def measure_key(measure: str, params: dict[str, Any], protocol: dict[str, Any]) -> str:
-    """sha256 of the measure's name, its full parameters and the sharpness-data protocol."""
-    payload = json.dumps({"measure": measure, "params": params, "protocol": protocol}, sort_keys=True)
+def measure_key(measure: str, params: dict[str, Any], protocol: dict[str, Any], code: dict[str, Any]) -> str:
+    """sha256 of everything that decides a value: the measure's name, its full parameters, the sharpness-data
+    protocol, and its code (`MeasureSpec.key_inputs()`: card version, fixed values, function, and the sha256 of
+    the implementation's source and of the kernels). Sorted JSON, so the key is the same on every run and machine."""
+    payload = json.dumps({"measure": measure, "params": params, "protocol": protocol, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

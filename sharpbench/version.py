@@ -1,15 +1,29 @@
-"""The installed version of sharpbench (from the package metadata) and the git commit of a checkout."""
+"""The installed version of sharpbench, the git commit of a checkout, and the digest of the sharpness kernels."""
 
+import hashlib
+import json
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when sharpbench runs from one
 
+# The modules that compute sharpness values for the measures (their loss, flat vectors, scale vectors,
+# perturbation sets, the ascent and its driver): a change in any of them must not serve old stored values.
+KERNEL_MODULES = ("ascent.py", "flat.py", "losses.py", "perturb.py", "scaling.py", "sharpness.py")
+KERNELS_DIR = Path(__file__).resolve().parent
+
 try:
     __version__ = version("sharpbench")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+
+def kernels_sha256() -> str:
+    """sha256 of the kernel modules' contents (bytes as stored, by file name, never by path): part of every
+    measure key, so that a change of the kernels recomputes."""
+    digests = {name: hashlib.sha256((KERNELS_DIR / name).read_bytes()).hexdigest() for name in KERNEL_MODULES}
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 def _git(*args: str) -> str:
@@ -18,12 +32,15 @@ def _git(*args: str) -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the git checkout sharpbench runs from ('-dirty' appended when tracked files other than the
-    published results under leaderboard/ changed), or None for an installed wheel or without git: provenance
-    for published results."""
+    """The commit of the git checkout sharpbench runs from, or None for an installed wheel or without git:
+    provenance for published results. '-dirty' is appended when a tracked file other than the published results
+    under leaderboard/ changed, or an untracked (and not ignored) file lies under measures/ or registry/ (a new
+    measure or card that the commit does not hold)."""
     if not (_SOURCE_ROOT / ".git").exists():
         return None
     try:
-        return _git("rev-parse", "HEAD") + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard") else "")
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard")
+        untracked = _git("ls-files", "--others", "--exclude-standard", "--", "measures", "registry")
+        return _git("rev-parse", "HEAD") + ("-dirty" if changed or untracked else "")
     except (OSError, subprocess.SubprocessError):
         return None

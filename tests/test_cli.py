@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,12 +13,25 @@ import textwrap
 import time
 from pathlib import Path
 
+
 import pytest
 from scipy import stats
 
+import sharpbench.measure
+import sharpbench.version
 from sharpbench.cli import main
+from sharpbench.leaderboard.results import validate_result
 
 MEASURE = "sharpness-worst-linf-adaptive"
+REPO = Path(__file__).resolve().parents[1]
+
+WEIGHT_SUMS = """\
+def total(model, context, *, scale):
+    return scale * float(sum(p.detach().sum() for p in model.parameters()))
+
+def total_squares(model, context, *, scale):
+    return scale * float(sum(p.detach().pow(2).sum() for p in model.parameters()))
+"""
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -191,3 +206,168 @@ def test_the_console_script_is_installed():
     result = subprocess.run(["sharpbench", "list", "measures"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert result.returncode == 0 and MEASURE in result.stdout
+
+
+def weight_sum_folder(root: Path, collections: Path, *, function: str = "total", extra: str = "fixed: {scale: 1.0}\n",
+                      source: str = WEIGHT_SUMS) -> Path:
+    """An --include-path folder with the tiny collection and a cheap measure 'weight-sum' in sums.py."""
+    (root / "measures").mkdir(parents=True, exist_ok=True)
+    if not (root / "collections").exists():
+        (root / "collections").symlink_to(collections / "collections")
+    (root / "measures" / "sums.py").write_text(source, encoding="utf-8")
+    (root / "measures" / "weight-sum.yaml").write_text(
+        f"name: weight-sum\ndescription: sum of the weights\nfunction: sums.py:{function}\nsource: tests\n"
+        f"higher_means: worse\n{extra}", encoding="utf-8")
+    return root
+
+
+def evaluate_weight_sum(capsys, folder: Path, report: Path, *extra: str) -> tuple[str, dict[str, float]]:
+    code, out, err = run_cli(capsys, "evaluate", "--measure", "weight-sum", "--collection", "tiny-digits",
+                             "--include-path", str(folder), "--no-progress", "--json", str(report), *extra)
+    assert code == 0, err
+    models = json.loads(report.read_text())["models"]
+    return out, {model_id: entry["value"] for model_id, entry in models.items()}
+
+
+def test_each_change_of_card_or_code_recomputes_and_nothing_else_does(capsys, tiny_collection_card, tmp_path,
+                                                                      monkeypatch):
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
+    report = tmp_path / "report.json"
+    out, first = evaluate_weight_sum(capsys, folder, report)
+    assert "computed 6, reused 0" in out
+    out, again = evaluate_weight_sum(capsys, folder, report)
+    assert "nothing computed" in out and again == first
+
+    weight_sum_folder(folder, tiny_collection_card, extra="fixed: {scale: 2.0}\n")  # the card's fixed section
+    out, doubled = evaluate_weight_sum(capsys, folder, report)
+    assert "computed 6, reused 0" in out
+    assert doubled == pytest.approx({model_id: 2 * value for model_id, value in first.items()})
+    steps = {
+        "function": dict(function="total_squares", extra="fixed: {scale: 2.0}\n"),
+        "version": dict(function="total_squares", extra="fixed: {scale: 2.0}\nversion: 2\n"),
+        "source": dict(function="total_squares", extra="fixed: {scale: 2.0}\nversion: 2\n",
+                       source=WEIGHT_SUMS + "# an edit that changes no value\n"),
+    }
+    for change, files in steps.items():
+        weight_sum_folder(folder, tiny_collection_card, **files)
+        out, _ = evaluate_weight_sum(capsys, folder, report)
+        assert "computed 6, reused 0" in out, change
+
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    for name in sharpbench.version.KERNEL_MODULES:
+        shutil.copy(sharpbench.version.KERNELS_DIR / name, kernels / name)
+    monkeypatch.setattr(sharpbench.version, "KERNELS_DIR", kernels)
+    out, _ = evaluate_weight_sum(capsys, folder, report)
+    assert "nothing computed" in out  # the same kernel files elsewhere are the same kernels
+    with (kernels / "ascent.py").open("a", encoding="utf-8") as file:
+        file.write("# a kernel edit\n")
+    out, _ = evaluate_weight_sum(capsys, folder, report)
+    assert "computed 6, reused 0" in out
+
+
+def test_recompute_ignores_and_overwrites_stored_values(capsys, tiny_collection_card, tmp_path, sharpbench_home,
+                                                        monkeypatch):
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
+    report = tmp_path / "report.json"
+    digests = []
+    monkeypatch.setattr(sharpbench.measure, "kernels_sha256",
+                        lambda: digests.append(sharpbench.version.kernels_sha256()) or digests[-1])
+    _, true_values = evaluate_weight_sum(capsys, folder, report)
+    assert len(digests) == 1  # the code is hashed once per evaluate, not once per model
+    database = sharpbench_home / "results.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE results SET value = 1000.0")
+    out, served = evaluate_weight_sum(capsys, folder, report)
+    assert "nothing computed" in out and set(served.values()) == {1000.0}
+    out, recomputed = evaluate_weight_sum(capsys, folder, report, "--recompute")
+    assert "computed 6, reused 0" in out and recomputed == true_values
+    stored = sqlite3.connect(database).execute("SELECT value FROM results").fetchall()
+    assert sorted(value for (value,) in stored) == sorted(true_values.values())
+
+
+def test_a_misspelled_function_is_an_error_even_when_every_value_is_stored(capsys, tiny_collection_card, tmp_path):
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
+    evaluate_weight_sum(capsys, folder, tmp_path / "report.json")
+    weight_sum_folder(folder, tiny_collection_card, function="totl")
+    code, out, err = run_cli(capsys, "evaluate", "--measure", "weight-sum", "--collection", "tiny-digits",
+                             "--include-path", str(folder), "--no-progress")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "weight-sum.yaml: field 'function'" in err and "'totl'" in err and "sums.py:totl" in err
+
+
+def test_a_broken_implementation_with_an_unchanged_source_is_an_error_not_a_cache_hit(
+        capsys, tiny_collection_card, tmp_path, monkeypatch):
+    """The hashed module imports a helper whose file the key does not cover: breaking the helper leaves the key
+    as it was, and the run must still import the implementation and fail."""
+    package = tmp_path / "site" / "sharpbench_test_helped"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "helper.py").write_text("factor = 1.0\n", encoding="utf-8")
+    (package / "measure.py").write_text(WEIGHT_SUMS + "\n\n"
+                                        "from sharpbench_test_helped.helper import factor as scale\n\n\n"
+                                        "def helped(model, context):\n"
+                                        "    return total(model, context, scale=scale)\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card, extra="")
+    card = folder / "measures" / "weight-sum.yaml"
+    card.write_text(card.read_text().replace("sums.py:total", "sharpbench_test_helped.measure:helped"))
+    evaluate_weight_sum(capsys, folder, tmp_path / "report.json")
+    (package / "helper.py").write_text("factor = 1.0 +\n", encoding="utf-8")  # a syntax error
+    for name in [name for name in sys.modules if name.startswith("sharpbench_test_helped")]:
+        monkeypatch.delitem(sys.modules, name)  # as in a new process
+    code, _, err = run_cli(capsys, "evaluate", "--measure", "weight-sum", "--collection", "tiny-digits",
+                           "--include-path", str(folder), "--no-progress")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "weight-sum.yaml: field 'function'" in err and "SyntaxError" in err
+    assert "sharpbench_test_helped.measure:helped" in err
+
+
+def test_cards_of_one_name_in_two_include_paths_are_refused_and_never_share_values(capsys, tiny_collection_card,
+                                                                                    tmp_path):
+    first = weight_sum_folder(tmp_path / "first", tiny_collection_card)
+    second = weight_sum_folder(tmp_path / "second", tiny_collection_card,
+                               source=WEIGHT_SUMS.replace("p.detach().sum()", "p.detach().abs().sum()"))
+    (tmp_path / "measures-only").mkdir()
+    shutil.copytree(second / "measures", tmp_path / "measures-only" / "measures")
+    code, _, err = run_cli(capsys, "list", "measures", "--include-path", str(first), "--include-path",
+                           str(tmp_path / "measures-only"))
+    assert code == 2
+    assert str(first / "measures" / "weight-sum.yaml") in err
+    assert str(tmp_path / "measures-only" / "measures" / "weight-sum.yaml") in err
+
+    report = tmp_path / "report.json"
+    _, values_first = evaluate_weight_sum(capsys, first, report)
+    out, values_second = evaluate_weight_sum(capsys, second, report)
+    assert "computed 6, reused 0" in out and values_second != values_first
+    copy = weight_sum_folder(tmp_path / "copy", tiny_collection_card)  # the first folder's files, elsewhere
+    out, values_copy = evaluate_weight_sum(capsys, copy, report)
+    assert "nothing computed" in out and values_copy == values_first
+
+
+def test_a_result_names_its_implementation_and_its_hashes(capsys, tiny_collection_card, tmp_path):
+    report_path, board = tmp_path / "report.json", tmp_path / "board"
+    code, out, err = run_cli(capsys, "evaluate", "--measure", "param-norm", "--collection", "tiny-digits",
+                             "--include-path", str(tiny_collection_card), "--no-progress", "--json",
+                             str(report_path), "--publish", "--leaderboard-dir", str(board))
+    assert code == 0, err
+    implementation = json.loads(report_path.read_text())["provenance"]["implementation"]
+    assert implementation == {
+        "function": "sharpbench_measures.norms:param_norm",
+        "origin": "in-tree module measures/norms.py",
+        "source_sha256": hashlib.sha256((REPO / "measures" / "norms.py").read_bytes()).hexdigest(),
+        "kernels_sha256": sharpbench.version.kernels_sha256(),
+        "card_version": 1,
+    }
+    published = board / "results" / "tiny-digits" / "param-norm.json"
+    document = json.loads(published.read_text())
+    validate_result(document, published)
+    assert document["provenance"]["implementation"] == implementation
+
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card, extra="fixed: {scale: 1.0}\nversion: 3\n")
+    evaluate_weight_sum(capsys, folder, report_path)
+    implementation = json.loads(report_path.read_text())["provenance"]["implementation"]
+    assert implementation["origin"] == f"include path {folder.resolve()}"
+    assert implementation["card_version"] == 3 and implementation["function"] == "sums.py:total"
+    assert implementation["source_sha256"] == hashlib.sha256(WEIGHT_SUMS.encode()).hexdigest()

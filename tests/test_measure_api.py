@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -195,6 +196,9 @@ def test_a_users_card_cannot_shadow_a_builtin_one(tmp_path):
      "params: {rho: {type: float, default: 1}}\ngrids: {radius: {vit: [1.0]}}\n", "'grids.radius'"),
     ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\n"
      "params: {rho: {type: float, default: 1}}\ngrids: {rho: {vit: [small]}}\n", "'grids.rho.vit'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\nversion: 0\n", "'version'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\nversion: '2'\n", "'version'"),
+    ("name: bad\ndescription: x\nfunction: m:f\nsource: s\nhigher_means: worse\nversion: 1.5\n", "'version'"),
 ])
 def test_a_malformed_card_names_the_file_and_the_field(tmp_path, body, field):
     path = tmp_path / "bad.yaml"
@@ -220,3 +224,91 @@ def test_the_guard_checks_every_model_of_a_many_model_call(user_registry):
         run_guarded_many(registry.measure("sums"), models, context, {}, ["model 'a'", "model 'b'"])
     with pytest.raises(MeasureError, match="one value per model"):
         run_guarded_many(registry.measure("short"), models, context, {}, ["model 'a'", "model 'b'"])
+
+
+def key_inputs_of(folder: Path, card: str = "", source: bytes = b"def f(model, context):\n    return 1.0\n",
+                  function: str = "f") -> dict:
+    """The key inputs of a card 'keyed' (function user_measures.py:FUNCTION plus CARD lines) read afresh."""
+    (folder / "measures").mkdir(parents=True, exist_ok=True)
+    (folder / "measures" / "user_measures.py").write_bytes(source)
+    path = user_card(folder, "keyed", function, card)
+    return load_measure_spec(path).key_inputs()
+
+
+def test_the_key_inputs_change_with_each_part_of_card_and_code_and_only_then(tmp_path):
+    base = key_inputs_of(tmp_path / "a")
+    assert base == key_inputs_of(tmp_path / "a")  # read again: unchanged
+    assert base == key_inputs_of(tmp_path / "b")  # the same files in another folder
+    assert base["card_version"] == 1 and base["fixed"] == {} and base["function"] == "user_measures.py:f"
+    variants = {
+        "version": key_inputs_of(tmp_path / "c", "version: 2"),
+        "fixed": key_inputs_of(tmp_path / "d", "fixed: {scale: 2.0}"),
+        "function": key_inputs_of(tmp_path / "e", source=b"def g(model, context):\n    return 1.0\n", function="g"),
+        "source": key_inputs_of(tmp_path / "f", source=b"def f(model, context):\n    return 2.0\n"),
+        "line endings": key_inputs_of(tmp_path / "g", source=b"def f(model, context):\r\n    return 1.0\r\n"),
+        "card text only": key_inputs_of(tmp_path / "h", "definition: words that do not change the value"),
+    }
+    for change, inputs in variants.items():
+        changed = {name for name in base if inputs[name] != base[name]}
+        expected = {"version": {"card_version"}, "fixed": {"fixed"}, "function": {"function", "source_sha256"},
+                    "source": {"source_sha256"}, "line endings": {"source_sha256"}, "card text only": set()}[change]
+        assert changed == expected, change
+
+
+def test_an_edited_file_runs_the_code_that_was_hashed(tmp_path):
+    """A file beside a card is imported anew after an edit in the same process, so the value and the key agree."""
+    model, batches = mlp_and_batches()
+    context = sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"), generator=torch.Generator(),
+                                        num_classes=3)
+    values = []
+    for returned in (1.0, 2.0):
+        key_inputs_of(tmp_path, source=f"def f(model, context):\n    return {returned}\n".encode())
+        values.append(load_measure_spec(tmp_path / "measures" / "keyed.yaml").call(model, context, {}))
+    assert values == [1.0, 2.0]
+
+
+def test_the_implementation_says_where_it_came_from(tmp_path, monkeypatch):
+    spec = Registry.discover().measure("sharpness-worst-linf-adaptive")
+    implementation = spec.implementation()
+    assert implementation.origin == "in-tree module measures/sharpness.py"
+    in_tree = Path(__file__).resolve().parents[1] / "measures" / "sharpness.py"
+    assert implementation.source_sha256 == hashlib.sha256(in_tree.read_bytes()).hexdigest()
+
+    key_inputs_of(tmp_path / "cards")
+    user = load_measure_spec(tmp_path / "cards" / "measures" / "keyed.yaml").implementation()
+    assert user.origin == f"include path {(tmp_path / 'cards').resolve()}"
+
+    (tmp_path / "site" / "sharpbench_test_pkg").mkdir(parents=True)
+    (tmp_path / "site" / "sharpbench_test_pkg" / "__init__.py").write_text("")
+    (tmp_path / "site" / "sharpbench_test_pkg" / "impl.py").write_text("def f(model, context):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    path = write_card(tmp_path / "pkg", "packaged", """\
+        name: packaged
+        description: a measure in an importable package
+        function: sharpbench_test_pkg.impl:f
+        source: the tests
+        higher_means: worse
+        """)
+    packaged = load_measure_spec(path).implementation()
+    assert packaged.origin == "package module sharpbench_test_pkg.impl"
+    assert packaged.source_sha256 == hashlib.sha256(b"def f(model, context):\n    return 1.0\n").hexdigest()
+
+
+def test_a_function_in_a_module_without_source_is_refused(tmp_path):
+    path = write_card(tmp_path, "compiled", """\
+        name: compiled
+        description: a function of a module with no Python source
+        function: math:fsum
+        source: the tests
+        higher_means: worse
+        """)
+    with pytest.raises(CardError, match="field 'function'.*module 'math' has none"):
+        load_measure_spec(path).key_inputs()
+
+
+def test_a_file_that_fails_to_import_is_retried_after_it_is_fixed(tmp_path):
+    with pytest.raises(CardError, match="ZeroDivisionError"):
+        key_inputs_of(tmp_path, source=b"1 / 0\ndef f(model, context):\n    return 1.0\n")
+    key_inputs_of(tmp_path)  # the fixed file imports
+    with pytest.raises(CardError, match="ZeroDivisionError"):  # and the broken one still fails: never half-cached
+        key_inputs_of(tmp_path, source=b"1 / 0\ndef f(model, context):\n    return 1.0\n")

@@ -1,20 +1,40 @@
-"""The results store: keys, immediate commits, reopening."""
+"""The results store (keys, immediate commits, reopening) and the code digests and commit its results carry."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+from pathlib import Path
 
+import pytest
+
+import sharpbench.version
 from sharpbench.store import ResultStore, measure_key
+from sharpbench.version import KERNEL_MODULES, git_commit, kernels_sha256
 
 PROTOCOL = {"dataset": "digits", "n": 1024, "m": 128}
+CODE = {"card_version": 1, "fixed": {"norm": "linf"}, "function": "pkg.mod:f", "source_sha256": "a" * 64,
+        "kernels_sha256": "b" * 64}
 
 
-def test_the_key_depends_on_name_params_and_protocol_but_not_on_order():
-    key = measure_key("sharpness", {"rho": 0.1, "steps": 20}, PROTOCOL)
-    assert key == measure_key("sharpness", {"steps": 20, "rho": 0.1}, dict(reversed(PROTOCOL.items())))
-    assert key != measure_key("sharpness", {"rho": 0.2, "steps": 20}, PROTOCOL)
-    assert key != measure_key("other", {"rho": 0.1, "steps": 20}, PROTOCOL)
-    assert key != measure_key("sharpness", {"rho": 0.1, "steps": 20}, {**PROTOCOL, "m": 256})
+def test_the_key_depends_on_name_params_protocol_and_code_but_not_on_order():
+    key = measure_key("sharpness", {"rho": 0.1, "steps": 20}, PROTOCOL, CODE)
+    assert key == measure_key("sharpness", {"steps": 20, "rho": 0.1}, dict(reversed(PROTOCOL.items())),
+                              dict(reversed(CODE.items())))
+    assert key != measure_key("sharpness", {"rho": 0.2, "steps": 20}, PROTOCOL, CODE)
+    assert key != measure_key("other", {"rho": 0.1, "steps": 20}, PROTOCOL, CODE)
+    assert key != measure_key("sharpness", {"rho": 0.1, "steps": 20}, {**PROTOCOL, "m": 256}, CODE)
+    for field, changed in [("card_version", 2), ("fixed", {"norm": "l2"}), ("function", "pkg.mod:g"),
+                           ("source_sha256", "c" * 64), ("kernels_sha256", "c" * 64)]:
+        assert key != measure_key("sharpness", {"rho": 0.1, "steps": 20}, PROTOCOL, {**CODE, field: changed}), field
+
+
+def test_the_key_is_stable_across_runs_and_machines():
+    """The key is a pure function of sorted JSON: pinned here, so a change of its recipe (which would silently
+    orphan every stored value) is a deliberate edit of this test."""
+    key = measure_key("sharpness", {"rho": 0.1, "steps": 20}, PROTOCOL, CODE)
+    assert key == "a563e17d739d19dd914ad770e549fa6a3b0e4f97f642662d2abcacdd942ffee0"
 
 
 def test_a_value_is_visible_to_another_connection_as_soon_as_it_is_put(tmp_path):
@@ -27,3 +47,56 @@ def test_a_value_is_visible_to_another_connection_as_soon_as_it_is_put(tmp_path)
     stored = reopened.get_many("k")
     assert stored["sha-a"].value == 1.5 and stored["sha-a"].seconds == 0.25
     assert reopened.get_many("another key") == {}
+
+
+def test_the_kernel_digest_follows_the_kernel_files_contents_not_their_folder(tmp_path, monkeypatch):
+    original = kernels_sha256()
+    for name in KERNEL_MODULES:
+        shutil.copy(sharpbench.version.KERNELS_DIR / name, tmp_path / name)
+    monkeypatch.setattr(sharpbench.version, "KERNELS_DIR", tmp_path)
+    assert kernels_sha256() == original
+    digests = set()
+    for name in KERNEL_MODULES:
+        text = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(text.replace(b"\n", b"\r\n", 1))  # one line ending: bytes as stored
+        digests.add(kernels_sha256())
+        (tmp_path / name).write_bytes(text)
+    assert len(digests) == len(KERNEL_MODULES) and original not in digests
+    assert kernels_sha256() == original
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with the top-level layout of sharpbench's, as the source root git_commit inspects."""
+    for folder in ("measures", "registry/measures", "sharpbench", "leaderboard"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "kept.txt").write_text("committed\n")
+    (tmp_path / ".gitignore").write_text("__pycache__/\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "initial")
+    monkeypatch.setattr(sharpbench.version, "_SOURCE_ROOT", tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("path,dirty", [
+    ("measures/new.py", True),                 # a new measure the commit does not hold
+    ("registry/measures/new.yaml", True),      # a new card
+    ("sharpbench/kept.txt", True),             # an edited tracked file
+    ("leaderboard/kept.txt", False),           # published results are written after the run
+    ("leaderboard/results/new.json", False),
+    ("notes.txt", False),                      # untracked elsewhere: not code that computes values
+    ("measures/__pycache__/x.pyc", False),     # ignored by .gitignore
+])
+def test_the_commit_is_dirty_when_code_or_cards_differ_from_it(checkout, path, dirty):
+    head = git(checkout, "rev-parse", "HEAD")
+    assert git_commit() == head
+    (checkout / path).parent.mkdir(parents=True, exist_ok=True)
+    with (checkout / path).open("a") as file:
+        file.write("changed\n")
+    assert git_commit() == head + ("-dirty" if dirty else "")
