@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -57,6 +58,7 @@ def test_list_shows_every_measure_and_each_collections_state(capsys, tiny_collec
     _, out, _ = run_cli(capsys, "list", "collections", "--include-path", str(tiny_collection_card))
     tiny_line = next(line for line in out.splitlines() if line.startswith("tiny-digits"))
     assert " built " in tiny_line and " 6 " in tiny_line
+    assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", tiny_line), tiny_line  # the noise ceiling
 
 
 def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card, tmp_path):
@@ -78,12 +80,22 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
         "ood_error": [sum(m["ood_error"].values()) / len(m["ood_error"]) for m in models],
         "ood_error/noise": [m["ood_error"]["noise"] for m in models],
         "ood_error/shift": [m["ood_error"]["shift"] for m in models],
+        "test_loss": [m["test_loss"] for m in models],
+        "ood_loss": [sum(m["ood_loss"].values()) / len(m["ood_loss"]) for m in models],
+        "ood_loss/noise": [m["ood_loss"]["noise"] for m in models],
+        "ood_loss/shift": [m["ood_loss"]["shift"] for m in models],
     }
     assert set(report["scores"]) == set(targets)
     for target, series in targets.items():
         expected = stats.kendalltau(values, series).statistic
-        assert report["scores"][target]["kendall_tau"] == pytest.approx(expected), target
+        score = report["scores"][target]
+        assert score["kendall_tau"] == pytest.approx(expected), target
+        assert score["oriented"]["kendall_tau"] == pytest.approx(expected), target   # higher_means: worse
         assert f"{expected:+.3f}" in out
+        # the tiny collection keeps per-example outcomes: every target has a ceiling and both intervals
+        assert score["noise_ceiling"] is not None and len(score["kendall_tau_ci_models"]) == 2, target
+    assert report["orientation"] == 1 and report["scoring"]["two_way"]
+    assert len(report["replicates"]["test_error"]) == report["scoring"]["bootstrap_resamples"]
     assert "computed 6, reused 0" in out
 
 
@@ -93,7 +105,7 @@ def test_a_second_identical_run_computes_nothing_and_prints_the_same_scores(caps
     assert code == 0
     assert "nothing computed: all 6 values came from the results store" in second
     table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
-    assert table(first) == table(second) and len(table(first)) == 7
+    assert table(first) == table(second) and len(table(first)) == 11   # header, rule, 9 targets
     _, third, _ = evaluate(capsys, tiny_collection_card, "--set", "rho=0.004")
     assert "computed 6, reused 0" in third
 
