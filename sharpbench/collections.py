@@ -16,8 +16,8 @@ On disk (``sharpbench_home()/collections/NAME``)::
                                       a build that is interrupted resumes from these
     manifest.json                     written at the end from the records
 
-A collection built before outcomes existed (manifest format 1) loads and evaluates as before; building it
-again evaluates each kept model from its verified checkpoint and adds its outcomes, without training.
+A collection whose manifest names no outcomes (built before they were kept, or imported) loads and evaluates as
+before; building it again scores each kept model from its verified checkpoint and adds its outcomes, untrained.
 
 Nothing here unpickles: checkpoints are safetensors, checked against their sha256 before loading.
 """
@@ -767,8 +767,9 @@ class Collection:
         return "set_sizes" in self.manifest and all(record.outcomes_file for record in self.models)
 
     def _missing_outcomes(self) -> CollectionError:
-        return CollectionError(f"collection {self.spec.name} was built before per-example outcomes were kept; add "
-                               f"them (no training) with `sharpbench collection build {self.spec.name}`")
+        return CollectionError(f"collection {self.spec.name} has no per-example outcomes (built before they were "
+                               f"kept, or imported); add them (no training) with "
+                               f"`sharpbench collection build {self.spec.name}`")
 
     def set_sizes(self) -> dict[str, int]:
         """{evaluation set: number of examples}: ``train`` (the train-evaluation set), ``test``, ``ood/<shift>``."""
@@ -1031,7 +1032,8 @@ class Collection:
         relative = f"{OUTCOMES}/{model_id}.safetensors"
         blob = encode(outcomes, self._metadata(model_id, checkpoint_sha256=checkpoint_sha256))
         atomic_write(self.root / relative, blob)
-        fields = {"outcomes_file": relative, "outcomes_sha256": hashlib.sha256(blob).hexdigest(), **aggregates(outcomes)}
+        fields = {"outcomes_file": relative, "outcomes_sha256": hashlib.sha256(blob).hexdigest(),
+                  **aggregates(outcomes)}
         assert not mismatches(fields, outcomes, exact_error=True), "the aggregates are not the outcomes' means"
         return fields
 
@@ -1103,7 +1105,8 @@ class Collection:
     def _set_sizes(self, data: CollectionData | StreamedData) -> dict[str, int]:
         """The number of examples of each evaluation set, by name."""
         if isinstance(data, StreamedData):
-            return {name: len(evalset.dataset) for name, evalset in self._streamed_sets(data).items()}  # type: ignore[arg-type]
+            sets = self._streamed_sets(data)
+            return {name: len(evalset.dataset) for name, evalset in sets.items()}  # type: ignore[arg-type]
         return {name: int(x.shape[0]) for name, (x, _) in self._memory_sets(data, data.y_train).items()}
 
     def _write_manifest(self) -> None:

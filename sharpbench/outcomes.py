@@ -76,7 +76,8 @@ def mismatches(recorded: dict[str, Any], outcomes: dict[str, Outcomes], exact_er
     found = aggregates(outcomes)
     pairs: list[tuple[str, Any, float, dict[str, float]]] = []
     for key in ("train_error", "train_loss", "test_error", "test_loss"):
-        pairs.append((key, recorded.get(key), found[key], _EXACT if exact_error and key.endswith("error") else _ROUNDING))
+        tolerance = _EXACT if exact_error and key.endswith("error") else _ROUNDING
+        pairs.append((key, recorded.get(key), found[key], tolerance))
     for key in ("ood_error", "ood_loss"):
         for shift, value in found[key].items():
             pairs.append((f"{key}.{shift}", (recorded.get(key) or {}).get(shift), value,

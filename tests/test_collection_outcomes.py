@@ -52,7 +52,7 @@ def test_outcomes_are_per_example_and_average_to_the_manifest(built: Collection)
             assert values.shape == (len(built.models), built.set_sizes()[name]) and values.dtype == np.float32
         assert set(np.unique(kinds["error"])) <= {0.0, 1.0}
     for row, record in enumerate(built.models):
-        mean = {name: (float(kinds["error"][row].mean(dtype=np.float64)), float(kinds["loss"][row].mean(dtype=np.float64)))
+        mean = {name: tuple(float(kinds[kind][row].mean(dtype=np.float64)) for kind in ("error", "loss"))
                 for name, kinds in sets.items()}
         assert mean["train"] == (record.train_error, record.train_loss)
         assert mean["test"] == (record.test_error, record.test_loss)
@@ -118,7 +118,8 @@ def test_old_collection_gains_outcomes_without_training_and_resumes(tmp_path: Pa
     assert old.is_built() and not old.has_outcomes
     assert [(r.id, r.test_error, r.outcomes_file) for r in old.models] == [(m["id"], m["test_error"], "")
                                                                            for m in manifest["models"]]
-    result = evaluate(Registry.discover().measure("param-norm"), old, ResultStore(tmp_path / "r.sqlite"), progress=False)
+    store = ResultStore(tmp_path / "results.sqlite")
+    result = evaluate(Registry.discover().measure("param-norm"), old, store, progress=False)
     assert set(result.values) == {r.id for r in old.models}
     with pytest.raises(CollectionError, match=f"sharpbench collection build {spec.name}"):
         old.outcome_sets()
