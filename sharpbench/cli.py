@@ -123,6 +123,7 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     spec = registry.measure(args.measure)
     params = spec.bind(_parse_set(args.set))  # mistakes in --set or --sweep surface before any build
     sweep = _sweep(spec, args.sweep)
+    spec.implementation()  # and so does a broken or misspelled function
     runs = [params] if sweep is None else [{**params, sweep[0]: value} for value in sweep[1]]
     collection = open_collection(registry.collection(args.collection), sharpbench_home())
     if not collection.is_built():

@@ -308,6 +308,16 @@ def test_a_misspelled_function_is_an_error_even_when_every_value_is_stored(capsy
     assert "weight-sum.yaml: field 'function'" in err and "'totl'" in err and "sums.py:totl" in err
 
 
+def test_a_misspelled_function_fails_before_an_unbuilt_collection_is_built(capsys, tiny_collection_card, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("SHARPBENCH_HOME", str(tmp_path / "empty-home"))
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card, function="totl")
+    code, _, err = run_cli(capsys, "evaluate", "--measure", "weight-sum", "--collection", "tiny-digits",
+                           "--include-path", str(folder), "--no-progress")
+    assert code == 2 and "'totl'" in err and "building it now" not in err
+    assert not (tmp_path / "empty-home" / "collections" / "tiny-digits").exists()
+
+
 def test_a_broken_implementation_with_an_unchanged_source_is_an_error_not_a_cache_hit(
         capsys, tiny_collection_card, tmp_path, monkeypatch):
     """The hashed module imports a helper whose file the key does not cover: breaking the helper leaves the key
