@@ -85,6 +85,7 @@ def _entry(name: str, target: Target, values: np.ndarray, observed: np.ndarray, 
             return [None, None]
         bounds = (0.0, 1.0) if key.startswith("conditional_mi") else (-1.0, 1.0)
         return list(bootstrap.basic_interval(two_way[key], estimates[key], bounds))
+
     if two_way is None or sets is None or means is None:
         notes["two_way"] = notes["noise_ceiling"] = NO_OUTCOMES
         ceiling, ceiling_ci = None, [None, None]
