@@ -43,9 +43,8 @@ def corrected_tau(tau_half: np.ndarray | float) -> np.ndarray:
 
 def half_masks(rng: np.random.Generator, rows: int, examples: int) -> np.ndarray:
     """rows x examples masks, each a uniformly random half (floor(examples / 2)) of the examples."""
-    base = np.zeros(examples, dtype=bool)
-    base[: examples // 2] = True
-    return rng.permuted(np.broadcast_to(base, (rows, examples)), axis=1)
+    # a loop of permutations: several times faster than Generator.permuted on a broadcast mask
+    return np.stack([rng.permutation(examples) < examples // 2 for _ in range(rows)])
 
 
 def _split_means(target: Target, sets: Mapping[str, OutcomeSet], splits: int,

@@ -118,17 +118,19 @@ def _conditional_mi(table: np.ndarray) -> np.ndarray:
     # In counts (c log c summed over a table's entries, no division per cell): N I(V_mu; V_g | U) =
     # sum c(u, v, t) log c(u, v, t) - sum c(u, v) log c(u, v) - sum c(u, t) log c(u, t) + sum c(u) log c(u),
     # and N H(V_g | U) = sum c(u) log c(u) - sum c(u, t) log c(u, t).
-    cell = _clogc(table.sum(axis=(2, 3)), 1)
-    target_part = _clogc(table.sum(axis=2), 2)
-    information = _clogc(table, 3) - _clogc(table.sum(axis=3), 2) - target_part + cell
+    cell = _clogc(table.sum(axis=(0, 1)))
+    target_part = _clogc(table.sum(axis=0))
+    information = _clogc(table) - _clogc(table.sum(axis=1)) - target_part + cell
     entropy = cell - target_part
     # rounding leaves about 1e-16 of the total where the entropy is exactly 0: that is undefined, not 0/tiny
-    return ratio(information, np.where(entropy > 1e-9 * table.sum(axis=(1, 2, 3)), entropy, 0.0))
+    total = table.sum(axis=(0, 1)).sum(axis=-1)
+    return ratio(information, np.where(entropy > 1e-9 * total, entropy, 0.0))
 
 
-def _clogc(counts: np.ndarray, trailing: int) -> np.ndarray:
-    """sum of c log c over all but the leading (resample) axis of ``counts``, which has ``trailing`` more axes."""
-    return special.xlogy(counts, counts).sum(axis=tuple(range(1, trailing + 1)))
+def _clogc(counts: np.ndarray) -> np.ndarray:
+    """Per resample, the sum of c log c over ``counts`` (leading sign axes, then resamples, then cells)."""
+    terms = special.xlogy(counts, counts)
+    return terms.reshape(-1, *terms.shape[-2:]).sum(axis=0).sum(axis=-1)
 
 
 def _minimum(scores: dict[tuple[str, ...], np.ndarray], resamples: int) -> np.ndarray:

@@ -130,19 +130,20 @@ class Pairs:
         return u, int(u.max()) + 1 if self.n else 1
 
     def sign_table(self, by_sign: dict[int, np.ndarray], condition: tuple[str, ...]) -> np.ndarray:
-        """Over ordered pairs (a, b) of distinct models: resamples x (cell of a, cell of b) x measure sign
-        (-1, 0, +1) x target sign (-1, 0, +1), the summed pair weights; a cell is the joint value of the
+        """Over ordered pairs (a, b) of distinct models: measure sign (-1, 0, +1) x target sign (-1, 0, +1) x
+        resamples x (cell of a, cell of b), the summed pair weights; a cell is the joint value of the
         hyperparameters in ``condition``. Each unordered pair stands for (a, b) with signs (s, t) and (b, a)
-        with (-s, -t)."""
+        with (-s, -t). The sign axes come first so that sums over them add whole arrays (much faster than
+        reducing short trailing axes)."""
         u, cells = self.cells(condition)
         sign = self.value_sign.astype(np.int64)
-        forward = one_hot((u[self.first] * cells + u[self.second]) * 3 + sign + 1, cells * cells * 3)
-        backward = one_hot((u[self.second] * cells + u[self.first]) * 3 + 1 - sign, cells * cells * 3)
+        forward = one_hot((sign + 1) * cells * cells + u[self.first] * cells + u[self.second], 3 * cells * cells)
+        backward = one_hot((1 - sign) * cells * cells + u[self.second] * cells + u[self.first], 3 * cells * cells)
         resamples = len(by_sign[0])
-        table = np.zeros((resamples, cells * cells, 3, 3))
+        table = np.zeros((3, 3, resamples, cells * cells))
         for t, selected in by_sign.items():
-            table[..., t + 1] += sum_by(selected, forward).reshape(resamples, cells * cells, 3)
-            table[..., 1 - t] += sum_by(selected, backward).reshape(resamples, cells * cells, 3)
+            table[:, t + 1] += sum_by(selected, forward).reshape(resamples, 3, cells * cells).transpose(1, 0, 2)
+            table[:, 1 - t] += sum_by(selected, backward).reshape(resamples, 3, cells * cells).transpose(1, 0, 2)
         return table
 
     def tau(self, pair_weights: np.ndarray, target_sign: np.ndarray) -> np.ndarray:

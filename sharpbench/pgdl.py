@@ -45,30 +45,30 @@ def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.combinations(names, 2)) if len(names) >= 2 else [tuple(names)]
 
 
-def _clogc(counts: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
-    """sum of c log c over ``axis``."""
-    return special.xlogy(counts, counts).sum(axis=axis)
+def _clogc(counts: np.ndarray) -> np.ndarray:
+    """The sum of c log c over the leading (sign) axes: resamples x cells."""
+    terms = special.xlogy(counts, counts)
+    return terms.reshape(-1, *terms.shape[-2:]).sum(axis=0)
 
 
 def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: tuple[str, ...],
           orientation: int) -> np.ndarray:
     """PGDL's normalized CMI for one condition, per resample, from `Pairs.sign_table` (ordered pairs of distinct
-    models by measure sign x target sign) and the models' multiplicities (resamples x models)."""
+    models: measure sign x target sign x resamples x cells) and the models' multiplicities (resamples x models)."""
     measure_plus = 2 if orientation > 0 else 0  # the index of sign(mu_a - mu_b) that makes the oriented measure +
-    plus = sign_table[:, :, measure_plus, :]
-    rest = sign_table.sum(axis=2) - plus
-    table = np.stack([np.stack([plus[..., 2], rest[..., 2]], axis=-1),  # gap + : target sign +1
-                      np.stack([plus[..., :2].sum(axis=-1), rest[..., :2].sum(axis=-1)], axis=-1)], axis=2)
+    plus = sign_table[measure_plus]  # target sign x resamples x cells
+    rest = sign_table.sum(axis=0) - plus
+    table = np.stack([np.stack([plus[2], rest[2]]),  # gap + (target sign +1): measure +, measure -
+                      np.stack([plus[0] + plus[1], rest[0] + rest[1]])])  # gap -
     # a model paired with itself (each copy with each copy in a resample): gap "-", measure "-"
     u, cells = pairs.cells(condition)
-    table[:, :, 1, 1] += sum_by(counts ** 2, one_hot(u * cells + u, cells * cells))
+    table[1, 1] += sum_by(counts ** 2, one_hot(u * cells + u, cells * cells))
     # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's
     # table c, its gap margin g and measure margin m; H(gap) = (N log N - sum g log g) / (N ln 2)
-    size = table.sum(axis=(2, 3))
+    size = table.sum(axis=(0, 1))
     occupied = size > 0
-    cell, gap_part = _clogc(size, ()), _clogc(table.sum(axis=3), (2,))
-    information = ratio(_clogc(table, (2, 3)) - gap_part - _clogc(table.sum(axis=2), (2,)) + cell,
-                        size * math.log(2))
+    cell, gap_part = special.xlogy(size, size), _clogc(table.sum(axis=1))
+    information = ratio(_clogc(table) - gap_part - _clogc(table.sum(axis=0)) + cell, size * math.log(2))
     gap_entropy = ratio(cell - gap_part, size * math.log(2))
     # rounding leaves about 1e-16 where a cell's value is exactly 0 (an empty cell gives NaN): both read as 0
     information, gap_entropy = (np.where(np.nan_to_num(x) > 1e-12, x, 0.0) for x in (information, gap_entropy))

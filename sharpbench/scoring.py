@@ -85,6 +85,7 @@ def _entry(name: str, target: Target, values: np.ndarray, observed: np.ndarray, 
             return [None, None]
         bounds = (0.0, 1.0) if key.startswith("conditional_mi") else (-1.0, 1.0)
         return list(bootstrap.basic_interval(two_way[key], estimates[key], bounds))
+
     if two_way is None or sets is None or means is None:
         notes["two_way"] = notes["noise_ceiling"] = NO_OUTCOMES
         ceiling, ceiling_ci = None, [None, None]
@@ -149,9 +150,15 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
     entries: dict[str, dict[str, Any]] = {}
     replicates: dict[str, np.ndarray] = {}
     for name, target in targets.items():
-        model_only = metric_replicates(values, observed[name], hparams, indices, orientation)
-        two_way = None if means is None else metric_replicates(
-            values, target.combine({key: value.full for key, value in means.items()}), hparams, indices, orientation)
+        fixed = np.broadcast_to(observed[name], (len(indices), len(values)))
+        if means is None:
+            model_only, two_way = metric_replicates(values, fixed, hparams, indices, orientation), None
+        else:  # both bootstraps in one pass: the fixed target's resamples, then the resampled targets'
+            both = metric_replicates(values, np.concatenate([fixed, target.combine({key: value.full for key, value
+                                                                                     in means.items()})]),
+                                     hparams, np.concatenate([indices, indices]), orientation)
+            model_only = {key: value[: len(indices)] for key, value in both.items()}
+            two_way = {key: value[len(indices):] for key, value in both.items()}
         entries[name] = finite_or_none(_entry(name, target, values, observed[name], hparams, bootstrap, orientation,
                                               model_only, two_way, sets, means, indices))
         replicates[name] = orientation * (two_way if two_way is not None else model_only)["kendall_tau"]
