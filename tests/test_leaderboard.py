@@ -58,9 +58,10 @@ def test_the_json_report_has_every_metric_under_each_target(published: Path):
     report = read(published.parent / "report.json")
     assert set(report["tau_vs_hparams"]) == {"learning_rate", "batch_size"}
     for target, score in report["scores"].items():
-        assert {"kendall_tau", "kendall_tau_ci", "spearman", "granulated_kendall", "granulated_kendall_per_hparam",
-                "conditional_mi", "sign_error_mean", "sign_error_max"} <= set(score), target
-        assert len(score["kendall_tau_ci"]) == 2
+        assert {"kendall_tau", "kendall_tau_ci", "kendall_tau_ci_models", "spearman", "granulated_kendall",
+                "granulated_kendall_per_hparam", "conditional_mi", "conditional_mi_pgdl", "oriented",
+                "noise_ceiling", "noise_ceiling_ci", "kendall_tau_of_ceiling", "robust_sign_error"} <= set(score), target
+        assert len(score["kendall_tau_ci"]) == 2 and len(score["kendall_tau_ci_models"]) == 2
         assert set(score["granulated_kendall_per_hparam"]) == {"learning_rate", "batch_size"}
     # the published file is the same report, plus the cards' text and the variant
     published_scores = read(published / "results" / "tiny-digits" / "train-loss.json")["scores"]
@@ -105,12 +106,56 @@ def test_the_schema_rejects_numbers_written_as_text_and_names_the_field(publishe
         validate_result(broken, "x.json")
 
 
-def test_tables_are_sorted_by_tau_against_test_error(published: Path):
+def _table_rows(readme: str) -> list[list[str]]:
+    rows = [line for line in readme.splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+
+
+def test_tables_are_sorted_by_oriented_tau_against_test_error(published: Path):
     outputs = render(published)
-    rows = [line for line in outputs[published / "README.md"].splitlines() if line.startswith("| ")][1:]
-    taus = [float(row.split("|")[2].split()[0]) for row in rows]
+    rows = _table_rows(outputs[published / "README.md"])
+    taus = [float(row[2].split()[0]) for row in rows]
     assert len(rows) == 3 and taus == sorted(taus, reverse=True)
-    assert any("(n=32, m=16)" in row for row in rows)
+    assert any("(n=32, m=16)" in row[0] for row in rows)
+    # every row has a rank with its interval over the shared resamples
+    assert all(re.fullmatch(r"\d \[\d-\d\]", row[3]) for row in rows), [row[3] for row in rows]
+
+
+def test_a_measure_expected_to_predict_better_generalization_is_ranked_by_its_negated_tau(published: Path,
+                                                                                           tmp_path: Path):
+    """output-margin's card says higher_means: better: a tau of -0.3 against test error is a correct prediction
+    and must rank above a measure with tau +0.1 that the card expects to be positive."""
+    root = tmp_path / "leaderboard"
+    shutil.copytree(published / "results", root / "results")
+    path = root / "results" / "tiny-digits" / "train-loss.json"
+    document = read(path)
+    document["higher_means"], document["orientation"] = "better", -1
+    for score in document["scores"].values():
+        for key in ("kendall_tau", "spearman", "granulated_kendall"):
+            score["oriented"][key] = None if score[key] is None else -score[key]
+    tau = document["scores"]["test_error"]["kendall_tau"]
+    path.write_text(dump(document), encoding="utf-8")
+    rows = _table_rows(render(root)[root / "README.md"])
+    row = next(r for r in rows if r[0] == "train-loss")
+    assert row[1] == "×−1 (higher = better)" and float(row[2].split()[0]) == pytest.approx(-tau, abs=1e-3)
+    taus = [float(r[2].split()[0]) for r in rows]
+    assert taus == sorted(taus, reverse=True)
+
+
+def test_the_heading_gives_the_noise_ceilings_and_warns_when_test_error_is_mostly_noise(published: Path,
+                                                                                         tmp_path: Path):
+    readme = render(published)[published / "README.md"]
+    document = read(published / "results" / "tiny-digits" / "param-norm.json")
+    ceiling = document["scores"]["test_error"]["noise_ceiling"]
+    assert f"test error {ceiling:+.3f} [" in readme
+    root = tmp_path / "leaderboard"
+    shutil.copytree(published / "results", root / "results")
+    for path in (root / "results" / "tiny-digits").glob("*.json"):
+        low = read(path)
+        low["scores"]["test_error"]["noise_ceiling"] = 0.31
+        path.write_text(dump(low), encoding="utf-8")
+    assert "ceiling is below 0.5: most of the observed test-error ranking is test-set noise" in render(root)[
+        root / "README.md"]
 
 
 def test_card_text_is_escaped_and_the_build_is_deterministic(published: Path, tmp_path: Path):
