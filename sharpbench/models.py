@@ -132,9 +132,11 @@ def _build_clip_classifier(config: dict[str, Any]) -> nn.Module:
 
 
 class DiagonalLinearNet(nn.Module):
-    """f(x) = <u * v, x>, output shape (N, 1). Initialized at u = sqrt(2) * scale, v = 0 (no randomness), which
-    is the u^2 - v^2 parametrization of Woodworth et al. (2020) with initialization ``scale``, rotated: the
-    predictor starts at 0 and the scale alone selects the implicit bias (small: sparse; large: min-L2)."""
+    """f(x) = <u * v, x>, output shape (N, 1). Initialized at u = sqrt(2) * scale, v = 0 (no randomness): with
+    w+- = (u +- v) / sqrt(2), both starting at ``scale``, beta = u * v = (w+^2 - w-^2) / 2, which is the
+    parametrization of Woodworth et al. (2020), beta = w+^2 - w-^2, from their alpha = scale / sqrt(2) (the
+    factor only rescales time). The predictor starts at 0 and the scale alone selects the implicit bias
+    (small: sparse, L1-like; large: min-L2)."""
 
     def __init__(self, in_features: int, init_scale: float) -> None:
         super().__init__()
