@@ -172,8 +172,9 @@ class Evaluation:
                        "resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed}
         return {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
                 "interval_level": self.bootstrap.level,
-                "interval": ("percentile; _ci: models and each evaluation set's examples resampled together (the "
-                             "same examples for every model); _ci_models: models only") if two_way else
+                "interval": ("_ci: basic bootstrap interval (2 x estimate - percentiles) over models and each "
+                             "evaluation set's examples resampled together (the same examples for every model); "
+                             "_ci_models: percentile interval over models only") if two_way else
                             "percentile over models only (the collection keeps no per-example outcomes)",
                 "two_way": two_way, "set_sizes": sizes,
                 "resample_fingerprint": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()}
