@@ -167,7 +167,7 @@ def by_collection(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 ORDER_NOTE = ("Scores are oriented by each card's expected sign (×−1 when a larger value should mean better "
               "generalization), so larger is a better prediction; sorted by oriented Kendall τ against test error. "
-              "Intervals are 95% percentile intervals over models and test examples resampled together; the rank "
+              "Intervals are 95% basic bootstrap intervals over models and test examples resampled together; the rank "
               "interval is the ranks a measure takes over those resamples (overlapping intervals: not ordered).")
 
 
