@@ -16,12 +16,16 @@ from pathlib import Path
 
 
 import pytest
+from legacy import strip_outcomes
 from scipy import stats
 
 import sharpbench.measure
 import sharpbench.version
 from sharpbench.cli import main
+from sharpbench.collections import open_collection
 from sharpbench.leaderboard.results import validate_result
+from sharpbench.paths import sharpbench_home
+from sharpbench.registry import Registry
 
 MEASURE = "sharpness-worst-linf-adaptive"
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +101,24 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
     assert report["orientation"] == 1 and report["scoring"]["two_way"]
     assert len(report["replicates"]["test_error"]) == report["scoring"]["bootstrap_resamples"]
     assert "computed 6, reused 0" in out
+
+
+def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_way_intervals(
+        capsys, tiny_collection_card, tmp_path, monkeypatch):
+    run_cli(capsys, "collection", "build", "tiny-digits", "--include-path", str(tiny_collection_card), "--no-progress")
+    registry = Registry.discover([tiny_collection_card])
+    collection = open_collection(registry.collection("tiny-digits"), sharpbench_home())
+    checkpoints = {m.id: m.sha256 for m in collection.models}
+    strip_outcomes(collection)
+    monkeypatch.setattr("sharpbench.collections.train_model", None)   # any training would fail
+    report_path = tmp_path / "report.json"
+    code, _, err = evaluate(capsys, tiny_collection_card, "--json", str(report_path))
+    assert code == 0, err
+    assert "has no per-example outcomes yet" in err
+    report = json.loads(report_path.read_text())
+    assert report["scoring"]["two_way"] and report["scores"]["test_error"]["noise_ceiling"] is not None
+    reopened = open_collection(registry.collection("tiny-digits"), sharpbench_home())
+    assert reopened.has_outcomes and {m.id: m.sha256 for m in reopened.models} == checkpoints
 
 
 def test_a_second_identical_run_computes_nothing_and_prints_the_same_scores(capsys, tiny_collection_card):
