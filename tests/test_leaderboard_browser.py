@@ -54,9 +54,11 @@ class DevTools:
         return result["result"].get("value")
 
     def click(self, selector: str) -> None:
-        """A real mouse click (press and release) at the centre of the element."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                            f".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        """A real mouse click (press and release) at the centre of the element, scrolled into view first as a
+        user would (a wide table scrolls sideways)."""
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                            f"e.scrollIntoView({{block: 'center', inline: 'center'}}); "
+                            f"const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
