@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sharpbench import MeasureContext, worst_case_sharpness
-from sharpbench.flat import FlatModel
+from sharpbench.kernels.flat import FlatModel
 
 
 def keskar_sharpness(model: nn.Module, context: MeasureContext, *, rho: float = 0.001, steps: int = 20) -> float:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sharpbench import MeasureContext
-from sharpbench.flat import FlatModel
+from sharpbench.kernels.flat import FlatModel
 
 
 def _accuracy(flat: FlatModel, w: torch.Tensor, context: MeasureContext) -> float:

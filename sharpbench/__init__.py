@@ -4,9 +4,9 @@ The public API for measure authors and scripts: `MeasureContext` (what a measure
 `compute_measure` (a registered measure on any model), and the sharpness kernels of the study.
 """
 
-from sharpbench.compute import compute_measure
+from sharpbench.evaluation.compute import compute_measure
 from sharpbench.measure import MeasureContext, computes_many
-from sharpbench.sharpness import (Execution, average_case_sharpness, average_case_sharpness_many, worst_case_sharpness,
+from sharpbench.kernels.sharpness import (Execution, average_case_sharpness, average_case_sharpness_many, worst_case_sharpness,
                                   worst_case_sharpness_many)
 from sharpbench.version import __version__
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from sharpbench.cards import check_type, field as card_field, read_card, reject_unknown
+from sharpbench.cards.schema import check_type, field as card_field, read_card, reject_unknown
 from sharpbench.errors import CardError, SharpbenchError
 from sharpbench.losses import LossFn, cross_entropy
 from sharpbench.version import kernels_sha256

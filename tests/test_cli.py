@@ -21,11 +21,11 @@ from scipy import stats
 
 import sharpbench.measure
 import sharpbench.version
-from sharpbench.cli import main
-from sharpbench.collections import open_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.collection import open_collection
 from sharpbench.leaderboard.results import validate_result
 from sharpbench.paths import sharpbench_home
-from sharpbench.registry import Registry
+from sharpbench.cards.discovery import Registry
 
 MEASURE = "sharpness-worst-linf-adaptive"
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_
     collection = open_collection(registry.collection("tiny-digits"), sharpbench_home())
     checkpoints = {m.id: m.sha256 for m in collection.models}
     strip_outcomes(collection)
-    monkeypatch.setattr("sharpbench.collections.train_model", None)   # any training would fail
+    monkeypatch.setattr("sharpbench.collection.collection.train_model", None)   # any training would fail
     report_path = tmp_path / "report.json"
     code, _, err = evaluate(capsys, tiny_collection_card, "--json", str(report_path))
     assert code == 0, err
@@ -166,7 +166,7 @@ def test_a_killed_process_keeps_its_finished_models(tiny_collection_card, tmp_pa
                                                 "    time.sleep(0.4)\n    return 1.0\n")
     (cards / "measures" / "slow.yaml").write_text(
         "name: slow\ndescription: sleeps\nfunction: slow.py:slow\nsource: tests\nhigher_means: worse\n")
-    command = [sys.executable, "-m", "sharpbench.cli", "evaluate", "--measure", "slow", "--collection",
+    command = [sys.executable, "-m", "sharpbench.cli.main", "evaluate", "--measure", "slow", "--collection",
                "tiny-digits", "--include-path", str(cards), "--no-progress"]
     env = {**os.environ, "SHARPBENCH_HOME": str(sharpbench_home)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -290,11 +290,12 @@ def test_each_change_of_card_or_code_recomputes_and_nothing_else_does(capsys, ti
     kernels = tmp_path / "kernels"
     kernels.mkdir()
     for name in sharpbench.version.KERNEL_MODULES:
-        shutil.copy(sharpbench.version.KERNELS_DIR / name, kernels / name)
-    monkeypatch.setattr(sharpbench.version, "KERNELS_DIR", kernels)
+        (kernels / name).parent.mkdir(exist_ok=True)
+        shutil.copy(sharpbench.version.PACKAGE_DIR / name, kernels / name)
+    monkeypatch.setattr(sharpbench.version, "PACKAGE_DIR", kernels)
     out, _ = evaluate_weight_sum(capsys, folder, report)
     assert "nothing computed" in out  # the same kernel files elsewhere are the same kernels
-    with (kernels / "ascent.py").open("a", encoding="utf-8") as file:
+    with (kernels / "kernels" / "ascent.py").open("a", encoding="utf-8") as file:
         file.write("# a kernel edit\n")
     out, _ = evaluate_weight_sum(capsys, folder, report)
     assert "computed 6, reused 0" in out

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from sharpbench.errors import CollectionError
-from sharpbench.models import ARCHITECTURES, build_model
+from sharpbench.models.registry import ARCHITECTURES, build_model
 
 IMAGE, PATCH, WIDTH, DEPTH, HEADS, EMBED, CLASSES = 8, 4, 16, 2, 2, 8, 5
 ARCH = {"kind": "clip_classifier", "image_shape": [3, IMAGE, IMAGE], "num_classes": CLASSES, "embed_dim": EMBED,

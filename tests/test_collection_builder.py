@@ -12,14 +12,14 @@ import torch
 import yaml
 from torch import nn
 
-from sharpbench.collections import load_collection_spec, open_collection
+from sharpbench.collection.collection import load_collection_spec, open_collection
 from sharpbench.errors import CardError, CollectionError
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
 from sharpbench.losses import mean_squared_error
-from sharpbench.models import build_model
-from sharpbench.train import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
+from sharpbench.models.registry import build_model
+from sharpbench.training.recipe import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
 from tiny_cards import tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_imported_card_has_no_training_sections(tmp_path: Path):
 
 
 def _digits(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    from sharpbench.data import load_dataset
+    from sharpbench.data.registry import load_dataset
 
     x, y, _, _ = load_dataset({"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0})
     return x[:n], y[:n]

@@ -12,10 +12,10 @@ from typing import Iterator
 import pytest
 import torch
 
-from sharpbench.collections import load_collection_spec
-from sharpbench.data import load_dataset
-from sharpbench.models import build_model
-from sharpbench.train import evaluate_errors, train_model
+from sharpbench.collection.collection import load_collection_spec
+from sharpbench.data.registry import load_dataset
+from sharpbench.models.registry import build_model
+from sharpbench.training.recipe import evaluate_errors, train_model
 
 CARD = Path(__file__).resolve().parents[1] / "registry" / "collections" / "diag-linear-nets.yaml"
 

@@ -18,10 +18,10 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from sharpbench.cli import main
-from sharpbench.collections import Collection, load_collection_spec, open_collection
-from sharpbench.datasets.imagenet import wordnet_index
-from sharpbench.pull import pull_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
+from sharpbench.data.imagenet import wordnet_index
+from sharpbench.collection.pull import pull_collection
 from legacy import strip_outcomes
 
 REPO = Path(__file__).resolve().parents[1]

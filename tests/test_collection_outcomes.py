@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import sharpbench.collections as collections_module
-from sharpbench.collections import Collection, load_collection_spec, open_collection
+import sharpbench.collection.collection as collections_module
+from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
 from sharpbench.errors import CollectionError
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
-from sharpbench.train import LOSSES
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
+from sharpbench.training.recipe import LOSSES
 from legacy import strip_outcomes
 from tiny_cards import NOISE, tiny_mlp_card
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from sharpbench.cli import main
-from sharpbench.collections import Collection, load_collection_spec, open_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
 from sharpbench.errors import CollectionError
-from sharpbench.importer import import_collection
-from sharpbench.models import build_model
-from sharpbench.pull import pull_collection
-from sharpbench.registry import Registry
+from sharpbench.collection.importer import import_collection
+from sharpbench.models.registry import build_model
+from sharpbench.collection.pull import pull_collection
+from sharpbench.cards.discovery import Registry
 from tiny_cards import tiny_mlp_card
 
 TINY = tiny_mlp_card("tiny-pull", epochs=2)

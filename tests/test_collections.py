@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-import sharpbench.collections as collections_module
-from sharpbench.collections import Collection, ModelRecord, load_collection_spec, open_collection
-from sharpbench.data import SHIFTS, apply_shift, load_dataset
+import sharpbench.collection.collection as collections_module
+from sharpbench.collection.collection import Collection, ModelRecord, load_collection_spec, open_collection
+from sharpbench.data.registry import SHIFTS, apply_shift, load_dataset
 from sharpbench.errors import CardError, CollectionError
-from sharpbench.models import build_model
-from sharpbench.train import evaluate_errors
+from sharpbench.models.registry import build_model
+from sharpbench.training.recipe import evaluate_errors
 from tiny_cards import NOISE, tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]

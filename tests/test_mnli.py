@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpbench.collections import load_collection_spec
-from sharpbench.datasets import mnli
+from sharpbench.collection.collection import load_collection_spec
+from sharpbench.data import mnli
 from sharpbench.errors import SharpbenchError
-from sharpbench.locate import DataNotFoundError
-from sharpbench.models import TextClassifier
-from sharpbench.streams import stack, stream_errors
+from sharpbench.data.locate import DataNotFoundError
+from sharpbench.models.registry import TextClassifier
+from sharpbench.data.streams import stack, stream_errors
 
 WORDS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "the", "doctor", "lawyer", "actor", "saw", "ran", "near",
          "paid", "and", "if"]
@@ -262,7 +262,7 @@ def test_bert_mnli_hans_card_builds_and_evaluates_on_a_stand_in(data_dir, tokeni
     from transformers import BertModel
     from safetensors.torch import load_file
 
-    from sharpbench.cli import main
+    from sharpbench.cli.main import main
 
     card = yaml.safe_load((Path(__file__).resolve().parents[1] / "registry" / "collections" /
                            "bert-mnli-hans.yaml").read_text())

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from sharpbench.streams import EvalSet, group_logits, groups_for, seeded_subset, stream_errors, stream_outcomes
-from sharpbench.train import evaluate_errors, evaluate_outcomes
+from sharpbench.data.streams import EvalSet, group_logits, groups_for, seeded_subset, stream_errors, stream_outcomes
+from sharpbench.training.recipe import evaluate_errors, evaluate_outcomes
 
 
 def test_hans_groups_predict_by_argmax_and_score_by_group_mass():

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.evaluate import Evaluation
+from sharpbench.evaluation.run import Evaluation
 from sharpbench.jsonsafe import finite_or_none
 
 RESULTS = "results"

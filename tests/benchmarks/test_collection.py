@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 
-from sharpbench.collections import open_collection
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
+from sharpbench.collection.collection import open_collection
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "one-at-a-time"])

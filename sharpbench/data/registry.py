@@ -1,0 +1,357 @@
+"""Datasets and deterministic distribution shifts (OOD test sets) for collections.
+
+Two small registries, extended by adding an entry, never by a special case elsewhere:
+- ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
+  number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead,
+  which returns a :class:`sharpbench.data.streams.StreamedData`, and names the OOD sets it provides
+  (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS) in place of shifts;
+- ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
+  parameters it takes).
+
+Inputs are float32 tensors of shape (N, *input_shape) flattened to (N, D) for vector datasets; labels are
+int64 tensors of shape (N,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from sharpbench.data import corruptions
+from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
+from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
+from sharpbench.data.sparse_regression import load_sparse_regression
+from sharpbench.cards.schema import Param
+from sharpbench.data.streams import TRAIN_EVAL_SIZE
+
+Tensor = torch.Tensor
+Split = tuple[Tensor, Tensor, Tensor, Tensor]
+OodRequest = tuple[str, str, dict[str, Any]]   # (the card's name for the set, its kind, its params)
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _nonnegative(v: Any) -> bool:
+    return v >= 0
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    loader: Callable[[dict[str, Any]], Split] | None
+    params: dict[str, Param]
+    input_shape: tuple[int, ...]    # shape of one example as the model sees it (flat for an MLP)
+    image_shape: tuple[int, ...]    # (channels, height, width) for spatial shifts
+    num_classes: int                # 1 for a regression target
+    description: str = ""
+    task: str = "classification"    # or "regression": float targets, the loss is the error
+    fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # fields that depend on the card
+    # a streamed dataset: (card's dataset section, OOD sets asked for) -> sharpbench.data.streams.StreamedData
+    stream: Callable[[dict[str, Any], Sequence[OodRequest]], Any] | None = None
+    ood_sets: dict[str, dict[str, Param]] = field(default_factory=dict)  # OOD set kind -> its card params
+
+    def architecture_fields(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Architecture fields that follow from the dataset (a card never sets them to something else)."""
+        derived = {"in_features": math.prod(self.input_shape), "num_classes": self.num_classes,
+                   "image_shape": list(self.image_shape)}
+        return {**derived, **(self.fields(cfg) if self.fields else {})}
+
+
+@dataclass(frozen=True)
+class ShiftKind:
+    apply: Callable[[Tensor, dict[str, Any], tuple[int, ...]], Tensor]
+    params: dict[str, Param] = field(default_factory=dict)
+    description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def _load_digits(cfg: dict[str, Any]) -> Split:
+    """scikit-learn's 8x8 digits (bundled, no download): pixels / 16 in [0, 1], flat 64-dim, 10 classes,
+    a stratified split with ``test_fraction`` of the points held out, seeded by ``split_seed``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype("float32")
+    y = bunch.target.astype("int64")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=float(cfg["test_fraction"]), stratify=y, random_state=int(cfg["split_seed"]), shuffle=True
+    )
+    return (torch.from_numpy(x_train).contiguous(), torch.from_numpy(y_train).contiguous(),
+            torch.from_numpy(x_test).contiguous(), torch.from_numpy(y_test).contiguous())
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "digits": DatasetKind(
+        loader=_load_digits,
+        params={
+            "test_fraction": Param(float, check=lambda v: 0.0 < v < 1.0, expected="a number in (0, 1)"),
+            "split_seed": Param(int),
+        },
+        input_shape=(64,),
+        image_shape=(1, 8, 8),
+        num_classes=10,
+        description="scikit-learn load_digits: 1797 8x8 grey images, pixels scaled to [0, 1]",
+    ),
+}
+
+
+DATASETS["fashion-mnist"] = DatasetKind(
+    loader=load_fashion_mnist,
+    params={
+        "train_size": Param(int, default=60000, check=_positive, expected="a positive integer"),
+        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer"),
+        "split_seed": Param(int, default=0),
+        "hub_id": Param(str, default=FASHION_MNIST_HUB_ID),
+    },
+    input_shape=(1, 28, 28),
+    image_shape=(1, 28, 28),
+    num_classes=10,
+    description="Fashion-MNIST 28x28 grey images (local IDX files, /usr/share/datasets, or the hub), "
+                "optionally a seeded random subset",
+)
+DATASETS["sparse-regression"] = DatasetKind(
+    loader=load_sparse_regression,
+    params={
+        "num_train": Param(int, check=_positive, expected="a positive integer"),
+        "num_test": Param(int, check=_positive, expected="a positive integer"),
+        "dim": Param(int, check=_positive, expected="a positive integer"),
+        "nonzero": Param(int, check=_positive, expected="a positive integer"),
+        "noise": Param(float, default=0.0, check=_nonnegative, expected="a number >= 0"),
+        "seed": Param(int, default=0),
+    },
+    input_shape=(0,),               # in_features comes from the card's dim
+    image_shape=(),
+    num_classes=1,
+    description="y = <beta*, x>, x ~ N(0, I), beta* sparse: the study's toy regression",
+    task="regression",
+    fields=lambda cfg: {"in_features": int(cfg["dim"])},
+)
+DATASETS["cifar10"] = DatasetKind(
+    loader=cifar10.load_cifar10,
+    params={
+        "train_size": Param(int, default=50000, check=_positive, expected="a positive integer"),
+        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer (the first images)"),
+        "split_seed": Param(int, default=0),
+        "hub_id": Param(str, default=cifar10.HUB_ID),
+    },
+    input_shape=(3, 32, 32),
+    image_shape=(3, 32, 32),
+    num_classes=10,
+    description="CIFAR-10 (binary files in a local folder, or the hub); a random training subset, the first "
+                "test images",
+)
+DATASETS["synthetic-nli"] = DatasetKind(
+    loader=synthetic_nli.load_synthetic_nli,
+    params={
+        "num_train": Param(int, check=_positive, expected="a positive integer"),
+        "num_test": Param(int, check=_positive, expected="a positive integer"),
+        "swap_fraction": Param(float, default=0.05, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]"),
+        "max_length": Param(int, default=16, check=lambda v: v >= 16, expected="an integer >= 16"),
+        "seed": Param(int, default=0),
+    },
+    input_shape=(16,),
+    image_shape=(),
+    num_classes=2,
+    description="synthetic entailment (premise, hypothesis) pairs rewarding lexical overlap; token ids",
+    fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
+                        "pad_token_id": synthetic_nli.PAD},
+)
+_MEAN_STD = Param(list, check=lambda v: len(v) == 3 and all(isinstance(c, (int, float)) for c in v),
+                  expected="three numbers (one per RGB channel)")
+DATASETS["imagenet"] = DatasetKind(
+    loader=None,
+    params={
+        "folder": Param(str, default=imagenet.NAME),
+        "image_size": Param(int, default=224, check=_positive, expected="a positive integer"),
+        "crop_pct": Param(float, default=0.875, check=lambda v: 0 < v <= 1, expected="a number in (0, 1]"),
+        "interpolation": Param(str, default="bicubic", check=lambda v: v in ("bilinear", "bicubic", "nearest"),
+                               expected="bilinear, bicubic or nearest"),
+        "mean": _MEAN_STD,
+        "std": _MEAN_STD,
+        "train_eval_size": TRAIN_EVAL_SIZE,
+    },
+    input_shape=(3, 224, 224),
+    image_shape=(3, 224, 224),
+    num_classes=imagenet.NUM_CLASSES,
+    description="ImageNet-1k from image folders (streamed), one evaluation transform; OOD folders with their own "
+                "classes (ImageNet-V2, -R, -Sketch, -A)",
+    fields=lambda cfg: {"in_features": 3 * int(cfg["image_size"]) ** 2,
+                        "image_shape": [3, int(cfg["image_size"]), int(cfg["image_size"])]},
+    stream=imagenet.load_imagenet,
+    ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir"),
+                                  "mask": Param(bool, default=False)},
+              "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")}},
+)
+
+DATASETS["mnli"] = DatasetKind(
+    loader=None,
+    params=mnli.PARAMS,
+    input_shape=(2, 128),           # [input_ids, token_type_ids] of max_length tokens (default 128)
+    image_shape=(),
+    num_classes=3,
+    description="MultiNLI sentence pairs (official jsonl files, or the hub's GLUE copy) as [input_ids, "
+                "token_type_ids], tokenized when read; OOD: HANS",
+    fields=mnli.architecture_fields,
+    stream=mnli.load_mnli,
+    ood_sets={"hans": mnli.HANS_PARAMS},
+)
+
+
+def load_dataset(cfg: dict[str, Any]) -> Split:
+    """(x_train, y_train, x_test, y_test) for a validated dataset section of a card ({name, ...})."""
+    return DATASETS[cfg["name"]].loader(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ shifts
+
+
+def _gaussian_noise(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Add N(0, std^2) noise drawn from a generator seeded by ``seed``; clip to [0, 1] unless clip is false."""
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    out = x + float(params["std"]) * noise.to(x.dtype)
+    return out.clamp(0.0, 1.0) if params.get("clip", True) else out
+
+
+def _shift_whole(images: Tensor, dx: int, dy: int) -> Tensor:
+    """Shift (..., H, W) images by whole pixels (right and down positive) with zero fill."""
+    height, width = images.shape[-2], images.shape[-1]
+    out = torch.zeros_like(images)
+    if abs(dx) >= width or abs(dy) >= height:
+        return out
+    src_y, dst_y = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
+    src_x, dst_x = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+    out[..., dst_y, dst_x] = images[..., src_y, src_x]
+    return out
+
+
+def _translate(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Shift the image by (dx, dy) pixels (right and down positive) with zero fill; a fractional shift
+    interpolates bilinearly between the neighbouring whole-pixel shifts (dx = 0.5: half a pixel)."""
+    dx, dy = float(params["dx"]), float(params["dy"])
+    images = x.reshape(x.shape[0], *image_shape)
+    x0, y0 = math.floor(dx), math.floor(dy)
+    fx, fy = dx - x0, dy - y0
+    out = torch.zeros_like(images)
+    for ox, wx in ((x0, 1.0 - fx), (x0 + 1, fx)):
+        for oy, wy in ((y0, 1.0 - fy), (y0 + 1, fy)):
+            if wx * wy > 0:
+                out += (wx * wy) * _shift_whole(images, ox, oy)
+    return out.reshape(x.shape)
+
+
+def _contrast(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Scale each image's deviation from its own mean intensity by ``factor`` (< 1 lowers contrast)."""
+    images = x.reshape(x.shape[0], -1)
+    mean = images.mean(dim=1, keepdim=True)
+    return (mean + float(params["factor"]) * (images - mean)).reshape(x.shape)
+
+
+def _pixel_dropout(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Set a fixed random fraction ``rate`` of the pixels of each image to 0 (seeded by ``seed``)."""
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+    keep = torch.rand(x.shape, generator=generator) >= float(params["rate"])
+    return x * keep.to(x.dtype)
+
+
+def _blur(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
+    """Gaussian blur with standard deviation ``sigma`` pixels ((2 radius + 1)^2 kernel, zero padding)."""
+    sigma, radius = float(params["sigma"]), int(params["radius"])
+    taps = torch.tensor([math.exp(-(k * k) / (2 * sigma**2)) for k in range(-radius, radius + 1)])
+    kernel = torch.outer(taps, taps)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    channels = image_shape[0]
+    images = x.reshape(x.shape[0], *image_shape)
+    size = 2 * radius + 1
+    weight = kernel.expand(channels, 1, size, size).contiguous()
+    out = torch.nn.functional.conv2d(images, weight, padding=radius, groups=channels)
+    return out.reshape(x.shape)
+
+
+SHIFTS: dict[str, ShiftKind] = {
+    "gaussian_noise": ShiftKind(
+        _gaussian_noise,
+        {"std": Param(float, check=_positive, expected="a positive number"), "seed": Param(int),
+         "clip": Param(bool, default=True)},
+        "additive Gaussian noise with a fixed seed, clipped to [0, 1]",
+    ),
+    "translate": ShiftKind(
+        _translate,
+        {"dx": Param(float, default=0.0), "dy": Param(float, default=0.0)},
+        "shift by (dx, dy) pixels with zero fill (fractional: bilinear)",
+    ),
+    "contrast": ShiftKind(
+        _contrast,
+        {"factor": Param(float, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]")},
+        "per-image contrast scaled by factor around the image mean",
+    ),
+    "pixel_dropout": ShiftKind(
+        _pixel_dropout,
+        {"rate": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        "a fixed random fraction of pixels set to 0",
+    ),
+    "blur": ShiftKind(
+        _blur,
+        {"sigma": Param(float, check=_positive, expected="a positive number"),
+         "radius": Param(int, default=1, check=_positive, expected="a positive integer")},
+        "Gaussian blur, (2 radius + 1)^2 kernel (radius 1: 3x3)",
+    ),
+    "shot_noise": ShiftKind(
+        corruptions.shot_noise,
+        {"photons": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        "Poisson noise: Poisson(x * photons) / photons (CIFAR-10-C shot noise)",
+    ),
+    "impulse_noise": ShiftKind(
+        corruptions.impulse_noise,
+        {"amount": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        "salt-and-pepper noise on a fraction amount of the pixels",
+    ),
+    "brightness": ShiftKind(
+        corruptions.brightness,
+        {"delta": Param(float)},
+        "add delta to every pixel, clipped to [0, 1]",
+    ),
+    "pixelate": ShiftKind(
+        corruptions.pixelate,
+        {"size": Param(int, check=_positive, expected="a positive integer")},
+        "area-downsample to size x size, upsample with nearest neighbours",
+    ),
+    "fog": ShiftKind(
+        corruptions.fog,
+        {"strength": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        "smooth seeded noise added, rescaled to keep the brightest pixel",
+    ),
+    "cifar10_c": ShiftKind(
+        cifar10.cifar10_c,
+        {"corruption": Param(str, expected="a CIFAR-10-C file name without .npy, e.g. gaussian_noise"),
+         "severity": Param(int, check=lambda v: 1 <= v <= 5, expected="an integer from 1 to 5")},
+        "cifar10 only: the test images as CIFAR-10-C corrupts them (files from --data-dir)",
+    ),
+    "nli_overlap_swap": ShiftKind(
+        synthetic_nli.overlap_swap,
+        {},
+        "synthetic-nli only: low-overlap hypotheses become subject/object swaps (HANS-like)",
+    ),
+}
+
+
+def apply_shift(kind: str, x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...] | None = None) -> Tensor:
+    """The shifted copy of x (never modified in place); deterministic for the same arguments.
+
+    ``image_shape`` (channels, height, width) is needed by spatial shifts; without it a square single-channel
+    image is assumed from the flat dimension."""
+    if kind not in SHIFTS:
+        raise KeyError(f"unknown shift kind {kind!r}; known: {sorted(SHIFTS)}")
+    if image_shape is None:
+        side = int(round(math.sqrt(x[0].numel())))
+        image_shape = (1, side, side)
+    full = {name: p.default for name, p in SHIFTS[kind].params.items() if p.default is not ...}
+    full.update(params)
+    return SHIFTS[kind].apply(x.clone(), full, tuple(image_shape))
