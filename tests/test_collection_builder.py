@@ -12,7 +12,8 @@ import torch
 import yaml
 from torch import nn
 
-from sharpbench.collection.collection import load_collection_spec, open_collection
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.collection.collection import open_collection
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.evaluation.run import evaluate
 from sharpbench.cards.discovery import Registry

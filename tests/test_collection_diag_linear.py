@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from sharpbench.collection.collection import load_collection_spec
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data.registry import load_dataset
 from sharpbench.models.registry import build_model
 from sharpbench.training.recipe import evaluate_errors, train_model

@@ -19,7 +19,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sharpbench.cli.main import main
-from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
+from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data.imagenet import wordnet_index
 from sharpbench.collection.pull import pull_collection
 from legacy import strip_outcomes

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import yaml
 
 import sharpbench.collection.collection as collections_module
-from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
+from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.errors import CollectionError
 from sharpbench.evaluation.run import evaluate
 from sharpbench.cards.discovery import Registry

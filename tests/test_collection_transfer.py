@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from sharpbench.cli.main import main
-from sharpbench.collection.collection import Collection, load_collection_spec, open_collection
+from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.errors import CollectionError
 from sharpbench.collection.importer import import_collection
 from sharpbench.models.registry import build_model

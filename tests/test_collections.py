@@ -11,7 +11,8 @@ import torch
 import yaml
 
 import sharpbench.collection.collection as collections_module
-from sharpbench.collection.collection import Collection, ModelRecord, load_collection_spec, open_collection
+from sharpbench.collection.collection import Collection, ModelRecord, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data.registry import SHIFTS, apply_shift, load_dataset
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.models.registry import build_model

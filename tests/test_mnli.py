@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpbench.collection.collection import load_collection_spec
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data import mnli
 from sharpbench.errors import SharpbenchError
 from sharpbench.data.locate import DataNotFoundError

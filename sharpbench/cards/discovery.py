@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-from sharpbench.collection.collection import CollectionSpec, load_collection_spec
+from sharpbench.collection.spec import CollectionSpec, load_collection_spec
 from sharpbench.errors import CardError, SharpbenchError, UnknownNameError
 from sharpbench.measure import MeasureSpec, load_measure_spec
 from sharpbench.paths import builtin_registry, sharpbench_home

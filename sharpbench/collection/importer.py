@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from sharpbench.collection.collection import (CHECKPOINTS, MANIFEST_FORMAT, Collection, atomic_write, model_id_for,
-                                    load_collection_spec, open_collection)
+from sharpbench.collection.collection import CHECKPOINTS, MANIFEST_FORMAT, Collection, atomic_write, open_collection
+from sharpbench.collection.spec import model_id_for, load_collection_spec
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.models.registry import build_model

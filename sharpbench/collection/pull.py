@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sharpbench.collection.collection import CHECKPOINTS, MANIFEST, OUTCOMES, Collection, atomic_write, build_lock, file_sha256
+from sharpbench.collection.collection import (CHECKPOINTS, MANIFEST, OUTCOMES, Collection, atomic_write, build_lock, file_sha256)
 from sharpbench.errors import CollectionError
 
 
