@@ -110,7 +110,7 @@ def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_
     collection = open_collection(registry.collection("tiny-digits"), sharpbench_home())
     checkpoints = {m.id: m.sha256 for m in collection.models}
     strip_outcomes(collection)
-    monkeypatch.setattr("sharpbench.collection.collection.train_model", None)   # any training would fail
+    monkeypatch.setattr("sharpbench.collection.sources.train_model", None)   # any training would fail
     report_path = tmp_path / "report.json"
     code, _, err = evaluate(capsys, tiny_collection_card, "--json", str(report_path))
     assert code == 0, err

@@ -12,6 +12,7 @@ import torch
 import yaml
 from torch import nn
 
+from sharpbench.collection.builder import build_collection
 from sharpbench.collection.spec import load_collection_spec
 from sharpbench.collection.collection import open_collection
 from sharpbench.errors import CardError, CollectionError
@@ -20,7 +21,8 @@ from sharpbench.cards.discovery import Registry
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.losses import mean_squared_error
 from sharpbench.models.registry import build_model
-from sharpbench.training.recipe import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
+from sharpbench.training.recipe import _augment, _sam_gradients, noisy_labels, train_model
+from tensor_scoring import errors_on
 from tiny_cards import tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,19 +64,19 @@ def test_workers_build_the_same_bits_as_one_process(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     one = open_collection(spec, home=tmp_path / "one")
     two = open_collection(spec, home=tmp_path / "two")
-    one.build(progress=False)
-    two.build(progress=False, workers=2)
+    build_collection(one, progress=False)
+    build_collection(two, progress=False, workers=2)
     assert [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in one.models] == \
            [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in two.models]
     with pytest.raises(CollectionError, match="at least 1"):
-        open_collection(spec, home=tmp_path / "three").build(progress=False, workers=0)
+        build_collection(open_collection(spec, home=tmp_path / "three"), progress=False, workers=0)
 
 
 def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", DIAGONAL))
     assert spec.loss == "mse" and spec.num_classes == 1 and spec.architecture["in_features"] == 30
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     assert collection.loss_fn is mean_squared_error
     assert json.loads(collection.manifest_path.read_text())["loss"] == "mse"
     data = collection.data()
@@ -83,8 +85,8 @@ def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     for row, record in enumerate(collection.models):
         model = collection.load_model(record)
         with torch.no_grad():
-            predictions = model(data.x_test).squeeze(1)
-        squared = (predictions - data.y_test).square().numpy()
+            predictions = model(data.test.dataset.tensors[0]).squeeze(1)
+        squared = (predictions - data.test.dataset.tensors[1]).square().numpy()
         assert record.test_error == pytest.approx(float(squared.mean()), rel=1e-5)
         # per example, the error and the loss are both the squared error; their mean is the MSE
         np.testing.assert_allclose(sets["test"]["error"][row], squared, rtol=1e-5)
@@ -125,7 +127,7 @@ def test_imported_card_has_no_training_sections(tmp_path: Path):
         "kind": "mlp", "depth": 1, "width": 8}}))
     assert spec.imported and spec.grid_size() == 0
     with pytest.raises(CollectionError, match="collection import"):
-        open_collection(spec, home=tmp_path / "home").build(progress=False)
+        build_collection(open_collection(spec, home=tmp_path / "home"), progress=False)
     with pytest.raises(CardError) as caught:
         load_collection_spec(write_card(tmp_path, {**TINY, "imported": True}))
     assert caught.value.field == "grid"
@@ -149,11 +151,11 @@ def test_stop_at_training_loss_stops_at_the_first_epoch_below_it():
     model = build_model(arch)
     epochs = train_model(model, x, y, {**recipe, "stop_train_loss": 0.1}, {}, seed=0)
     assert 1 < epochs < 200
-    assert evaluate_errors(model, x, y)[1] <= 0.1
+    assert errors_on(model, x, y)[1] <= 0.1
     torch.manual_seed(0)
     shorter = build_model(arch)
     assert train_model(shorter, x, y, {**recipe, "epochs": epochs - 1}, {}, seed=0) == epochs - 1
-    assert evaluate_errors(shorter, x, y)[1] > 0.1
+    assert errors_on(shorter, x, y)[1] > 0.1
 
 
 def test_sam_gradient_on_a_quadratic():
@@ -201,15 +203,15 @@ def test_label_noise_is_what_the_model_is_trained_and_measured_on(tmp_path: Path
     card = {**TINY, "grid": {"learning_rate": [0.1]}, "architecture": {"kind": "mlp", "depth": 1, "width": 64},
             "training": {**TINY["training"], "epochs": 2, "label_noise": 0.5}}
     collection = open_collection(load_collection_spec(write_card(tmp_path / "cards", card)), home=tmp_path / "h")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     record = collection.models[0]
     data = collection.data()
-    noisy = noisy_labels(data.y_train, 0.5, 10, seed=0)
+    noisy = noisy_labels(data.train_tensors()[1], 0.5, 10, seed=0)
     model = collection.load_model(record)
-    assert record.train_error == pytest.approx(evaluate_errors(model, data.x_train, noisy)[0])
-    assert record.train_error > evaluate_errors(model, data.x_train, data.y_train)[0]
+    assert record.train_error == pytest.approx(errors_on(model, data.train_tensors()[0], noisy)[0])
+    assert record.train_error > errors_on(model, data.train_tensors()[0], data.train_tensors()[1])[0]
     with torch.no_grad():
-        wrong = (model(data.x_train).argmax(1) != noisy).float().numpy()
+        wrong = (model(data.train_tensors()[0]).argmax(1) != noisy).float().numpy()
     assert np.array_equal(collection.outcome_sets()["train"]["error"][0], wrong)    # against the noisy labels too
 
 

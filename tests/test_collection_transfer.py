@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from sharpbench.collection.builder import build_collection
 from sharpbench.cli.main import main
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.collection.spec import load_collection_spec
@@ -34,7 +35,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Collectio
     card = root / "cards" / "collections" / "tiny-pull.yaml"
     card.write_text(yaml.safe_dump(TINY, sort_keys=False), encoding="utf-8")
     collection = open_collection(load_collection_spec(card), home=root / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     return root / "cards", collection
 
 

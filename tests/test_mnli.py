@@ -16,7 +16,7 @@ from sharpbench.data import mnli
 from sharpbench.errors import SharpbenchError
 from sharpbench.data.locate import DataNotFoundError
 from sharpbench.models.registry import TextClassifier
-from sharpbench.data.streams import stack, stream_errors
+from sharpbench.data.sets import stack, score_outcomes
 
 WORDS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "the", "doctor", "lawyer", "actor", "saw", "ran", "near",
          "paid", "and", "if"]
@@ -179,7 +179,7 @@ def test_stream_errors_on_hans_apply_mccoys_rule(data_dir, tokenizer_dir):
     probs = logits.softmax(dim=1)
     entailed_mass = probs[:, entailment]
     mass = torch.where(labels == 0, entailed_mass, 1 - entailed_mass)
-    error, loss = stream_errors(model, hans, batch_size=4)
+    error, loss = score_outcomes(model, hans, batch_size=4)
     assert error == pytest.approx(float((predicted != labels).float().mean()))
     assert loss == pytest.approx(float(-mass.log().mean()), rel=1e-5)
     assert error != pytest.approx(float(((classes != 0).long() != labels).float().mean())), \

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 from tabulate import tabulate
 
+from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.run import Evaluation, default_device, evaluate, outcome_sets
@@ -129,11 +130,11 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
     if not collection.is_built():
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
               file=sys.stderr)
-        collection.build(progress=not args.no_progress)
+        build_collection(collection, progress=not args.no_progress)
     elif not collection.has_outcomes and not collection.spec.imported:
         print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
               f"every evaluation set (no retraining)", file=sys.stderr)
-        collection.build(progress=not args.no_progress)
+        build_collection(collection, progress=not args.no_progress)
     store_path = sharpbench_home() / "results.sqlite"
     store = ResultStore(store_path)
     evaluations = []
@@ -213,7 +214,7 @@ def _cmd_collection(args: argparse.Namespace, registry: Registry) -> int:
         print(f"{collection.spec.name}: {len(collection.models)} models pulled from {args.source} and verified "
               f"({fetched} files fetched), under {collection.root}")
         return 0
-    collection.build(progress=not args.no_progress, force=args.force, workers=args.workers, device=args.device)
+    build_collection(collection, progress=not args.no_progress, force=args.force, workers=args.workers, device=args.device)
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0

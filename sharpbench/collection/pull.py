@@ -10,14 +10,15 @@ A pull that stops part-way resumes: files already present with the right hash ar
 from __future__ import annotations
 
 import hashlib
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sharpbench.collection.collection import (CHECKPOINTS, MANIFEST, OUTCOMES, Collection, atomic_write, build_lock, file_sha256)
+from sharpbench.collection.collection import Collection
+from sharpbench.collection.files import CHECKPOINTS, MANIFEST, OUTCOMES, atomic_write, build_lock, file_sha256, model_files
+from sharpbench.collection.manifest import parse_manifest
 from sharpbench.errors import CollectionError
 
 
@@ -62,11 +63,8 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
     if manifest_sha256 is not None and found != manifest_sha256.lower():
         raise CollectionError(f"{where} has sha256 {found}, not the {manifest_sha256} given with --manifest-sha256; "
                               f"the source is not the published version")
-    try:
-        manifest = json.loads(raw)
-        entries = list(manifest["models"])
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
-        raise CollectionError(f"{where} is not a collection manifest (JSON with a 'models' list)") from None
+    manifest = parse_manifest(raw, where, "pull a published collection's folder or URL")
+    entries = manifest["models"]
     spec = collection.spec
     if manifest.get("collection") != spec.name:
         raise CollectionError(f"{where} is the manifest of collection {manifest.get('collection')!r}, not {spec.name!r}")
@@ -77,12 +75,8 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
     fetched = 0
     with build_lock(collection.root):
         for entry in entries:
-            for file_key, sha_key in (("file", "sha256"), ("init_file", "init_sha256"),
-                                      ("outcomes_file", "outcomes_sha256")):
-                if file_key != "file" and not entry.get(file_key):
-                    continue       # initial weights not known; or published before outcomes were kept
-                relative = _safe_relative(entry.get(file_key), where)
-                expected = str(entry.get(sha_key))
+            for named, expected in model_files(entry):
+                relative = _safe_relative(named, where)
                 target = collection.root / relative
                 if target.is_file() and file_sha256(target) == expected:
                     continue

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sharpbench.data.locate import DATA_ENV, DataNotFoundError, find_dataset_folder, user_data_dirs
-from sharpbench.data.streams import EvalSet, StreamedData, groups_for
+from sharpbench.data.sets import EvalSet, DatasetSplits, groups_for
 
 NAME = "imagenet"
 NUM_CLASSES = 1000
@@ -109,7 +109,7 @@ def _eval_set(root: Path, class_of_folder: Callable[[str], int | None], transfor
 _OOD_KINDS = {"imagenet_folder": (_by_wordnet_id, "WordNet ids"), "imagenet_v2": (_by_index, "class indices 0-999")}
 
 
-def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> StreamedData:
+def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> DatasetSplits:
     """ImageNet train and validation folders and the OOD folders the card names, all through one transform."""
     transform = eval_transform(cfg)
     train_root = _folder(f"{cfg['folder']}/train", "WordNet ids")
@@ -120,4 +120,4 @@ def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, A
     for name, kind, params in ood:
         class_of_folder, what = _OOD_KINDS[kind]
         sets[name] = _eval_set(_folder(params["folder"], what), class_of_folder, transform, params.get("mask", False))
-    return StreamedData(train=train, test=_eval_set(val_root, _by_wordnet_id, transform), ood=sets)
+    return DatasetSplits(train=train, test=_eval_set(val_root, _by_wordnet_id, transform), ood=sets)

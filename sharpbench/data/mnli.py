@@ -6,7 +6,7 @@ Pairs are kept as text and tokenized when an item is read (393k training pairs, 
 subsets are ever used): an item is a (2, max_length) int64 tensor [input_ids, token_type_ids] and a label.
 Labels are mapped into the model's class order (``label_order``: hub checkpoints differ, see their
 config.id2label). HANS has two labels, entailment and non-entailment; its label groups make
-:func:`sharpbench.data.streams.stream_errors` apply McCoy et al.'s rule (neutral or contradiction counts as
+:func:`sharpbench.data.sets.score_outcomes` apply McCoy et al.'s rule (neutral or contradiction counts as
 non-entailment).
 """
 
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from sharpbench.errors import SharpbenchError
 from sharpbench.data.locate import DataNotFoundError, find_dataset_dir, not_found_message
 from sharpbench.cards.schema import Param
-from sharpbench.data.streams import TRAIN_EVAL_SIZE, EvalSet, StreamedData
+from sharpbench.data.sets import TRAIN_EVAL_SIZE, EvalSet, DatasetSplits
 
 NAME = "multinli_1.0"
 HUB_ID = "nyu-mll/glue"
@@ -168,7 +168,7 @@ def _with_defaults(schema: dict[str, Param], values: dict[str, Any]) -> dict[str
     return {**{k: p.default for k, p in schema.items() if p.default is not ...}, **values}
 
 
-def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> StreamedData:
+def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> DatasetSplits:
     """MNLI's training set, its matched validation set as the test set and the OOD sets asked for
     ((card name, kind, params); kind ``hans``), labels in the model's class order ``label_order``."""
     cfg = _with_defaults(PARAMS, cfg)
@@ -192,7 +192,7 @@ def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]
 
     entailment, neutral, contradiction = to_model
     hans_groups = ((entailment,), (neutral, contradiction))
-    return StreamedData(
+    return DatasetSplits(
         train=mnli(pairs["train"]),
         test=EvalSet(mnli(pairs["test"])),
         ood={name: EvalSet(PairDataset(*split, tokenizer, max_length), hans_groups) for name, split in hans.items()},

@@ -3,7 +3,7 @@
 Two small registries, extended by adding an entry, never by a special case elsewhere:
 - ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
   number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead,
-  which returns a :class:`sharpbench.data.streams.StreamedData`, and names the OOD sets it provides
+  which returns a :class:`sharpbench.data.sets.DatasetSplits` of datasets read from disk, and names the OOD sets it provides
   (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS) in place of shifts;
 - ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
   parameters it takes).
@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils.data import TensorDataset
 
 from sharpbench.data import corruptions
 from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
 from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
 from sharpbench.data.sparse_regression import load_sparse_regression
 from sharpbench.cards.schema import Param
-from sharpbench.data.streams import TRAIN_EVAL_SIZE
+from sharpbench.data.sets import TRAIN_EVAL_SIZE, DatasetSplits, EvalSet
 
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -50,7 +51,7 @@ class DatasetKind:
     description: str = ""
     task: str = "classification"    # or "regression": float targets, the loss is the error
     fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # fields that depend on the card
-    # a streamed dataset: (card's dataset section, OOD sets asked for) -> sharpbench.data.streams.StreamedData
+    # a streamed dataset: (card's dataset section, OOD sets asked for) -> sharpbench.data.sets.DatasetSplits
     stream: Callable[[dict[str, Any], Sequence[OodRequest]], Any] | None = None
     ood_sets: dict[str, dict[str, Param]] = field(default_factory=dict)  # OOD set kind -> its card params
 
@@ -205,8 +206,21 @@ DATASETS["mnli"] = DatasetKind(
 
 
 def load_dataset(cfg: dict[str, Any]) -> Split:
-    """(x_train, y_train, x_test, y_test) for a validated dataset section of a card ({name, ...})."""
+    """(x_train, y_train, x_test, y_test) for a validated dataset section of a card ({name, ...}) of a dataset
+    held in memory."""
     return DATASETS[cfg["name"]].loader(cfg)
+
+
+def load_splits(cfg: dict[str, Any], shifts: Sequence[OodRequest]) -> DatasetSplits:
+    """The data of a validated dataset section of a card ({name, ...}) with the OOD sets asked for: an in-memory
+    dataset's test split transformed by each shift (labels shared), or a streamed dataset's own sets."""
+    kind = DATASETS[cfg["name"]]
+    if kind.stream is not None:
+        return kind.stream(cfg, shifts)
+    x_train, y_train, x_test, y_test = load_dataset(cfg)
+    ood = {name: EvalSet(TensorDataset(apply_shift(shift, x_test, params, kind.image_shape), y_test))
+           for name, shift, params in shifts}
+    return DatasetSplits(TensorDataset(x_train, y_train), EvalSet(TensorDataset(x_test, y_test)), ood)
 
 
 # ------------------------------------------------------------------------------------------------ shifts

@@ -19,10 +19,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from sharpbench.cards.schema import Param
-from sharpbench.losses import LossFn, cross_entropy, mean_squared_error
-from sharpbench.data.outcomes import Outcomes
+from sharpbench.losses import LOSSES, LossFn
+from sharpbench.data.sets import EvalSet, score_outcomes
 
 Tensor = torch.Tensor
 
@@ -38,23 +39,6 @@ def _cosine(base: float, step: int, total: int) -> float:
 SCHEDULES: dict[str, Callable[[float, int, int], float]] = {"constant": _constant, "cosine": _cosine}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
-
-
-def _cross_entropy_per_example(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits, labels, reduction="none")
-
-
-def _squared_error_per_example(outputs: Tensor, targets: Tensor) -> Tensor:
-    return (outputs.reshape(targets.shape) - targets).square().reshape(targets.shape[0], -1).mean(dim=1)
-
-
-# name -> (training loss: a batch mean, the same loss per example (the batch mean is their mean; torch.vmap of the
-# mean over single examples would be exact too, but cross-entropy has no batching rule and it runs 6x slower),
-# whether the error is the classification error (else it is the example's loss itself))
-LOSSES: dict[str, tuple[LossFn, LossFn, bool]] = {
-    "cross_entropy": (cross_entropy, _cross_entropy_per_example, True),
-    "mse": (mean_squared_error, _squared_error_per_example, False),
-}
 
 
 def _positive(v: Any) -> bool:
@@ -133,7 +117,7 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, recipe: dict[str, Any], 
     is at most that value. A run whose loss stops being finite is stopped early (its train error then
     excludes it)."""
     config = recipe_config(recipe, hparams)
-    loss_fn = LOSSES[loss][0]
+    loss_fn = LOSSES[loss].mean
     base_lr, batch_size, epochs = float(config["learning_rate"]), int(config["batch_size"]), int(config["epochs"])
     momentum, weight_decay, nesterov = float(config["momentum"]), float(config["weight_decay"]), bool(config["nesterov"])
     schedule, sam_rho, augmentation = SCHEDULES[config["schedule"]], float(config["sam_rho"]), config["augmentation"]
@@ -182,7 +166,7 @@ def train_model(model: nn.Module, x: Tensor, y: Tensor, recipe: dict[str, Any], 
         if not math.isfinite(float(value.detach())):
             break
         if config["stop_train_loss"] > 0:
-            if evaluate_errors(model, x, y, loss)[1] <= config["stop_train_loss"]:
+            if score_outcomes(model, EvalSet(TensorDataset(x, y)), loss).means()[1] <= config["stop_train_loss"]:
                 break
             model.train()
     model.eval()
@@ -212,28 +196,3 @@ def _sam_gradients(model: nn.Module, params: list[nn.Parameter], grads: tuple[Te
     with torch.no_grad():
         torch._foreach_sub_(params, shifts)
     return perturbed
-
-
-@torch.no_grad()
-def evaluate_outcomes(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-                      batch_size: int = 4096) -> Outcomes:
-    """Per-example (error, loss) of ``model`` in eval mode on (x, y); restores the model's mode. The error is 0/1
-    (wrong class) for cross-entropy, and the example's loss itself for a regression loss (its squared error)."""
-    _, per_example, classification = LOSSES[loss]
-    was_training = model.training
-    model.eval()
-    parts = []
-    for start in range(0, x.shape[0], batch_size):
-        outputs = model(x[start:start + batch_size]).float()
-        target = y[start:start + batch_size]
-        losses = per_example(outputs, target)
-        errors = (outputs.argmax(dim=1) != target).float() if classification else losses
-        parts.append(Outcomes(errors, losses))
-    model.train(was_training)
-    return Outcomes.concat(parts)
-
-
-def evaluate_errors(model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy",
-                    batch_size: int = 4096) -> tuple[float, float]:
-    """(error, mean loss) of ``model`` on (x, y): the means of :func:`evaluate_outcomes`."""
-    return evaluate_outcomes(model, x, y, loss, batch_size).means()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import oracle
 import pytest
-import torch
 import torch.nn.functional as F
 
 from benchmarks.models import LARGE, model_and_batches

@@ -1,13 +1,13 @@
-"""Streamed scoring: label groups (ImageNet-R's logit mask, HANS's merged classes) and batch-size invariance."""
+"""Scoring on evaluation sets, in memory or streamed: label groups (ImageNet-R's logit mask, HANS's merged classes) and batch-size invariance."""
 
 import math
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
-from sharpbench.data.streams import EvalSet, group_logits, groups_for, seeded_subset, stream_errors, stream_outcomes
-from sharpbench.training.recipe import evaluate_errors, evaluate_outcomes
+from sharpbench.data.sets import EvalSet, group_logits, groups_for, seeded_subset, score_outcomes
+from tensor_scoring import errors_on, outcomes_on
 
 
 def test_hans_groups_predict_by_argmax_and_score_by_group_mass():
@@ -27,29 +27,35 @@ def test_subset_groups_mask_the_other_logits():
     assert torch.equal(scores, logits[:, [1, 2]])
 
 
-def test_stream_errors_agree_with_in_memory_scoring_for_any_batch_size():
+def _streamed(x: torch.Tensor, y: torch.Tensor) -> Subset:
+    """The same items as a dataset read item by item (the DataLoader path of a streamed set)."""
+    return Subset(TensorDataset(x, y), list(range(x.shape[0])))
+
+
+def test_scoring_is_the_same_in_memory_and_streamed_for_any_batch_size():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 3))
     x, y = torch.randn(37, 5), torch.randint(0, 3, (37,))
-    expected = evaluate_errors(model, x, y)
+    expected = errors_on(model, x, y)
     for batch_size in (1, 8, 100):
-        error, loss = stream_errors(model, EvalSet(TensorDataset(x, y)), batch_size=batch_size)
-        assert error == expected[0] and math.isclose(loss, expected[1], rel_tol=1e-5)
+        for dataset in (TensorDataset(x, y), _streamed(x, y)):
+            error, loss = score_outcomes(model, EvalSet(dataset), batch_size=batch_size).means()
+            assert error == expected[0] and math.isclose(loss, expected[1], rel_tol=1e-5)
 
 
-def test_stream_outcomes_are_per_example_and_agree_with_in_memory_scoring():
+def test_outcomes_are_per_example_and_score_label_groups():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4))
     x, y = torch.randn(23, 5), torch.randint(0, 2, (23,))
     groups = ((0,), (1, 3))                               # label 1 stands for classes 1 and 3; class 2 is masked
-    streamed = stream_outcomes(model, EvalSet(TensorDataset(x, y), groups), batch_size=5)
+    streamed = score_outcomes(model, EvalSet(_streamed(x, y), groups), batch_size=5)
     with torch.no_grad():
         logits = model(x)
     scores, predicted = group_logits(logits, groups)
     assert torch.equal(streamed.error, (predicted != y).float())
     assert torch.allclose(streamed.loss, torch.nn.functional.cross_entropy(scores, y, reduction="none"), atol=1e-6)
-    plain = stream_outcomes(model, EvalSet(TensorDataset(x, y)), batch_size=7)
-    in_memory = evaluate_outcomes(model, x, y, batch_size=4)
+    plain = score_outcomes(model, EvalSet(_streamed(x, y)), batch_size=7)
+    in_memory = outcomes_on(model, x, y, batch_size=4)
     assert torch.equal(plain.error, in_memory.error) and torch.allclose(plain.loss, in_memory.loss, atol=1e-6)
 
 
@@ -59,8 +65,12 @@ def test_overlapping_groups_are_rejected():
 
 
 def test_seeded_subset_is_fixed_and_without_repeats():
-    data = TensorDataset(torch.arange(100.0), torch.arange(100))
-    a, b = seeded_subset(data, 10, seed=3), seeded_subset(data, 10, seed=3)
-    assert a.indices == b.indices and len(set(a.indices)) == 10
-    assert seeded_subset(data, 10, seed=4).indices != a.indices
-    assert len(seeded_subset(data, 1000, seed=0)) == 100
+    for data in (TensorDataset(torch.arange(100.0), torch.arange(100)), _streamed(torch.arange(100.0), torch.arange(100))):
+        a, b = seeded_subset(data, 10, seed=3), seeded_subset(data, 10, seed=3)
+        labels = [int(a[i][1]) for i in range(len(a))]
+        assert labels == [int(b[i][1]) for i in range(len(b))] and len(set(labels)) == 10
+        assert [int(item[1]) for item in seeded_subset(data, 10, seed=4)] != labels
+        assert len(seeded_subset(data, 1000, seed=0)) == 100
+    in_memory, streamed = (seeded_subset(d, 10, seed=3) for d in (TensorDataset(torch.arange(100.0), torch.arange(100)),
+                                                                 _streamed(torch.arange(100.0), torch.arange(100))))
+    assert [int(item[1]) for item in in_memory] == [int(item[1]) for item in streamed]   # the same items either way
