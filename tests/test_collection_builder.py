@@ -21,7 +21,9 @@ from sharpbench.cards.discovery import Registry
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.losses import mean_squared_error
 from sharpbench.models.registry import build_model
-from sharpbench.training.recipe import _augment, _sam_gradients, noisy_labels, train_model
+from sharpbench.training.augment import augment
+from sharpbench.training.loop import _sam_gradients, train_model
+from sharpbench.training.labels import noisy_labels
 from tensor_scoring import errors_on
 from tiny_cards import tiny_mlp_card
 
@@ -179,11 +181,11 @@ def test_sam_gradient_on_a_quadratic():
 def test_augmentation_flips_and_crops_each_image():
     images = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(1)) + 0.1   # no zeros inside
     generator = torch.Generator().manual_seed(0)
-    flipped = _augment(images, "flip", 0, generator)
+    flipped = augment(images, "flip", 0, generator)
     same = [torch.equal(a, b) for a, b in zip(flipped, images)]
     mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images)]
     assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
-    cropped = _augment(images, "crop", 2, torch.Generator().manual_seed(0))
+    cropped = augment(images, "crop", 2, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for out, source in zip(cropped, padded):
         assert any(torch.equal(out, source[:, dy:dy + 6, dx:dx + 6]) for dy in range(5) for dx in range(5))

@@ -15,7 +15,7 @@ import torch
 from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data.registry import load_dataset
 from sharpbench.models.registry import build_model
-from sharpbench.training.recipe import train_model
+from sharpbench.training.loop import train_model
 from tensor_scoring import errors_on
 
 CARD = Path(__file__).resolve().parents[1] / "registry" / "collections" / "diag-linear-nets.yaml"

@@ -21,7 +21,7 @@ from sharpbench.errors import CollectionError
 from sharpbench.evaluation.run import evaluate
 from sharpbench.cards.discovery import Registry
 from sharpbench.evaluation.store import ResultStore
-from sharpbench.training.recipe import LOSSES
+from sharpbench.losses import LOSSES
 from legacy import strip_outcomes
 from tiny_cards import NOISE, tiny_mlp_card
 

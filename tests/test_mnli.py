@@ -15,7 +15,7 @@ from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data import mnli
 from sharpbench.errors import SharpbenchError
 from sharpbench.data.locate import DataNotFoundError
-from sharpbench.models.registry import TextClassifier
+from sharpbench.models.text import TextClassifier
 from sharpbench.data.sets import stack, score_outcomes
 
 WORDS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "the", "doctor", "lawyer", "actor", "saw", "ran", "near",

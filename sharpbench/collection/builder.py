@@ -44,7 +44,8 @@ def build_collection(collection: Collection, progress: bool = True, force: bool 
     saved from the CPU. ``source`` defaults to the card's (:func:`sharpbench.collection.sources.source_for`)."""
     if workers < 1:
         raise CollectionError(f"--workers must be at least 1 (got {workers})")
-    builder = Builder(collection, source or source_for(collection.spec), torch.device(device), workers, progress)
+    builder = Builder(collection, source or source_for(collection.spec, collection.paths), torch.device(device),
+                      workers, progress)
     builder.run(force)
     return collection
 
@@ -327,7 +328,7 @@ _WORKER: tuple[Builder, DatasetSplits] | None = None
 def _worker_start(collection: Collection, source: ModelSource, device: torch.device) -> None:
     """Set up one build worker process: its own builder, the data loaded once onto the device."""
     global _WORKER
-    collection = Collection(collection.spec, collection.root)
+    collection = Collection(collection.spec, collection.root, collection.paths)
     _WORKER = (Builder(collection, source, device, 1, False), collection.data().to(device))
 
 

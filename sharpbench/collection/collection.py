@@ -17,6 +17,7 @@ from sharpbench.collection.manifest import read_manifest
 from sharpbench.collection.records import ModelRecord
 from sharpbench.collection.spec import CollectionSpec
 from sharpbench.data.outcomes import Outcomes, decode
+from sharpbench.data.locate import DataPaths
 from sharpbench.data.registry import load_splits
 from sharpbench.data.sets import DatasetSplits, seeded_subset, stack
 from sharpbench.errors import CollectionError
@@ -28,9 +29,10 @@ from sharpbench.paths import sharpbench_home
 class Collection:
     """A collection on disk, read through its manifest; every file it names is verified against its sha256."""
 
-    def __init__(self, spec: CollectionSpec, root: Path) -> None:
+    def __init__(self, spec: CollectionSpec, root: Path, paths: DataPaths | None = None) -> None:
         self.spec = spec
         self.root = Path(root)
+        self.paths = paths or DataPaths.from_env()    # where its dataset (and local weights) are found
         self._manifest: tuple[dict[str, Any], bytes] | None = None
         self._models: list[ModelRecord] | None = None
         self._data: DatasetSplits | None = None
@@ -124,7 +126,8 @@ class Collection:
         """The training, test and OOD sets (loaded once per Collection object): tensors in memory, or, for a
         streamed dataset (ImageNet, MNLI), datasets read when used."""
         if self._data is None:
-            self._data = load_splits(self.spec.dataset, [(s.name, s.kind, s.params) for s in self.spec.shifts])
+            self._data = load_splits(self.spec.dataset, [(s.name, s.kind, s.params) for s in self.spec.shifts],
+                                     self.paths)
         return self._data
 
     def _num_train(self) -> int:
@@ -191,8 +194,8 @@ class Collection:
         state = self._verified_tensors(record.file, record.sha256)
         # the bare architecture: the checkpoint's weights replace any pretrained ones, so nothing is downloaded
         bare = _bare(self.spec.architecture)
-        model = build_model({**self.spec.architecture, **bare}, {k: v for k, v in record.hparams.items()
-                                                                if k not in bare})
+        model = build_model({**self.spec.architecture, **bare},
+                            {k: v for k, v in record.hparams.items() if k not in bare}, self.paths)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -250,6 +253,7 @@ def _bare(arch: dict[str, Any]) -> dict[str, Any]:
     return {"pretrained": params["pretrained"].default} if "pretrained" in params else {}
 
 
-def open_collection(spec: CollectionSpec, home: Path | None = None) -> Collection:
-    """The collection of ``spec`` under ``home/collections/NAME`` (home defaults to sharpbench_home())."""
-    return Collection(spec, Path(home if home is not None else sharpbench_home()) / "collections" / spec.name)
+def open_collection(spec: CollectionSpec, home: Path | None = None, paths: DataPaths | None = None) -> Collection:
+    """The collection of ``spec`` under ``home/collections/NAME`` (home defaults to sharpbench_home()), its data
+    found in ``paths`` (default: $SHARPBENCH_DATA)."""
+    return Collection(spec, Path(home if home is not None else sharpbench_home()) / "collections" / spec.name, paths)

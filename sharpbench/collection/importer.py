@@ -20,6 +20,7 @@ from sharpbench.collection.builder import Builder
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.collection.sources import ImportedTable
 from sharpbench.collection.spec import load_collection_spec
+from sharpbench.data.locate import DataPaths
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.paths import sharpbench_home
 
@@ -27,7 +28,7 @@ CARD = "card.yaml"
 IMPORTED = "imported"
 
 
-def import_collection(folder: Path | str, home: Path | None = None) -> Collection:
+def import_collection(folder: Path | str, home: Path | None = None, paths: DataPaths | None = None) -> Collection:
     """Validate DIR (card, table, every checkpoint), copy it into the collection folder and write its manifest."""
     folder = Path(folder).expanduser()
     card_path = folder / CARD
@@ -37,13 +38,13 @@ def import_collection(folder: Path | str, home: Path | None = None) -> Collectio
     spec = load_collection_spec(card_path)
     if not spec.imported:
         raise CardError(card_path, "imported", "true (a card of checkpoints trained elsewhere)", False)
-    source = ImportedTable(spec, folder)
-    source.points()                          # the table is checked before anything is installed
+    paths = paths or DataPaths.from_env()
+    ImportedTable(spec, paths, folder).points()                          # the table is checked before anything is installed
     home = Path(home if home is not None else sharpbench_home())
     installed_card = home / IMPORTED / "collections" / f"{spec.name}.yaml"
     installed_card.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(card_path, installed_card)
     spec = load_collection_spec(installed_card)
-    collection = open_collection(spec, home)
-    Builder(collection, ImportedTable(spec, folder), torch.device("cpu"), 1, False).run(force=True, score=False)
+    collection = open_collection(spec, home, paths)
+    Builder(collection, ImportedTable(spec, paths, folder), torch.device("cpu"), 1, False).run(force=True, score=False)
     return collection

@@ -23,11 +23,14 @@ from torch.utils.data import Dataset, TensorDataset
 
 from sharpbench.collection.records import AGGREGATE_KEYS
 from sharpbench.collection.spec import CollectionSpec, ModelPoint, model_id_for
+from sharpbench.data.locate import DataPaths
 from sharpbench.data.outcomes import Outcomes
 from sharpbench.data.sets import DatasetSplits, EvalSet, seeded_subset
 from sharpbench.errors import CollectionError
 from sharpbench.models.registry import build_model
-from sharpbench.training.recipe import noisy_labels, recipe_config, train_model
+from sharpbench.training.labels import noisy_labels
+from sharpbench.training.recipe import recipe_config
+from sharpbench.training.loop import train_model
 
 # a kept model's evaluation sets -> its per-example outcomes on each (the builder binds device, loss, progress)
 Scorer = Callable[[nn.Module, dict[str, EvalSet]], dict[str, Outcomes]]
@@ -115,6 +118,7 @@ class PretrainedFetch:
     them), then scored."""
 
     spec: CollectionSpec
+    paths: DataPaths
 
     def points(self) -> list[ModelPoint]:
         return self.spec.model_points()
@@ -136,7 +140,7 @@ class PretrainedFetch:
     def _fetch(self, point: ModelPoint, hparams: dict[str, Any]) -> nn.Module:
         """The architecture with pretrained weights named by ``hparams`` (the hub, its cache, or a local file)."""
         try:
-            return build_model(self.spec.architecture, hparams)
+            return build_model(self.spec.architecture, hparams, self.paths)
         except (OSError, ValueError, RuntimeError) as error:
             raise CollectionError(
                 f"cannot fetch the weights of checkpoint {point.id!r} of {self.spec.name} ({hparams}): "
@@ -158,6 +162,7 @@ class ImportedTable:
     Without a folder (a collection imported before), the source can only score: its points are gone."""
 
     spec: CollectionSpec
+    paths: DataPaths
     folder: Path | None = None
 
     def _rows(self) -> list[dict[str, str]]:
@@ -235,7 +240,7 @@ class ImportedTable:
             raise CollectionError(f"{where}: {path} is not a safetensors file ({error}); convert a torch state dict "
                                   f"with safetensors.torch.save_file(model.state_dict(), PATH)") from None
         try:
-            model = build_model(self.spec.architecture, hparams)
+            model = build_model(self.spec.architecture, hparams, self.paths)
         except ValueError as error:
             raise CollectionError(f"{where}: {error}: give it in the card's architecture or as a column of "
                                   f"{TABLE}") from None
@@ -272,8 +277,9 @@ def _metric(row: dict[str, str], column: str, where: str, required: bool = False
     return value
 
 
-def source_for(spec: CollectionSpec, folder: Path | None = None) -> ModelSource:
-    """The source of a card's models: its grid, its checkpoints, or (imported) the table in ``folder``."""
+def source_for(spec: CollectionSpec, paths: DataPaths, folder: Path | None = None) -> ModelSource:
+    """The source of a card's models: its grid, its checkpoints, or (imported) the table in ``folder``; pretrained
+    weights named by a relative path are found in ``paths``."""
     if spec.imported:
-        return ImportedTable(spec, folder)
-    return PretrainedFetch(spec) if spec.checkpoints else GridTraining(spec)
+        return ImportedTable(spec, paths, folder)
+    return PretrainedFetch(spec, paths) if spec.checkpoints else GridTraining(spec)

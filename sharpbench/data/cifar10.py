@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.data.locate import DataNotFoundError, find_dataset_dir, not_found_message
+from sharpbench.data.locate import DataNotFoundError, DataPaths
 
 NAME = "cifar10"
 HUB_ID = "uoft-cs/cifar10"
@@ -34,22 +34,22 @@ def _read_batches(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
 
 
-def _local_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+def _local_arrays(paths: DataPaths) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     for name in (NAME, "cifar-10-batches-bin", f"{NAME}/cifar-10-batches-bin"):
-        folder = find_dataset_dir(name, _TRAIN + _TEST)
+        folder = paths.find_dir(name, _TRAIN + _TEST)
         if folder is not None:
             return {"train": _read_batches([folder / f for f in _TRAIN]),
                     "test": _read_batches([folder / f for f in _TEST])}
     return None
 
 
-def _hub_arrays(hub_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _hub_arrays(hub_id: str, paths: DataPaths) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import datasets
 
     try:
         loaded = datasets.load_dataset(hub_id)
     except Exception as error:  # offline, unknown id, no network: all mean "not here", with the reason kept
-        raise DataNotFoundError(not_found_message(NAME, list(_TRAIN + _TEST), (), hub_id,
+        raise DataNotFoundError(paths.not_found_message(NAME, list(_TRAIN + _TEST), (), hub_id,
                                                   f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")) from None
     out = {}
     for split in ("train", "test"):
@@ -58,10 +58,10 @@ def _hub_arrays(hub_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def load_cifar10(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_cifar10(cfg: dict[str, Any], paths: DataPaths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test): images (N, 3, 32, 32) in [0, 1]; a seeded random training subset of
     ``train_size`` and the first ``test_size`` test images."""
-    arrays = _local_arrays() or _hub_arrays(str(cfg["hub_id"]))
+    arrays = _local_arrays(paths) or _hub_arrays(str(cfg["hub_id"]), paths)
     train_images, train_labels = arrays["train"]
     if int(cfg["train_size"]) < len(train_labels):
         index = np.sort(np.random.default_rng(int(cfg["split_seed"])).permutation(len(train_labels))[:int(cfg["train_size"])])
@@ -74,13 +74,13 @@ def load_cifar10(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch
     return tensor(train_images), torch.from_numpy(train_labels), tensor(test_images), torch.from_numpy(test_labels)
 
 
-def cifar10_c(x: torch.Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> torch.Tensor:
+def cifar10_c(x: torch.Tensor, params: dict[str, Any], image_shape: tuple[int, ...], paths: DataPaths) -> torch.Tensor:
     """The first len(x) test images as corrupted by CIFAR-10-C's ``corruption`` at ``severity`` (1-5): rows
     [(severity - 1) * k, (severity - 1) * k + len(x)) of CORRUPTION.npy, k = its rows / 5 (10,000)."""
     file = f"{params['corruption']}.npy"
-    folder = find_dataset_dir(CORRUPTIONS_NAME, [file])
+    folder = paths.find_dir(CORRUPTIONS_NAME, [file])
     if folder is None:
-        raise DataNotFoundError(not_found_message(CORRUPTIONS_NAME, [file]) + f"\n  (CIFAR-10-C: {CORRUPTIONS_URL})")
+        raise DataNotFoundError(paths.not_found_message(CORRUPTIONS_NAME, [file]) + f"\n  (CIFAR-10-C: {CORRUPTIONS_URL})")
     array = np.load(folder / file, mmap_mode="r", allow_pickle=False)
     per_severity = array.shape[0] // 5
     if x.shape[0] > per_severity:

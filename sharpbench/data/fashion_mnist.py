@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.data.locate import DataNotFoundError, find_dataset_dir, not_found_message
+from sharpbench.data.locate import DataNotFoundError, DataPaths
 
 NAME = "fashion-mnist"
 SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -38,17 +38,17 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _local_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+def _local_arrays(paths: DataPaths) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     for suffix in (".gz", ""):
         required = [f + suffix for pair in _FILES.values() for f in pair]
-        folder = find_dataset_dir(NAME, required, SYSTEM_DIRS)
+        folder = paths.find_dir(NAME, required, SYSTEM_DIRS)
         if folder is not None:
             return {split: (_read_idx(folder / (images + suffix)), _read_idx(folder / (labels + suffix)))
                     for split, (images, labels) in _FILES.items()}
     return None
 
 
-def _hub_arrays(hub_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _hub_arrays(hub_id: str, paths: DataPaths) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The train and test splits from the hub (or a local copy in its format: columns image and label)."""
     import datasets
 
@@ -56,7 +56,7 @@ def _hub_arrays(hub_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     try:
         loaded = datasets.load_dataset(hub_id)
     except Exception as error:  # offline, unknown id, no network: all mean "not here", with the reason kept
-        raise DataNotFoundError(not_found_message(NAME, required, SYSTEM_DIRS, hub_id, f"{type(error).__name__}: "
+        raise DataNotFoundError(paths.not_found_message(NAME, required, SYSTEM_DIRS, hub_id, f"{type(error).__name__}: "
                                                   f"{str(error).splitlines()[0] if str(error) else ''}",
                                                   DEBIAN_PACKAGE)) from None
     out = {}
@@ -75,10 +75,10 @@ def _subsample(images: np.ndarray, labels: np.ndarray, size: int, seed: int) -> 
     return images[index], labels[index]
 
 
-def load_fashion_mnist(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(cfg: dict[str, Any], paths: DataPaths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test): images (N, 1, 28, 28) in [0, 1], labels int64; ``train_size`` and
     ``test_size`` keep a random subset drawn with ``split_seed`` (all when they are at least the split)."""
-    arrays = _local_arrays() or _hub_arrays(str(cfg["hub_id"]))
+    arrays = _local_arrays(paths) or _hub_arrays(str(cfg["hub_id"]), paths)
     out = []
     for split, size, seed in (("train", cfg["train_size"], cfg["split_seed"]),
                               ("test", cfg["test_size"], cfg["split_seed"] + 1)):

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sharpbench.data.locate import DATA_ENV, DataNotFoundError, find_dataset_folder, user_data_dirs
+from sharpbench.data.locate import DATA_ENV, DataNotFoundError, DataPaths
 from sharpbench.data.sets import EvalSet, DatasetSplits, groups_for
 
 NAME = "imagenet"
@@ -43,11 +43,11 @@ def eval_transform(cfg: dict[str, Any]) -> Callable[[Any], Any]:
                             std=tuple(cfg["std"]), crop_pct=float(cfg["crop_pct"]), is_training=False)
 
 
-def _folder(name: str, what: str) -> Path:
+def _folder(name: str, what: str, paths: DataPaths) -> Path:
     """DIR/NAME of the first user data folder that has it; else an error saying where to put it."""
-    folder = find_dataset_folder(name)
+    folder = paths.find_folder(name)
     if folder is None:
-        searched = ", ".join(str(root / name) for root in user_data_dirs()) or "no data folder given"
+        searched = ", ".join(str(root / name) for root in paths.folders) or "no data folder given"
         raise DataNotFoundError(
             f"image folder '{name}' not found (searched: {searched}). Put its images in DIR/{name}/, one sub-folder "
             f"per class ({what}), and pass --data-dir DIR or set ${DATA_ENV}=DIR. ImageNet and its OOD sets are "
@@ -109,15 +109,15 @@ def _eval_set(root: Path, class_of_folder: Callable[[str], int | None], transfor
 _OOD_KINDS = {"imagenet_folder": (_by_wordnet_id, "WordNet ids"), "imagenet_v2": (_by_index, "class indices 0-999")}
 
 
-def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> DatasetSplits:
+def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]], paths: DataPaths) -> DatasetSplits:
     """ImageNet train and validation folders and the OOD folders the card names, all through one transform."""
     transform = eval_transform(cfg)
-    train_root = _folder(f"{cfg['folder']}/train", "WordNet ids")
-    val_root = _folder(f"{cfg['folder']}/val", "WordNet ids")
+    train_root = _folder(f"{cfg['folder']}/train", "WordNet ids", paths)
+    val_root = _folder(f"{cfg['folder']}/val", "WordNet ids", paths)
     train, _ = _image_folder(train_root, _by_wordnet_id)
     train.transform = transform
     sets = {}
     for name, kind, params in ood:
         class_of_folder, what = _OOD_KINDS[kind]
-        sets[name] = _eval_set(_folder(params["folder"], what), class_of_folder, transform, params.get("mask", False))
+        sets[name] = _eval_set(_folder(params["folder"], what, paths), class_of_folder, transform, params.get("mask", False))
     return DatasetSplits(train=train, test=_eval_set(val_root, _by_wordnet_id, transform), ood=sets)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.data.locate import DataNotFoundError, find_dataset_dir, not_found_message
+from sharpbench.data.locate import DataNotFoundError, DataPaths
 from sharpbench.cards.schema import Param
 from sharpbench.data.sets import TRAIN_EVAL_SIZE, EvalSet, DatasetSplits
 
@@ -111,9 +111,9 @@ def _read_jsonl(path: Path) -> Pairs:
     return premises, hypotheses, labels
 
 
-def _mnli_pairs(hub_id: str) -> dict[str, Pairs]:
+def _mnli_pairs(hub_id: str, paths: DataPaths) -> dict[str, Pairs]:
     """MNLI's train and test (validation-matched) pairs: the local jsonl files, else the hub's GLUE copy."""
-    folder = find_dataset_dir(NAME, list(FILES.values()))
+    folder = paths.find_dir(NAME, list(FILES.values()))
     if folder is not None:
         return {split: _read_jsonl(folder / file) for split, file in FILES.items()}
     import datasets
@@ -121,7 +121,7 @@ def _mnli_pairs(hub_id: str) -> dict[str, Pairs]:
     try:
         loaded = datasets.load_dataset(hub_id, "mnli")
     except Exception as error:  # offline, unknown id, no network: all mean "not here", with the reason kept
-        raise DataNotFoundError(not_found_message(NAME, list(FILES.values()), (), hub_id, _hub_error(error))) from None
+        raise DataNotFoundError(paths.not_found_message(NAME, list(FILES.values()), (), hub_id, _hub_error(error))) from None
     out = {}
     for split, hub_split in HUB_SPLITS.items():
         rows = loaded[hub_split]
@@ -131,10 +131,10 @@ def _mnli_pairs(hub_id: str) -> dict[str, Pairs]:
     return out
 
 
-def _hans_pairs(heuristic: str, hub_id: str) -> Pairs:
+def _hans_pairs(heuristic: str, hub_id: str, paths: DataPaths) -> Pairs:
     """HANS's evaluation pairs (labels 0 entailment, 1 non-entailment), of one heuristic or all: the
     official TSV in a local folder, else the hub."""
-    folder = find_dataset_dir(HANS_NAME, [HANS_FILE])
+    folder = paths.find_dir(HANS_NAME, [HANS_FILE])
     if folder is not None:
         with (folder / HANS_FILE).open(encoding="utf-8", newline="") as file:
             rows = [(r["sentence1"], r["sentence2"], HANS_CLASSES.index(r["gold_label"]), r["heuristic"])
@@ -145,7 +145,7 @@ def _hans_pairs(heuristic: str, hub_id: str) -> Pairs:
         try:
             loaded = datasets.load_dataset(hub_id, split="validation")
         except Exception as error:
-            raise DataNotFoundError(not_found_message(HANS_NAME, [HANS_FILE], (), hub_id, _hub_error(error))) from None
+            raise DataNotFoundError(paths.not_found_message(HANS_NAME, [HANS_FILE], (), hub_id, _hub_error(error))) from None
         rows = list(zip(loaded["premise"], loaded["hypothesis"], loaded["label"], loaded["heuristic"]))
     kept = [row for row in rows if heuristic == "all" or row[3] == heuristic]
     return [r[0] for r in kept], [r[1] for r in kept], [int(r[2]) for r in kept]
@@ -168,15 +168,15 @@ def _with_defaults(schema: dict[str, Param], values: dict[str, Any]) -> dict[str
     return {**{k: p.default for k, p in schema.items() if p.default is not ...}, **values}
 
 
-def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]]) -> DatasetSplits:
+def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]], paths: DataPaths) -> DatasetSplits:
     """MNLI's training set, its matched validation set as the test set and the OOD sets asked for
     ((card name, kind, params); kind ``hans``), labels in the model's class order ``label_order``."""
     cfg = _with_defaults(PARAMS, cfg)
     for name, kind, _ in ood:
         if kind != "hans":
             raise SharpbenchError(f"OOD set {name!r}: MNLI offers the OOD kind 'hans', not {kind!r}")
-    pairs = _mnli_pairs(str(cfg["hub_id"]))
-    hans = {name: _hans_pairs(**_with_defaults(HANS_PARAMS, params)) for name, _, params in ood}
+    pairs = _mnli_pairs(str(cfg["hub_id"]), paths)
+    hans = {name: _hans_pairs(**_with_defaults(HANS_PARAMS, params), paths=paths) for name, _, params in ood}
     tokenizer = load_tokenizer(str(cfg["tokenizer"]))
     found = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     wrong = [f"dataset.{key}: {value} (the card says {cfg[key]})" for key, value in found.items() if value != cfg[key]]

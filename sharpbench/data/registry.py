@@ -26,6 +26,7 @@ from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_f
 from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
 from sharpbench.data.sparse_regression import load_sparse_regression
 from sharpbench.cards.schema import Param
+from sharpbench.data.locate import DataPaths
 from sharpbench.data.sets import TRAIN_EVAL_SIZE, DatasetSplits, EvalSet
 
 Tensor = torch.Tensor
@@ -43,7 +44,10 @@ def _nonnegative(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class DatasetKind:
-    loader: Callable[[dict[str, Any]], Split] | None
+    """One dataset: its loader ``(card's dataset section, data folders) -> (x_train, y_train, x_test, y_test)`` or,
+    streamed, ``stream``; the card fields it takes; its shapes, classes and task."""
+
+    loader: Callable[[dict[str, Any], DataPaths], Split] | None
     params: dict[str, Param]
     input_shape: tuple[int, ...]    # shape of one example as the model sees it (flat for an MLP)
     image_shape: tuple[int, ...]    # (channels, height, width) for spatial shifts
@@ -51,8 +55,8 @@ class DatasetKind:
     description: str = ""
     task: str = "classification"    # or "regression": float targets, the loss is the error
     fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # fields that depend on the card
-    # a streamed dataset: (card's dataset section, OOD sets asked for) -> sharpbench.data.sets.DatasetSplits
-    stream: Callable[[dict[str, Any], Sequence[OodRequest]], Any] | None = None
+    # a streamed dataset: (card's dataset section, OOD sets asked for, data folders) -> DatasetSplits
+    stream: Callable[[dict[str, Any], Sequence[OodRequest], DataPaths], DatasetSplits] | None = None
     ood_sets: dict[str, dict[str, Param]] = field(default_factory=dict)  # OOD set kind -> its card params
 
     def architecture_fields(self, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -64,9 +68,13 @@ class DatasetKind:
 
 @dataclass(frozen=True)
 class ShiftKind:
-    apply: Callable[[Tensor, dict[str, Any], tuple[int, ...]], Tensor]
+    """One shift of a test set: ``apply(x, params, image_shape)``, or ``apply(x, params, image_shape, paths)`` for a
+    shift that ``reads_files`` (e.g. CIFAR-10-C's images); the parameters it takes."""
+
+    apply: Callable[..., Tensor]
     params: dict[str, Param] = field(default_factory=dict)
     description: str = ""
+    reads_files: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -90,7 +98,7 @@ def _load_digits(cfg: dict[str, Any]) -> Split:
 
 DATASETS: dict[str, DatasetKind] = {
     "digits": DatasetKind(
-        loader=_load_digits,
+        loader=lambda cfg, paths: _load_digits(cfg),
         params={
             "test_fraction": Param(float, check=lambda v: 0.0 < v < 1.0, expected="a number in (0, 1)"),
             "split_seed": Param(int),
@@ -118,7 +126,7 @@ DATASETS["fashion-mnist"] = DatasetKind(
                 "optionally a seeded random subset",
 )
 DATASETS["sparse-regression"] = DatasetKind(
-    loader=load_sparse_regression,
+    loader=lambda cfg, paths: load_sparse_regression(cfg),
     params={
         "num_train": Param(int, check=_positive, expected="a positive integer"),
         "num_test": Param(int, check=_positive, expected="a positive integer"),
@@ -149,7 +157,7 @@ DATASETS["cifar10"] = DatasetKind(
                 "test images",
 )
 DATASETS["synthetic-nli"] = DatasetKind(
-    loader=synthetic_nli.load_synthetic_nli,
+    loader=lambda cfg, paths: synthetic_nli.load_synthetic_nli(cfg),
     params={
         "num_train": Param(int, check=_positive, expected="a positive integer"),
         "num_test": Param(int, check=_positive, expected="a positive integer"),
@@ -205,20 +213,20 @@ DATASETS["mnli"] = DatasetKind(
 )
 
 
-def load_dataset(cfg: dict[str, Any]) -> Split:
+def load_dataset(cfg: dict[str, Any], paths: DataPaths | None = None) -> Split:
     """(x_train, y_train, x_test, y_test) for a validated dataset section of a card ({name, ...}) of a dataset
-    held in memory."""
-    return DATASETS[cfg["name"]].loader(cfg)
+    held in memory; its files are looked up in ``paths`` (default: $SHARPBENCH_DATA), then the system's."""
+    return DATASETS[cfg["name"]].loader(cfg, paths or DataPaths.from_env())
 
 
-def load_splits(cfg: dict[str, Any], shifts: Sequence[OodRequest]) -> DatasetSplits:
+def load_splits(cfg: dict[str, Any], shifts: Sequence[OodRequest], paths: DataPaths | None = None) -> DatasetSplits:
     """The data of a validated dataset section of a card ({name, ...}) with the OOD sets asked for: an in-memory
     dataset's test split transformed by each shift (labels shared), or a streamed dataset's own sets."""
-    kind = DATASETS[cfg["name"]]
+    kind, paths = DATASETS[cfg["name"]], paths or DataPaths.from_env()
     if kind.stream is not None:
-        return kind.stream(cfg, shifts)
-    x_train, y_train, x_test, y_test = load_dataset(cfg)
-    ood = {name: EvalSet(TensorDataset(apply_shift(shift, x_test, params, kind.image_shape), y_test))
+        return kind.stream(cfg, shifts, paths)
+    x_train, y_train, x_test, y_test = load_dataset(cfg, paths)
+    ood = {name: EvalSet(TensorDataset(apply_shift(shift, x_test, params, kind.image_shape, paths), y_test))
            for name, shift, params in shifts}
     return DatasetSplits(TensorDataset(x_train, y_train), EvalSet(TensorDataset(x_test, y_test)), ood)
 
@@ -347,6 +355,7 @@ SHIFTS: dict[str, ShiftKind] = {
         {"corruption": Param(str, expected="a CIFAR-10-C file name without .npy, e.g. gaussian_noise"),
          "severity": Param(int, check=lambda v: 1 <= v <= 5, expected="an integer from 1 to 5")},
         "cifar10 only: the test images as CIFAR-10-C corrupts them (files from --data-dir)",
+        reads_files=True,
     ),
     "nli_overlap_swap": ShiftKind(
         synthetic_nli.overlap_swap,
@@ -356,7 +365,8 @@ SHIFTS: dict[str, ShiftKind] = {
 }
 
 
-def apply_shift(kind: str, x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...] | None = None) -> Tensor:
+def apply_shift(kind: str, x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...] | None = None,
+                paths: DataPaths | None = None) -> Tensor:
     """The shifted copy of x (never modified in place); deterministic for the same arguments.
 
     ``image_shape`` (channels, height, width) is needed by spatial shifts; without it a square single-channel
@@ -368,4 +378,6 @@ def apply_shift(kind: str, x: Tensor, params: dict[str, Any], image_shape: tuple
         image_shape = (1, side, side)
     full = {name: p.default for name, p in SHIFTS[kind].params.items() if p.default is not ...}
     full.update(params)
+    if SHIFTS[kind].reads_files:
+        return SHIFTS[kind].apply(x.clone(), full, tuple(image_shape), paths or DataPaths.from_env())
     return SHIFTS[kind].apply(x.clone(), full, tuple(image_shape))

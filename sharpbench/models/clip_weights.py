@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sharpbench.errors import CollectionError
-from sharpbench.data.locate import DATA_ENV, user_data_dirs
+from sharpbench.data.locate import DATA_ENV, DataPaths
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 # the rest of a CLIP model: its text tower (model-soups' ModelWrapper keeps all but `transformer`) and the
@@ -28,26 +28,24 @@ _BLOCK_KEYS = ("ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_
 _HEAD_KEYS = {"classification_head.weight", "classification_head.bias"}
 
 
-def find_checkpoint(name: str | Path) -> Path:
-    """The checkpoint file ``name``: as given when absolute, else the first of DIR/name for each folder of
-    ``$SHARPBENCH_DATA`` (``--data-dir``), then name relative to the working folder."""
-    path = Path(name).expanduser()
-    candidates = [path] if path.is_absolute() else [root / path for root in user_data_dirs()] + [path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise CollectionError(
-        f"checkpoint '{name}' not found (searched: {', '.join(str(c) for c in candidates)}). Put it in a folder "
-        f"passed as --data-dir DIR (or listed in ${DATA_ENV}), or give its absolute path.")
+def find_checkpoint(name: str | Path, paths: DataPaths) -> Path:
+    """The checkpoint file ``name``: as given when absolute, else the first of DIR/name for each data folder
+    (``--data-dir``, ``$SHARPBENCH_DATA``), then name relative to the working folder."""
+    found = paths.find_file(name)
+    if found is None:
+        searched = ", ".join(str(root / name) for root in paths.folders) or "no data folder given"
+        raise CollectionError(
+            f"checkpoint '{name}' not found (searched: {searched}, {name}). Put it in a folder passed as "
+            f"--data-dir DIR (or listed in ${DATA_ENV}), or give its absolute path.")
+    return found.resolve()
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint (found by :func:`find_checkpoint`): a ``.safetensors`` file, or a torch
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: a ``.safetensors`` file, or a torch
     pickle (.pt, .pth, .bin) read with ``weights_only=True``, so that loading it runs no code of the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = find_checkpoint(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -115,10 +113,10 @@ def openai_clip_to_classifier(state: dict[str, torch.Tensor], model: nn.Module) 
     return {key: value.to(torch.float32) for key, value in converted.items()}
 
 
-def load_openai_clip(model: nn.Module, name: str) -> None:
+def load_openai_clip(model: nn.Module, name: str, paths: DataPaths) -> None:
     """Load the OpenAI CLIP / model-soups checkpoint ``name`` into ``model`` (a CLIPClassifier), strictly: a
     key or shape that does not fit raises CollectionError naming the file."""
-    path = find_checkpoint(name)
+    path = find_checkpoint(name, paths)
     state = read_checkpoint(path)
     try:
         model.load_state_dict(openai_clip_to_classifier(state, model), strict=True)

@@ -19,30 +19,25 @@ import torch
 from torch import nn
 
 from sharpbench.cards.schema import Param
-from sharpbench.data.locate import find_dataset_folder
+from sharpbench.data.locate import DataPaths
+from sharpbench.models.clip import build_clip_classifier
+from sharpbench.models.cnn import build_cnn
+from sharpbench.models.diagonal import DiagonalLinearNet
+from sharpbench.models.image_models import build_timm
+from sharpbench.models.layers import ACTIVATIONS
+from sharpbench.models.mlp import build_mlp
+from sharpbench.models.text import build_transformers
 
 
 @dataclass(frozen=True)
 class ArchitectureKind:
-    builder: Callable[[dict[str, Any]], nn.Module]
+    """One architecture kind: its builder ``(config) -> nn.Module``, or ``(config, paths) -> nn.Module`` for a kind
+    that ``reads_files`` (pretrained weights in the user's data folders), and the card fields it takes."""
+
+    builder: Callable[..., nn.Module]
     params: dict[str, Param]
     description: str = ""
-
-
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-
-
-def _build_mlp(config: dict[str, Any]) -> nn.Module:
-    """``depth`` hidden layers of ``width`` units with ``activation``, then a linear head.
-
-    An nn.Sequential, so parameter names are stable: 0.weight, 0.bias, 2.weight, ..."""
-    layers: list[nn.Module] = []
-    features = int(config["in_features"])
-    for _ in range(int(config["depth"])):
-        layers += [nn.Linear(features, int(config["width"]), bias=config["bias"]), _ACTIVATIONS[config["activation"]]()]
-        features = int(config["width"])
-    layers.append(nn.Linear(features, int(config["num_classes"]), bias=config["bias"]))
-    return nn.Sequential(*layers)
+    reads_files: bool = False
 
 
 def _positive(v: Any) -> bool:
@@ -53,167 +48,33 @@ def _nonnegative(v: Any) -> bool:
     return v >= 0
 
 
-class ToImage(nn.Module):
-    """Reshape a batch to (N, *image_shape): lets image models take flat inputs (8x8 digits) as well."""
-
-    def __init__(self, image_shape: list[int]) -> None:
-        super().__init__()
-        self.image_shape = tuple(int(d) for d in image_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.image_shape)
-
-
-def _build_cnn(config: dict[str, Any]) -> nn.Module:
-    """``depth`` blocks of 3x3 conv (``width`` doubling per block), optional BatchNorm, activation, and a halving
-    of the resolution (2x2 max pool, or the conv's own stride 2: four times cheaper); then a linear head on the
-    flattened features. Small enough to train on a CPU in seconds."""
-    channels, height, width_px = (int(d) for d in config["image_shape"])
-    layers: list[nn.Module] = [ToImage(config["image_shape"])]
-    out = int(config["width"])
-    strided = config["downsample"] == "stride"
-    for _ in range(int(config["depth"])):
-        layers.append(nn.Conv2d(channels, out, 3, stride=2 if strided else 1, padding=1,
-                                bias=not config["batch_norm"]))
-        if config["batch_norm"]:
-            layers.append(nn.BatchNorm2d(out))
-        layers.append(_ACTIVATIONS[config["activation"]]())
-        if not strided:
-            layers.append(nn.MaxPool2d(2))
-        height, width_px = (height + 1) // 2 if strided else height // 2, (width_px + 1) // 2 if strided else width_px // 2
-        channels, out = out, out * 2
-    layers += [nn.Flatten(), nn.Linear(channels * height * width_px, int(config["num_classes"]))]
-    return nn.Sequential(*layers)
-
-
-def _build_timm(config: dict[str, Any]) -> nn.Module:
-    """``timm.create_model(model, num_classes, in_chans, drop_rate, drop_path_rate, **kwargs)``, after a reshape
-    of the inputs to the dataset's image shape. ``kwargs`` overrides the named config (e.g. a tiny ViT:
-    img_size, patch_size, embed_dim, depth, num_heads)."""
-    import timm
-
-    net = timm.create_model(config["model"], pretrained=config["pretrained"], num_classes=int(config["num_classes"]),
-                            in_chans=int(config["image_shape"][0]), drop_rate=config["drop_rate"],
-                            drop_path_rate=config["drop_path_rate"], **config["kwargs"])
-    return nn.Sequential(ToImage(config["image_shape"]), net)
-
-
-class CLIPClassifier(nn.Module):
-    """CLIP's image tower with model-soups' head (Wortsman et al. 2022): logits =
-    head(normalize(proj(tower(x)))), a linear classifier of the L2-normalized CLIP image embedding. ``proj``
-    has no bias, as in CLIP, so that sharpness perturbs no parameter the original model lacks."""
-
-    def __init__(self, tower: nn.Module, embed_dim: int, num_classes: int, image_shape: list[int]) -> None:
-        super().__init__()
-        self.to_image = ToImage(image_shape)
-        self.tower = tower
-        self.proj = nn.Linear(tower.num_features, embed_dim, bias=False)
-        self.head = nn.Linear(embed_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.proj(self.tower(self.to_image(x)))
-        return self.head(nn.functional.normalize(features, dim=-1))
-
-
-def _build_clip_classifier(config: dict[str, Any]) -> nn.Module:
-    """A :class:`CLIPClassifier` whose tower is the timm ViT ``model`` (pooled features: ``num_classes=0``) with
-    ``kwargs`` overrides; ``pretrained`` names an OpenAI CLIP or model-soups checkpoint to load (a relative
-    path is looked up in ``$SHARPBENCH_DATA``); a plain CLIP checkpoint has no head, which stays initialized."""
-    import timm
-
-    tower = timm.create_model(config["model"], num_classes=0, in_chans=int(config["image_shape"][0]),
-                              **config["kwargs"])
-    model = CLIPClassifier(tower, int(config["embed_dim"]), int(config["num_classes"]), config["image_shape"])
-    if config["pretrained"]:
-        from sharpbench.models.clip_weights import load_openai_clip
-
-        load_openai_clip(model, config["pretrained"])
-    return model
-
-
-class DiagonalLinearNet(nn.Module):
-    """f(x) = <u * v, x>, output shape (N, 1). Initialized at u = sqrt(2) * scale, v = 0 (no randomness): with
-    w+- = (u +- v) / sqrt(2), both starting at ``scale``, beta = u * v = (w+^2 - w-^2) / 2, which is the
-    parametrization of Woodworth et al. (2020), beta = w+^2 - w-^2, from their alpha = scale / sqrt(2) (the
-    factor only rescales time). The predictor starts at 0 and the scale alone selects the implicit bias
-    (small: sparse, L1-like; large: min-L2)."""
-
-    def __init__(self, in_features: int, init_scale: float) -> None:
-        super().__init__()
-        self.u = nn.Parameter(torch.full((in_features,), 2 ** 0.5 * init_scale))
-        self.v = nn.Parameter(torch.zeros(in_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x @ (self.u * self.v)).unsqueeze(-1)
-
-
-class TextClassifier(nn.Module):
-    """A Hugging Face sequence classifier taking one tensor of token ids and returning logits: the one-tensor
-    forward that the sharpness measures use. Inputs are (N, L) token ids, or (N, 2, L) = [input_ids,
-    token_type_ids] for sentence pairs (pretrained BERT tells premise from hypothesis by the segment ids);
-    the attention mask is derived from the padding id.
-
-    The mask is passed ready-made (4D, additive: 0 for tokens, the float minimum for padding), which
-    transformers uses as is; its 2D form would make transformers inspect the mask's values (``mask.all()``),
-    control flow that ``torch.func.vmap`` over m-sharpness batches cannot trace."""
-
-    def __init__(self, model: nn.Module, pad_token_id: int) -> None:
-        super().__init__()
-        self.model = model
-        self.pad_token_id = int(pad_token_id)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        # segment ids only when given: models without them (DistilBERT) keep taking (N, L) ids
-        input_ids, segments = (inputs[:, 0], {"token_type_ids": inputs[:, 1]}) if inputs.dim() == 3 else (inputs, {})
-        padding = (input_ids == self.pad_token_id).to(torch.float32) * torch.finfo(torch.float32).min
-        return self.model(input_ids=input_ids, attention_mask=padding[:, None, None, :], **segments).logits
-
-
-def _build_transformers(config: dict[str, Any]) -> nn.Module:
-    """A ``transformers`` sequence classifier: from ``pretrained`` when given (a folder of that name under
-    ``--data-dir`` / ``$SHARPBENCH_DATA``, else a local path or hub id as transformers reads it), else freshly
-    initialized from ``model_type`` and the ``config`` fields (e.g. a tiny BERT)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    if config["pretrained"]:
-        source = find_dataset_folder(config["pretrained"]) or config["pretrained"]
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=int(config["num_classes"]), **config["config"])
-    else:
-        hf_config = AutoConfig.for_model(config["model_type"], vocab_size=int(config["vocab_size"]),
-                                         num_labels=int(config["num_classes"]),
-                                         pad_token_id=int(config["pad_token_id"]), **config["config"])
-        model = AutoModelForSequenceClassification.from_config(hf_config)
-    return TextClassifier(model, config["pad_token_id"])
-
-
 _IMAGE_SHAPE = Param(list, check=lambda v: len(v) == 3 and all(isinstance(d, int) and d > 0 for d in v),
                      expected="[channels, height, width] (an image dataset)")
 _NUM_CLASSES = Param(int, check=lambda v: v >= 2, expected="an integer >= 2")
 
 ARCHITECTURES: dict[str, ArchitectureKind] = {
     "mlp": ArchitectureKind(
-        _build_mlp,
+        build_mlp,
         {
             "in_features": Param(int, check=_positive, expected="a positive integer"),
             "num_classes": Param(int, check=lambda v: v >= 2, expected="an integer >= 2"),
             "width": Param(int, check=_positive, expected="a positive integer"),
             "depth": Param(int, default=1, check=lambda v: v >= 0, expected="an integer >= 0"),
-            "activation": Param(str, default="relu", check=lambda v: v in _ACTIVATIONS,
-                                expected=f"one of {sorted(_ACTIVATIONS)}"),
+            "activation": Param(str, default="relu", check=lambda v: v in ACTIVATIONS,
+                                expected=f"one of {sorted(ACTIVATIONS)}"),
             "bias": Param(bool, default=True),
         },
         "fully connected network on flat inputs",
     ),
     "cnn": ArchitectureKind(
-        _build_cnn,
+        build_cnn,
         {
             "image_shape": _IMAGE_SHAPE,
             "num_classes": _NUM_CLASSES,
             "width": Param(int, default=16, check=_positive, expected="a positive integer"),
             "depth": Param(int, default=2, check=_positive, expected="a positive integer"),
-            "activation": Param(str, default="relu", check=lambda v: v in _ACTIVATIONS,
-                                expected=f"one of {sorted(_ACTIVATIONS)}"),
+            "activation": Param(str, default="relu", check=lambda v: v in ACTIVATIONS,
+                                expected=f"one of {sorted(ACTIVATIONS)}"),
             "batch_norm": Param(bool, default=False),
             "downsample": Param(str, default="maxpool", check=lambda v: v in ("maxpool", "stride"),
                                 expected="maxpool or stride"),
@@ -221,7 +82,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         "small convolutional network: conv-activation-maxpool blocks, linear head",
     ),
     "timm": ArchitectureKind(
-        _build_timm,
+        build_timm,
         {
             "image_shape": _IMAGE_SHAPE,
             "num_classes": _NUM_CLASSES,
@@ -234,7 +95,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         "any timm model by name, with keyword overrides of its config",
     ),
     "clip_classifier": ArchitectureKind(
-        _build_clip_classifier,
+        build_clip_classifier,
         {
             "image_shape": _IMAGE_SHAPE,
             "num_classes": _NUM_CLASSES,
@@ -247,6 +108,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         },
         "CLIP image tower (timm ViT) + projection, L2-normalized, + linear head (model-soups); OpenAI CLIP or "
         "model-soups checkpoints",
+        reads_files=True,
     ),
     "diag_linear": ArchitectureKind(
         lambda config: DiagonalLinearNet(int(config["in_features"]), float(config["init_scale"])),
@@ -258,7 +120,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         "diagonal linear network f(x) = <u * v, x> (the study's toy model)",
     ),
     "transformers": ArchitectureKind(
-        _build_transformers,
+        build_transformers,
         {
             "num_classes": _NUM_CLASSES,
             "vocab_size": Param(int, check=_positive, expected="a positive integer (a text dataset)"),
@@ -268,6 +130,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "pretrained": Param(str, default=""),
         },
         "a Hugging Face transformers sequence classifier (config or pretrained name), token ids -> logits",
+        reads_files=True,
     ),
 }
 
@@ -286,9 +149,11 @@ def architecture_config(arch: dict[str, Any], hparams: dict[str, Any] | None = N
     return config
 
 
-def build_model(arch: dict[str, Any], hparams: dict[str, Any] | None = None) -> nn.Module:
-    """A freshly initialized float32 model (initialized from torch's global RNG: seed it first)."""
+def build_model(arch: dict[str, Any], hparams: dict[str, Any] | None = None, paths: DataPaths | None = None) -> nn.Module:
+    """A freshly initialized float32 model (initialized from torch's global RNG: seed it first); pretrained weights
+    named by a relative path are looked up in ``paths`` (default: $SHARPBENCH_DATA)."""
     if arch.get("kind") not in ARCHITECTURES:
         raise KeyError(f"unknown architecture kind {arch.get('kind')!r}; known: {sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[arch["kind"]].builder(architecture_config(arch, hparams))
+    kind, config = ARCHITECTURES[arch["kind"]], architecture_config(arch, hparams)
+    model = kind.builder(config, paths or DataPaths.from_env()) if kind.reads_files else kind.builder(config)
     return model.to(torch.float32)
