@@ -18,7 +18,8 @@ from sharpbench.data.registry import DATASETS, SHIFTS
 from sharpbench.errors import CardError
 from sharpbench.losses import LossFn
 from sharpbench.models.registry import ARCHITECTURES
-from sharpbench.training.recipe import LOSSES, RECIPE_PARAMS
+from sharpbench.losses import LOSSES
+from sharpbench.training.recipe import RECIPE_PARAMS
 
 _CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", "grid", "seeds", "training",
                 "convergence", "sharpness_data", "loss", "imported", "checkpoints"}
