@@ -154,7 +154,7 @@ def _choice(value: Any, path: Path, name: str, options: dict[str, Any]) -> str:
 
 
 def _check_shift_applies(kind: str, dataset_name: str, path: Path, name: str) -> None:
-    """A shift names the datasets it applies to; one that names none applies to any image dataset."""
+    """A shift names the datasets it applies to; one that names none applies to any dataset with an image shape."""
     datasets = SHIFTS[kind].datasets
     if datasets is None:
         if not DATASETS[dataset_name].image_shape:
@@ -187,7 +187,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     dataset_name = _choice(dataset_raw["name"], path, "dataset.name", DATASETS)
     dataset_kind = DATASETS[dataset_name]
     dataset = {"name": dataset_name, **validate({k: v for k, v in dataset_raw.items() if k != "name"},
-                                                      path, "dataset.", dataset_kind.params)}
+                                                path, "dataset.", dataset_kind.params)}
 
     # OOD shifts
     shifts_raw = field(card, path, "ood_shifts", list)
@@ -257,15 +257,14 @@ def load_collection_spec(path: Path) -> CollectionSpec:
             arch_fixed[key] = value
     architecture = {"kind": arch_kind_name,
                     **validate(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw) | per_model,
-                                     require=not imported)}
+                               require=not imported)}
 
     # training recipe (fixed fields; the grid may vary the others)
     training_raw = {} if untrained else field(card, path, "training", dict)
     for key in grid_raw:
         if key in training_raw:
             raise CardError(path, f"grid.{key}", f"a field not also fixed in training (training.{key})", key)
-    training = {} if untrained else validate(training_raw, path, "training.", RECIPE_PARAMS,
-                                                  skip=set(grid_raw))
+    training = {} if untrained else validate(training_raw, path, "training.", RECIPE_PARAMS, skip=set(grid_raw))
 
     # grid
     if not grid_raw and not untrained:
