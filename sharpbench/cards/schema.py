@@ -38,9 +38,6 @@ class Constraint:
         """What a value of type `kind` must be, as an error message says it."""
         return self.template.format(type_name(kind)) if "{}" in self.template else self.template
 
-    def __str__(self) -> str:
-        return self.describe(object)
-
 
 positive = Constraint("{} > 0", lambda v: v > 0)
 non_negative = Constraint("{} >= 0", lambda v: v >= 0)
