@@ -224,3 +224,16 @@ def test_a_shift_on_its_own_dataset_loads(tmp_path: Path):
     spec = load_collection_spec(write(tmp_path, "card.yaml", yaml.safe_dump(card, sort_keys=False)))
     assert spec.shifts[0].kind == "cifar10_c"
     assert load_collection_spec(REPO / "registry" / "collections" / "diag-linear-nets.yaml").shifts  # noise: any input
+
+
+def test_an_imported_card_with_bases_is_refused_it_is_copied_alone(tmp_path: Path):
+    from sharpbench.collection.importer import import_collection
+
+    card = {"name": "mine", "description": "trained elsewhere", "imported": True,
+            "dataset": {"name": "digits", "test_fraction": 0.3, "split_seed": 0}, "ood_shifts": [],
+            "architecture": {"kind": "mlp", "depth": 1}}
+    write(tmp_path, "_base.yaml", yaml.safe_dump({"sharpness_data": {"n": 64, "m": 32, "seed": 0}}))
+    write(tmp_path, "card.yaml", yaml.safe_dump({"include": "_base.yaml", **card}, sort_keys=False))
+    with pytest.raises(CardError, match="no bases in an imported card") as caught:
+        import_collection(tmp_path, home=tmp_path / "home")
+    assert caught.value.field == "include"

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from sharpbench.cards.include import INCLUDE, read_card
 from sharpbench.collection.collection import CHECKPOINTS, MANIFEST_FORMAT, Collection, atomic_write, open_collection
 from sharpbench.collection.spec import model_id_for, load_collection_spec
 from sharpbench.errors import CardError, CollectionError
@@ -92,6 +93,10 @@ def import_collection(folder: Path | str, home: Path | None = None) -> Collectio
     spec = load_collection_spec(card_path)
     if not spec.imported:
         raise CardError(card_path, "imported", "true (a card of checkpoints trained elsewhere)", False)
+    bases = read_card(card_path).get(INCLUDE)
+    if bases is not None:
+        raise CardError(card_path, INCLUDE, f"no bases in an imported card (it is copied alone into {IMPORTED}/): "
+                                            f"write the fields of its bases into it", bases)
     table = folder / TABLE
     try:
         with open(table, newline="", encoding="utf-8") as handle:
