@@ -19,7 +19,7 @@ import pytest
 from legacy import strip_outcomes
 from scipy import stats
 
-import sharpbench.measure
+import sharpbench.cards.measure_card
 import sharpbench.version
 from sharpbench.cli.main import main
 from sharpbench.collection.collection import open_collection
@@ -306,7 +306,7 @@ def test_recompute_ignores_and_overwrites_stored_values(capsys, tiny_collection_
     folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
     report = tmp_path / "report.json"
     digests = []
-    monkeypatch.setattr(sharpbench.measure, "kernels_sha256",
+    monkeypatch.setattr(sharpbench.cards.measure_card, "kernels_sha256",
                         lambda: digests.append(sharpbench.version.kernels_sha256()) or digests[-1])
     _, true_values = evaluate_weight_sum(capsys, folder, report)
     assert len(digests) == 1  # the code is hashed once per evaluate, not once per model

@@ -1,6 +1,7 @@
 """Discovery of cards: the built-in registry/ folder plus each --include-path folder of the user's.
 
-Every root has the same layout: ROOT/measures/*.yaml and ROOT/collections/*.yaml. Two cards with the
+Every root has the same layout: ROOT/measures/*.yaml and ROOT/collections/*.yaml; a file whose name starts
+with ``_`` is a base that cards include (see :mod:`sharpbench.cards.include`), not a card. Two cards with the
 same name are an error naming both files, so a user's card never silently shadows a built-in one. The
 cards of imported collections (`sharpbench collection import`) live in $SHARPBENCH_HOME/imported/.
 """
@@ -13,7 +14,7 @@ from typing import Callable, Iterable, TypeVar
 
 from sharpbench.collection.spec import CollectionSpec, load_collection_spec
 from sharpbench.errors import CardError, SharpbenchError, UnknownNameError
-from sharpbench.measure import MeasureSpec, load_measure_spec
+from sharpbench.cards.measure_card import MeasureSpec, load_measure_spec
 from sharpbench.paths import builtin_registry, sharpbench_home
 
 Spec = TypeVar("Spec", MeasureSpec, CollectionSpec)
@@ -62,6 +63,8 @@ def _scan(roots: list[Path], folder: str, load: Callable[[Path], Spec]) -> dict[
     found: dict[str, Spec] = {}
     for root in roots:
         for path in sorted((root / folder).glob("*.yaml")):
+            if path.name.startswith("_"):
+                continue
             spec = load(path)
             if spec.name in found:
                 raise CardError(path, "name", f"a name not already used by {found[spec.name].path}", spec.name)

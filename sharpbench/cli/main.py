@@ -17,7 +17,7 @@ from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.run import Evaluation, default_device, evaluate, outcome_sets
-from sharpbench.measure import MeasureSpec
+from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
 from sharpbench.leaderboard.results import publish

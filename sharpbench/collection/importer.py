@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from sharpbench.cards.include import INCLUDE, read_card
 from sharpbench.collection.builder import Builder
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.collection.sources import ImportedTable
@@ -38,6 +39,10 @@ def import_collection(folder: Path | str, home: Path | None = None, paths: DataP
     spec = load_collection_spec(card_path)
     if not spec.imported:
         raise CardError(card_path, "imported", "true (a card of checkpoints trained elsewhere)", False)
+    bases = read_card(card_path).get(INCLUDE)
+    if bases is not None:
+        raise CardError(card_path, INCLUDE, f"no bases in an imported card (it is copied alone into {IMPORTED}/): "
+                                            f"write the fields of its bases into it", bases)
     paths = paths or DataPaths.from_env()
     ImportedTable(spec, paths, folder).points()                          # the table is checked before anything is installed
     home = Path(home if home is not None else sharpbench_home())

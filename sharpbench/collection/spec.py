@@ -4,16 +4,16 @@ convergence filter and sharpness-data protocol, each checked against the registr
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from sharpbench.cards.schema import Param, check_type, field, read_card, reject_unknown
+from sharpbench.cards.include import load_card
+from sharpbench.cards.schema import (Param, check_type, check_value, entries, field, in_range, one_of, positive,
+                                     reject_unknown, validate)
 from sharpbench.data.registry import DATASETS, SHIFTS
 from sharpbench.errors import CardError
 from sharpbench.losses import LossFn
@@ -149,58 +149,31 @@ def model_id_for(index: int, hparams: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
-def _check_value(value: Any, path: Path, name: str, param: Param) -> Any:
-    if param.kind is float and isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            float(value)
-            raise CardError(path, name, "a number (YAML reads 1e-4 as text: write 1.0e-4)", value)
-    value = check_type(value, path, name, param.kind)
-    if param.check is not None and not param.check(value):
-        raise CardError(path, name, param.expected or "a valid value", value)
-    return value
-
-
-def _check_section(values: Any, path: Path, prefix: str, schema: dict[str, Param],
-                   skip: set[str] = frozenset(), fill_defaults: bool = True, require: bool = True) -> dict[str, Any]:
-    """Validate a mapping against a schema: unknown keys, types, checks; defaults filled in. Keys in
-    ``skip`` are left out (they are supplied elsewhere, e.g. by the grid); without ``require``, missing
-    fields are allowed (an imported card's models give them, one value per model)."""
-    if not isinstance(values, dict):
-        raise CardError(path, prefix.rstrip("."), "a mapping", values)
-    reject_unknown({prefix + k: v for k, v in values.items()}, path, {prefix + k for k in schema})
-    out: dict[str, Any] = {}
-    for name, param in schema.items():
-        if name in skip:
-            continue
-        if name in values:
-            out[name] = _check_value(values[name], path, prefix + name, param)
-        elif param.default is not ...:
-            if fill_defaults:
-                out[name] = param.default
-        elif require:
-            raise CardError(path, prefix + name, f"{_kind_name(param.kind)} (the field is required)")
-    return out
-
-
 def _choice(value: Any, path: Path, name: str, options: dict[str, Any]) -> str:
     """A kind or name that must be a key of one of the registries."""
-    if not isinstance(value, str) or value not in options:
-        raise CardError(path, name, f"one of {sorted(options)}", value)
-    return value
+    return check_value(value, path, name, Param(str, check=one_of(*sorted(options))))
 
 
-def _kind_name(kind: type) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
+def _check_shift_applies(kind: str, dataset_name: str, path: Path, name: str) -> None:
+    """A shift names the datasets it applies to; one that names none applies to any dataset with an image shape."""
+    datasets = SHIFTS[kind].datasets
+    if datasets is None:
+        if not DATASETS[dataset_name].image_shape:
+            raise CardError(path, name, f"a shift for dataset {dataset_name} ({kind} transforms images, and "
+                                        f"{dataset_name} has no image shape)", kind)
+    elif dataset_name not in datasets:
+        raise CardError(path, name, f"a shift for dataset {dataset_name} ({kind} applies to {', '.join(datasets)} "
+                                    f"only)", kind)
+
+
+_CONVERGENCE = {"max_train_error": Param(float, check=in_range(0, 1))}
+_SHARPNESS_DATA = {"n": Param(int, check=positive), "m": Param(int, check=positive), "seed": Param(int)}
 
 
 def load_collection_spec(path: Path) -> CollectionSpec:
     """Read and fully validate a collection card; every mistake is a CardError naming file and field."""
-    path = Path(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except OSError as error:
-        raise CardError(path, "<file>", f"a readable file ({error.strerror})") from None
-    card = read_card(path)
+    loaded = load_card(Path(path))
+    path, card = loaded.path, loaded.fields
     reject_unknown(card, path, _CARD_FIELDS)
 
     name = field(card, path, "name", str)
@@ -214,13 +187,13 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "dataset.name", f"one of {sorted(DATASETS)} (the field is required)")
     dataset_name = _choice(dataset_raw["name"], path, "dataset.name", DATASETS)
     dataset_kind = DATASETS[dataset_name]
-    dataset = {"name": dataset_name, **_check_section({k: v for k, v in dataset_raw.items() if k != "name"},
-                                                      path, "dataset.", dataset_kind.params)}
+    dataset = {"name": dataset_name, **validate({k: v for k, v in dataset_raw.items() if k != "name"},
+                                                path, "dataset.", dataset_kind.params)}
 
     # OOD shifts
     shifts_raw = field(card, path, "ood_shifts", list)
     shifts: list[ShiftSpec] = []
-    for where, entry in _entries(shifts_raw, path, "ood_shifts", ("name", "kind", "params")):
+    for where, entry in entries(shifts_raw, path, "ood_shifts", ("name", "kind", "params")):
         if "name" not in entry:
             raise CardError(path, f"{where}.name", "a string (the field is required)")
         shift_name = check_type(entry["name"], path, f"{where}.name", str)
@@ -231,7 +204,9 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         # a streamed dataset offers OOD sets of its own (with their own labels) instead of shifts of its test set
         schemas = dataset_kind.ood_sets if dataset_kind.stream else {k: v.params for k, v in SHIFTS.items()}
         kind = _choice(entry.get("kind"), path, f"{where}.kind", schemas)
-        params = _check_section(entry.get("params", {}) or {}, path, f"{where}.params.", schemas[kind])
+        if not dataset_kind.stream:
+            _check_shift_applies(kind, dataset_name, path, f"{where}.kind")
+        params = validate(entry.get("params", {}) or {}, path, f"{where}.params.", schemas[kind])
         shifts.append(ShiftSpec(shift_name, kind, params))
 
     imported = field(card, path, "imported", bool, default=False)
@@ -282,16 +257,15 @@ def load_collection_spec(path: Path) -> CollectionSpec:
                                 arch_fixed[key])
             arch_fixed[key] = value
     architecture = {"kind": arch_kind_name,
-                    **_check_section(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw) | per_model,
-                                     require=not imported)}
+                    **validate(arch_fixed, path, "architecture.", arch_schema, skip=set(grid_raw) | per_model,
+                               require=not imported)}
 
     # training recipe (fixed fields; the grid may vary the others)
     training_raw = {} if untrained else field(card, path, "training", dict)
     for key in grid_raw:
         if key in training_raw:
             raise CardError(path, f"grid.{key}", f"a field not also fixed in training (training.{key})", key)
-    training = {} if untrained else _check_section(training_raw, path, "training.", RECIPE_PARAMS,
-                                                  skip=set(grid_raw))
+    training = {} if untrained else validate(training_raw, path, "training.", RECIPE_PARAMS, skip=set(grid_raw))
 
     # grid
     if not grid_raw and not untrained:
@@ -300,7 +274,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     for key, values in grid_raw.items():
         if not isinstance(values, list) or not values:
             raise CardError(path, f"grid.{key}", "a non-empty list of values", values)
-        checked = [_check_value(v, path, f"grid.{key}[{i}]", gridable[key]) for i, v in enumerate(values)]
+        checked = [check_value(v, path, f"grid.{key}[{i}]", gridable[key]) for i, v in enumerate(values)]
         if len(set(map(repr, checked))) != len(checked):
             raise CardError(path, f"grid.{key}", "a list without repeated values", values)
         grid[key] = checked
@@ -314,43 +288,27 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         raise CardError(path, "seeds", "a list without repeated seeds", seeds_raw)
 
     # convergence filter
-    convergence = _check_section({"max_train_error": 1.0} if untrained else field(card, path, "convergence", dict),
-                                 path, "convergence.",
-                                 {"max_train_error": Param(float, check=lambda v: 0 <= v <= 1,
-                                                           expected="a number in [0, 1]")})
+    convergence = validate({"max_train_error": 1.0} if untrained else field(card, path, "convergence", dict),
+                           path, "convergence.", _CONVERGENCE)
 
     # sharpness-data protocol
-    sharpness = _check_section(field(card, path, "sharpness_data", dict), path, "sharpness_data.", {
-        "n": Param(int, check=lambda v: v > 0, expected="a positive integer"),
-        "m": Param(int, check=lambda v: v > 0, expected="a positive integer"),
-        "seed": Param(int),
-    })
+    sharpness = validate(field(card, path, "sharpness_data", dict), path, "sharpness_data.", _SHARPNESS_DATA)
     if sharpness["m"] > sharpness["n"]:
         raise CardError(path, "sharpness_data.m", f"an integer <= n ({sharpness['n']})", sharpness["m"])
 
     return CollectionSpec(
-        name=name, description=description, path=path, card_sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        name=name, description=description, path=path, card_sha256=loaded.sha256,
         dataset=dataset, shifts=tuple(shifts), architecture=architecture, grid=grid, seeds=seeds,
         training=training, max_train_error=convergence["max_train_error"], sharpness_data=sharpness,
         loss=loss, imported=imported, checkpoints=checkpoints,
     )
 
 
-def _entries(entries: list[Any], path: Path, section: str, keys: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
-    """(``section[i]``, entry) for each entry of a card's list section, checked to be a mapping of known keys."""
-    for i, entry in enumerate(entries):
-        where = f"{section}[{i}]"
-        if not isinstance(entry, dict):
-            raise CardError(path, where, "a mapping {" + ", ".join(keys) + "}", entry)
-        reject_unknown({f"{where}.{k}": v for k, v in entry.items()}, path, {f"{where}.{k}" for k in keys})
-        yield where, entry
-
-
-def _checkpoint_specs(entries: list[Any], path: Path, arch_schema: dict[str, Param],
+def _checkpoint_specs(section: list[Any], path: Path, arch_schema: dict[str, Param],
                       arch_fixed: dict[str, Any]) -> tuple[CheckpointSpec, ...]:
     """The validated ``checkpoints`` section: unique ids, and architecture fields of the right type."""
     checkpoints: list[CheckpointSpec] = []
-    for where, entry in _entries(entries, path, "checkpoints", ("id", "hparams", "init")):
+    for where, entry in entries(section, path, "checkpoints", ("id", "hparams", "init")):
         model_id = check_type(entry.get("id"), path, f"{where}.id", str)
         if not _NAME_PATTERN.match(model_id) or any(c.id == model_id for c in checkpoints):
             raise CardError(path, f"{where}.id", "a unique name of lower-case letters, digits, '.', '_' or '-'",
@@ -367,7 +325,7 @@ def _checkpoint_specs(entries: list[Any], path: Path, arch_schema: dict[str, Par
                     raise CardError(path, f"{where}.{key}.{name}", f"a field not also fixed in architecture "
                                                                    f"(architecture.{name})", value)
                 if name in arch_schema:
-                    _check_value(value, path, f"{where}.{key}.{name}", arch_schema[name])
+                    check_value(value, path, f"{where}.{key}.{name}", arch_schema[name])
                 elif key == "init":
                     raise CardError(path, f"{where}.init.{name}", f"an architecture field, one of "
                                                                   f"{sorted(arch_schema)}", name)

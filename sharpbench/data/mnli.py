@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from sharpbench.errors import SharpbenchError
+from sharpbench.cards.schema import Param, at_least, non_negative, one_of, permutation_of, positive
 from sharpbench.data.locate import DataNotFoundError, DataPaths
-from sharpbench.cards.schema import Param
-from sharpbench.data.sets import TRAIN_EVAL_SIZE, EvalSet, DatasetSplits
+from sharpbench.data.sets import TRAIN_EVAL_SIZE, DatasetSplits, EvalSet
 
 NAME = "multinli_1.0"
 HUB_ID = "nyu-mll/glue"
@@ -38,26 +38,21 @@ HANS_CLASSES = ("entailment", "non-entailment")            # HANS's labels 0, 1
 BERT_VOCAB_SIZE, BERT_PAD_ID = 30522, 0                     # bert-base-uncased's
 
 
-def _label_order_ok(value: Any) -> bool:
-    return sorted(value) == sorted(CLASSES)
-
-
 PARAMS: dict[str, Param] = {
     "tokenizer": Param(str, default="bert-base-uncased",
                        expected="a hub tokenizer name or a local folder written by save_pretrained"),
-    "max_length": Param(int, default=128, check=lambda v: v >= 4, expected="an integer >= 4"),
-    "label_order": Param(list, default=list(CLASSES), check=_label_order_ok,
-                         expected=f"the model's class order, a permutation of {list(CLASSES)}"),
-    "vocab_size": Param(int, default=BERT_VOCAB_SIZE, check=lambda v: v > 0,
-                        expected="the tokenizer's vocabulary size (checked when the data are loaded)"),
-    "pad_token_id": Param(int, default=BERT_PAD_ID, check=lambda v: v >= 0,
-                          expected="the tokenizer's padding id (checked when the data are loaded)"),
+    "max_length": Param(int, default=128, check=at_least(4)),
+    "label_order": Param(list, default=list(CLASSES), check=permutation_of(CLASSES),
+                         note="the model's class order"),
+    "vocab_size": Param(int, default=BERT_VOCAB_SIZE, check=positive,
+                        note="the tokenizer's vocabulary size, checked when the data are loaded"),
+    "pad_token_id": Param(int, default=BERT_PAD_ID, check=non_negative,
+                          note="the tokenizer's padding id, checked when the data are loaded"),
     "hub_id": Param(str, default=HUB_ID),
     "train_eval_size": TRAIN_EVAL_SIZE,
 }
 HANS_PARAMS: dict[str, Param] = {
-    "heuristic": Param(str, default="all", check=lambda v: v == "all" or v in HEURISTICS,
-                       expected=f"all or one of {list(HEURISTICS)}"),
+    "heuristic": Param(str, default="all", check=one_of("all", *HEURISTICS)),
     "hub_id": Param(str, default=HANS_HUB_ID),
 }
 

@@ -25,21 +25,13 @@ from sharpbench.data import corruptions
 from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
 from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
 from sharpbench.data.sparse_regression import load_sparse_regression
-from sharpbench.cards.schema import Param
+from sharpbench.cards.schema import Param, at_least, in_range, length, non_negative, one_of, positive
 from sharpbench.data.locate import DataPaths
 from sharpbench.data.sets import TRAIN_EVAL_SIZE, DatasetSplits, EvalSet
 
 Tensor = torch.Tensor
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
 OodRequest = tuple[str, str, dict[str, Any]]   # (the card's name for the set, its kind, its params)
-
-
-def _positive(v: Any) -> bool:
-    return v > 0
-
-
-def _nonnegative(v: Any) -> bool:
-    return v >= 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +66,7 @@ class ShiftKind:
     apply: Callable[..., Tensor]
     params: dict[str, Param] = field(default_factory=dict)
     description: str = ""
+    datasets: tuple[str, ...] | None = None   # the datasets it applies to; None: any with an image_shape
     reads_files: bool = False
 
 
@@ -100,7 +93,7 @@ DATASETS: dict[str, DatasetKind] = {
     "digits": DatasetKind(
         loader=lambda cfg, paths: _load_digits(cfg),
         params={
-            "test_fraction": Param(float, check=lambda v: 0.0 < v < 1.0, expected="a number in (0, 1)"),
+            "test_fraction": Param(float, check=in_range(0, 1, closed="neither")),
             "split_seed": Param(int),
         },
         input_shape=(64,),
@@ -114,8 +107,8 @@ DATASETS: dict[str, DatasetKind] = {
 DATASETS["fashion-mnist"] = DatasetKind(
     loader=load_fashion_mnist,
     params={
-        "train_size": Param(int, default=60000, check=_positive, expected="a positive integer"),
-        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer"),
+        "train_size": Param(int, default=60000, check=positive),
+        "test_size": Param(int, default=10000, check=positive),
         "split_seed": Param(int, default=0),
         "hub_id": Param(str, default=FASHION_MNIST_HUB_ID),
     },
@@ -128,11 +121,11 @@ DATASETS["fashion-mnist"] = DatasetKind(
 DATASETS["sparse-regression"] = DatasetKind(
     loader=lambda cfg, paths: load_sparse_regression(cfg),
     params={
-        "num_train": Param(int, check=_positive, expected="a positive integer"),
-        "num_test": Param(int, check=_positive, expected="a positive integer"),
-        "dim": Param(int, check=_positive, expected="a positive integer"),
-        "nonzero": Param(int, check=_positive, expected="a positive integer"),
-        "noise": Param(float, default=0.0, check=_nonnegative, expected="a number >= 0"),
+        "num_train": Param(int, check=positive),
+        "num_test": Param(int, check=positive),
+        "dim": Param(int, check=positive),
+        "nonzero": Param(int, check=positive),
+        "noise": Param(float, default=0.0, check=non_negative),
         "seed": Param(int, default=0),
     },
     input_shape=(0,),               # in_features comes from the card's dim
@@ -145,8 +138,8 @@ DATASETS["sparse-regression"] = DatasetKind(
 DATASETS["cifar10"] = DatasetKind(
     loader=cifar10.load_cifar10,
     params={
-        "train_size": Param(int, default=50000, check=_positive, expected="a positive integer"),
-        "test_size": Param(int, default=10000, check=_positive, expected="a positive integer (the first images)"),
+        "train_size": Param(int, default=50000, check=positive),
+        "test_size": Param(int, default=10000, check=positive, note="the first images"),
         "split_seed": Param(int, default=0),
         "hub_id": Param(str, default=cifar10.HUB_ID),
     },
@@ -159,10 +152,10 @@ DATASETS["cifar10"] = DatasetKind(
 DATASETS["synthetic-nli"] = DatasetKind(
     loader=lambda cfg, paths: synthetic_nli.load_synthetic_nli(cfg),
     params={
-        "num_train": Param(int, check=_positive, expected="a positive integer"),
-        "num_test": Param(int, check=_positive, expected="a positive integer"),
-        "swap_fraction": Param(float, default=0.05, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]"),
-        "max_length": Param(int, default=16, check=lambda v: v >= 16, expected="an integer >= 16"),
+        "num_train": Param(int, check=positive),
+        "num_test": Param(int, check=positive),
+        "swap_fraction": Param(float, default=0.05, check=in_range(0, 1)),
+        "max_length": Param(int, default=16, check=at_least(16)),
         "seed": Param(int, default=0),
     },
     input_shape=(16,),
@@ -172,16 +165,14 @@ DATASETS["synthetic-nli"] = DatasetKind(
     fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
                         "pad_token_id": synthetic_nli.PAD},
 )
-_MEAN_STD = Param(list, check=lambda v: len(v) == 3 and all(isinstance(c, (int, float)) for c in v),
-                  expected="three numbers (one per RGB channel)")
+_MEAN_STD = Param(list, check=length(3, float), note="one per RGB channel")
 DATASETS["imagenet"] = DatasetKind(
     loader=None,
     params={
         "folder": Param(str, default=imagenet.NAME),
-        "image_size": Param(int, default=224, check=_positive, expected="a positive integer"),
-        "crop_pct": Param(float, default=0.875, check=lambda v: 0 < v <= 1, expected="a number in (0, 1]"),
-        "interpolation": Param(str, default="bicubic", check=lambda v: v in ("bilinear", "bicubic", "nearest"),
-                               expected="bilinear, bicubic or nearest"),
+        "image_size": Param(int, default=224, check=positive),
+        "crop_pct": Param(float, default=0.875, check=in_range(0, 1, closed="right")),
+        "interpolation": Param(str, default="bicubic", check=one_of("bilinear", "bicubic", "nearest")),
         "mean": _MEAN_STD,
         "std": _MEAN_STD,
         "train_eval_size": TRAIN_EVAL_SIZE,
@@ -300,9 +291,10 @@ def _blur(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Te
 SHIFTS: dict[str, ShiftKind] = {
     "gaussian_noise": ShiftKind(
         _gaussian_noise,
-        {"std": Param(float, check=_positive, expected="a positive number"), "seed": Param(int),
+        {"std": Param(float, check=positive), "seed": Param(int),
          "clip": Param(bool, default=True)},
         "additive Gaussian noise with a fixed seed, clipped to [0, 1]",
+        datasets=(*(name for name, kind in DATASETS.items() if kind.image_shape), "sparse-regression"),  # elementwise
     ),
     "translate": ShiftKind(
         _translate,
@@ -311,28 +303,28 @@ SHIFTS: dict[str, ShiftKind] = {
     ),
     "contrast": ShiftKind(
         _contrast,
-        {"factor": Param(float, check=lambda v: 0 <= v <= 1, expected="a number in [0, 1]")},
+        {"factor": Param(float, check=in_range(0, 1))},
         "per-image contrast scaled by factor around the image mean",
     ),
     "pixel_dropout": ShiftKind(
         _pixel_dropout,
-        {"rate": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        {"rate": Param(float, check=in_range(0, 1, closed="neither")), "seed": Param(int)},
         "a fixed random fraction of pixels set to 0",
     ),
     "blur": ShiftKind(
         _blur,
-        {"sigma": Param(float, check=_positive, expected="a positive number"),
-         "radius": Param(int, default=1, check=_positive, expected="a positive integer")},
+        {"sigma": Param(float, check=positive),
+         "radius": Param(int, default=1, check=positive)},
         "Gaussian blur, (2 radius + 1)^2 kernel (radius 1: 3x3)",
     ),
     "shot_noise": ShiftKind(
         corruptions.shot_noise,
-        {"photons": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        {"photons": Param(float, check=positive), "seed": Param(int)},
         "Poisson noise: Poisson(x * photons) / photons (CIFAR-10-C shot noise)",
     ),
     "impulse_noise": ShiftKind(
         corruptions.impulse_noise,
-        {"amount": Param(float, check=lambda v: 0 < v < 1, expected="a number in (0, 1)"), "seed": Param(int)},
+        {"amount": Param(float, check=in_range(0, 1, closed="neither")), "seed": Param(int)},
         "salt-and-pepper noise on a fraction amount of the pixels",
     ),
     "brightness": ShiftKind(
@@ -342,25 +334,27 @@ SHIFTS: dict[str, ShiftKind] = {
     ),
     "pixelate": ShiftKind(
         corruptions.pixelate,
-        {"size": Param(int, check=_positive, expected="a positive integer")},
+        {"size": Param(int, check=positive)},
         "area-downsample to size x size, upsample with nearest neighbours",
     ),
     "fog": ShiftKind(
         corruptions.fog,
-        {"strength": Param(float, check=_positive, expected="a positive number"), "seed": Param(int)},
+        {"strength": Param(float, check=positive), "seed": Param(int)},
         "smooth seeded noise added, rescaled to keep the brightest pixel",
     ),
     "cifar10_c": ShiftKind(
         cifar10.cifar10_c,
         {"corruption": Param(str, expected="a CIFAR-10-C file name without .npy, e.g. gaussian_noise"),
-         "severity": Param(int, check=lambda v: 1 <= v <= 5, expected="an integer from 1 to 5")},
+         "severity": Param(int, check=in_range(1, 5))},
         "cifar10 only: the test images as CIFAR-10-C corrupts them (files from --data-dir)",
+        datasets=("cifar10",),
         reads_files=True,
     ),
     "nli_overlap_swap": ShiftKind(
         synthetic_nli.overlap_swap,
         {},
         "synthetic-nli only: low-overlap hypotheses become subject/object swaps (HANS-like)",
+        datasets=("synthetic-nli",),
     ),
 }
 

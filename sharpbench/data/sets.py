@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from sharpbench.cards.schema import Param
+from sharpbench.cards.schema import Param, positive
 from sharpbench.data.outcomes import Outcomes
 from sharpbench.losses import LOSSES
 
@@ -28,7 +28,7 @@ Groups = tuple[tuple[int, ...], ...]
 
 # The card field of every streamed dataset that says on how many (seeded) training examples the train error is
 # measured: all of ImageNet's 1.28M images or MNLI's 393k pairs would cost more than the rest of a build.
-TRAIN_EVAL_SIZE = Param(int, default=10000, check=lambda v: v > 0, expected="a positive integer")
+TRAIN_EVAL_SIZE = Param(int, default=10000, check=positive)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from sharpbench.collection.collection import Collection, ModelRecord
 from sharpbench.errors import Interrupted, MeasureError
 from sharpbench.kernels.flat import architecture_key
-from sharpbench.measure import Batch, MeasureContext, MeasureSpec
+from sharpbench.cards.measure_card import MeasureSpec
+from sharpbench.measure import Batch, MeasureContext
 from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
 from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
 from sharpbench.evaluation.store import ResultStore, measure_key

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from sharpbench.cards.schema import Param
+from sharpbench.cards.schema import Param, at_least, in_range, length, non_negative, one_of, positive
 from sharpbench.data.locate import DataPaths
 from sharpbench.models.clip import build_clip_classifier
 from sharpbench.models.cnn import build_cnn
@@ -40,28 +40,18 @@ class ArchitectureKind:
     reads_files: bool = False
 
 
-def _positive(v: Any) -> bool:
-    return v > 0
-
-
-def _nonnegative(v: Any) -> bool:
-    return v >= 0
-
-
-_IMAGE_SHAPE = Param(list, check=lambda v: len(v) == 3 and all(isinstance(d, int) and d > 0 for d in v),
-                     expected="[channels, height, width] (an image dataset)")
-_NUM_CLASSES = Param(int, check=lambda v: v >= 2, expected="an integer >= 2")
+_IMAGE_SHAPE = Param(list, check=length(3, int, positive), note="[channels, height, width] of an image dataset")
+_NUM_CLASSES = Param(int, check=at_least(2))
 
 ARCHITECTURES: dict[str, ArchitectureKind] = {
     "mlp": ArchitectureKind(
         build_mlp,
         {
-            "in_features": Param(int, check=_positive, expected="a positive integer"),
-            "num_classes": Param(int, check=lambda v: v >= 2, expected="an integer >= 2"),
-            "width": Param(int, check=_positive, expected="a positive integer"),
-            "depth": Param(int, default=1, check=lambda v: v >= 0, expected="an integer >= 0"),
-            "activation": Param(str, default="relu", check=lambda v: v in ACTIVATIONS,
-                                expected=f"one of {sorted(ACTIVATIONS)}"),
+            "in_features": Param(int, check=positive),
+            "num_classes": Param(int, check=at_least(2)),
+            "width": Param(int, check=positive),
+            "depth": Param(int, default=1, check=non_negative),
+            "activation": Param(str, default="relu", check=one_of(*sorted(ACTIVATIONS))),
             "bias": Param(bool, default=True),
         },
         "fully connected network on flat inputs",
@@ -71,13 +61,11 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         {
             "image_shape": _IMAGE_SHAPE,
             "num_classes": _NUM_CLASSES,
-            "width": Param(int, default=16, check=_positive, expected="a positive integer"),
-            "depth": Param(int, default=2, check=_positive, expected="a positive integer"),
-            "activation": Param(str, default="relu", check=lambda v: v in ACTIVATIONS,
-                                expected=f"one of {sorted(ACTIVATIONS)}"),
+            "width": Param(int, default=16, check=positive),
+            "depth": Param(int, default=2, check=positive),
+            "activation": Param(str, default="relu", check=one_of(*sorted(ACTIVATIONS))),
             "batch_norm": Param(bool, default=False),
-            "downsample": Param(str, default="maxpool", check=lambda v: v in ("maxpool", "stride"),
-                                expected="maxpool or stride"),
+            "downsample": Param(str, default="maxpool", check=one_of("maxpool", "stride")),
         },
         "small convolutional network: conv-activation-maxpool blocks, linear head",
     ),
@@ -89,8 +77,8 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "model": Param(str, expected="a timm model name, e.g. vit_tiny_patch16_224 or resnet18"),
             "kwargs": Param(dict, default={}),
             "pretrained": Param(bool, default=False),
-            "drop_rate": Param(float, default=0.0, check=lambda v: 0 <= v < 1, expected="a number in [0, 1)"),
-            "drop_path_rate": Param(float, default=0.0, check=lambda v: 0 <= v < 1, expected="a number in [0, 1)"),
+            "drop_rate": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
+            "drop_path_rate": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
         },
         "any timm model by name, with keyword overrides of its config",
     ),
@@ -102,7 +90,7 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             # OpenAI's ViT-B/32 exactly: QuickGELU and the pre-norm ln_pre (timm's plain *_clip_224 use GELU)
             "model": Param(str, default="vit_base_patch32_clip_quickgelu_224",
                            expected="a timm CLIP ViT name, e.g. vit_base_patch32_clip_quickgelu_224"),
-            "embed_dim": Param(int, default=512, check=_positive, expected="a positive integer"),
+            "embed_dim": Param(int, default=512, check=positive),
             "kwargs": Param(dict, default={}),
             "pretrained": Param(str, default=""),
         },
@@ -113,9 +101,9 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
     "diag_linear": ArchitectureKind(
         lambda config: DiagonalLinearNet(int(config["in_features"]), float(config["init_scale"])),
         {
-            "in_features": Param(int, check=_positive, expected="a positive integer"),
-            "num_classes": Param(int, check=lambda v: v == 1, expected="1 (a regression dataset)"),
-            "init_scale": Param(float, check=_positive, expected="a positive number"),
+            "in_features": Param(int, check=positive),
+            "num_classes": Param(int, check=one_of(1), note="a regression dataset"),
+            "init_scale": Param(float, check=positive),
         },
         "diagonal linear network f(x) = <u * v, x> (the study's toy model)",
     ),
@@ -123,8 +111,8 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
         build_transformers,
         {
             "num_classes": _NUM_CLASSES,
-            "vocab_size": Param(int, check=_positive, expected="a positive integer (a text dataset)"),
-            "pad_token_id": Param(int, check=_nonnegative, expected="an integer >= 0 (a text dataset)"),
+            "vocab_size": Param(int, check=positive, note="a text dataset"),
+            "pad_token_id": Param(int, check=non_negative, note="a text dataset"),
             "model_type": Param(str, default="bert"),
             "config": Param(dict, default={}),
             "pretrained": Param(str, default=""),

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from sharpbench.cards.schema import Param
+from sharpbench.cards.schema import Param, in_range, non_negative, one_of, positive
 
 Tensor = torch.Tensor
 
@@ -30,26 +30,23 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
 
 
-def _positive(v: Any) -> bool:
-    return v > 0
 
 
 RECIPE_PARAMS: dict[str, Param] = {
-    "optimizer": Param(str, default="sgd", check=lambda v: v in OPTIMIZERS, expected=f"one of {list(OPTIMIZERS)}"),
-    "learning_rate": Param(float, check=_positive, expected="a positive number"),
-    "batch_size": Param(int, check=_positive, expected="a positive integer"),
-    "epochs": Param(int, check=_positive, expected="a positive integer (the most, with stop_train_loss)"),
-    "momentum": Param(float, default=0.0, check=lambda v: 0 <= v < 1, expected="a number in [0, 1)"),
+    "optimizer": Param(str, default="sgd", check=one_of(*OPTIMIZERS)),
+    "learning_rate": Param(float, check=positive),
+    "batch_size": Param(int, check=positive),
+    "epochs": Param(int, check=positive, note="the most, with stop_train_loss"),
+    "momentum": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
     "nesterov": Param(bool, default=False),
-    "weight_decay": Param(float, default=0.0, check=lambda v: v >= 0, expected="a number >= 0"),
-    "schedule": Param(str, default="constant", check=lambda v: v in SCHEDULES, expected=f"one of {sorted(SCHEDULES)}"),
-    "stop_train_loss": Param(float, default=0.0, check=lambda v: v >= 0,
-                             expected="a number >= 0 (0: train all epochs)"),
-    "augmentation": Param(str, default="none", check=lambda v: v in AUGMENTATIONS,
-                          expected=f"one of {list(AUGMENTATIONS)}"),
-    "crop_padding": Param(int, default=2, check=lambda v: v >= 0, expected="an integer >= 0"),
-    "label_noise": Param(float, default=0.0, check=lambda v: 0 <= v < 1, expected="a number in [0, 1)"),
-    "sam_rho": Param(float, default=0.0, check=lambda v: v >= 0, expected="a number >= 0 (0: no SAM)"),
+    "weight_decay": Param(float, default=0.0, check=non_negative),
+    "schedule": Param(str, default="constant", check=one_of(*sorted(SCHEDULES))),
+    "stop_train_loss": Param(float, default=0.0, check=non_negative,
+                             note="0: train all epochs"),
+    "augmentation": Param(str, default="none", check=one_of(*AUGMENTATIONS)),
+    "crop_padding": Param(int, default=2, check=non_negative),
+    "label_noise": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
+    "sam_rho": Param(float, default=0.0, check=non_negative, note="0: no SAM"),
 }
 
 
