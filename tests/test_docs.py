@@ -12,7 +12,8 @@
   path in an example tree first, so the examples of a folder (a card beside its `file.py`, a card over its
   base) load together; `DIR` in a command is that tree's `DIR`.
 - Every ```python block compiles; one marked `<!-- runnable -->` runs.
-- Relative links (and their #anchors) between the pages and to repository files resolve.
+- Relative links (and their #anchors) between the pages and to repository files resolve, and the repository
+  paths a page names in inline code exist (docs/architecture.md, a target layout, excepted).
 - Every flag of the parser is documented in docs/cli.md and every flag docs/cli.md names exists; every
   registered measure, collection, card field and registry kind is named on its page.
 - README.md stays a front page: at most README_MAX_LINES lines.
@@ -519,6 +520,21 @@ def test_links_resolve(doc: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+def named_paths(text: str) -> list[str]:
+    """Repository paths a page names in inline code (`sharpbench/...`, `tests/...`, ...), placeholders left out."""
+    spans = re.findall(r"`([^`\n]+)`", without_code_blocks(text))
+    paths = [found.rstrip(".,:;") for span in spans
+             for found in re.findall(r"(?<![\w$/.])((?:sharpbench|measures|registry|tests|leaderboard|docs)/[\w./*-]*)", span)]
+    return [path for path in paths if not re.search(r"[A-Z*<]", path)]
+
+
+@pytest.mark.parametrize("doc", [doc for doc in DOC_FILES if doc.name != "architecture.md"],   # a target layout
+                         ids=lambda doc: doc.relative_to(ROOT).as_posix())
+def test_named_paths_exist(doc: Path) -> None:
+    missing = [path for path in named_paths(doc.read_text(encoding="utf-8")) if not (ROOT / path).exists()]
+    assert not missing, f"{doc.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
 def test_readme_is_a_front_page() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move reference text to docs/"
@@ -573,5 +589,6 @@ def test_checks_can_fail(example_root: Path, tmp_path: Path) -> None:
                                       "higher_means: worse\ndescription: x\nsource: y\nrho: 1\n", frozenset())
     assert check_card_block(bad_card, example_root, tmp_path)
     assert check_card_block(Block(page, 1, "yaml", "just: a mapping\n", frozenset()), example_root, tmp_path)
+    assert named_paths("see `sharpbench/ascent.py` and `registry/measures/NAME.yaml`") == ["sharpbench/ascent.py"]
     marks = fenced_blocks(page, "<!-- runnable -->\n```python\nx = 1\n```\n")
     assert marks[0].marks == {"runnable"} and marks[0].text == "x = 1"
