@@ -12,6 +12,7 @@
   path in an example tree first, so the examples of a folder (a card beside its `file.py`, a card over its
   base) load together; `DIR` in a command is that tree's `DIR`.
 - Every ```python block compiles; one marked `<!-- runnable -->` runs.
+- The front page's leaderboard table has the cells of leaderboard/README.md for the same measures.
 - Relative links (and their #anchors) between the pages and to repository files resolve, and the repository
   paths a page names in inline code exist (docs/architecture.md, a target layout, excepted).
 - Every flag of the parser is documented in docs/cli.md and every flag docs/cli.md names exists; every
@@ -533,6 +534,28 @@ def named_paths(text: str) -> list[str]:
 def test_named_paths_exist(doc: Path) -> None:
     missing = [path for path in named_paths(doc.read_text(encoding="utf-8")) if not (ROOT / path).exists()]
     assert not missing, f"{doc.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+def markdown_table(text: str, after_heading: str) -> list[dict[str, str]]:
+    """The first table after a heading, as rows of {header: cell}."""
+    section = text.split(after_heading, 1)[1]
+    lines = [line for line in section.split("\n\n|", 1)[1].split("\n\n", 1)[0].split("\n")]
+    lines[0] = "|" + lines[0]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def test_readme_leaderboard_numbers_are_the_published_ones() -> None:
+    """The front page's table is copied from leaderboard/README.md: same measure, same cells."""
+    front = markdown_table((ROOT / "README.md").read_text(encoding="utf-8"), "## The leaderboard at a glance")
+    published = {row["measure"]: row for row in markdown_table(
+        (ROOT / "leaderboard" / "README.md").read_text(encoding="utf-8"), "## digits-mlp\n")}
+    assert front
+    for row in front:
+        assert row["measure"] in published, f"{row['measure']} is not on the published digits-mlp table"
+        differ = {header: (cell, published[row["measure"]].get(header)) for header, cell in row.items()
+                  if published[row["measure"]].get(header) != cell}
+        assert not differ, f"README.md's {row['measure']} row differs from leaderboard/README.md: {differ}"
 
 
 def test_readme_is_a_front_page() -> None:
