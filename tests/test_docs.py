@@ -11,6 +11,8 @@
   `<!-- fragment -->` on the line before it. A block whose first line is `# some/path.ext` is written to that
   path in an example tree first, so the examples of a folder (a card beside its `file.py`, a card over its
   base) load together; `DIR` in a command is that tree's `DIR`.
+  A measure card beside its own `file.py` is also computed on a tiny MLP. A card over a base (`include:`) is
+  skipped, with the reason, while the card loader of the checkout rejects the field.
 - Every ```python block compiles; one marked `<!-- runnable -->` runs.
 - The front page's leaderboard table has the cells of leaderboard/README.md for the same measures.
 - Relative links (and their #anchors) between the pages and to repository files resolve, and the repository
