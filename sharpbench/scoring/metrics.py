@@ -3,8 +3,7 @@
 Pure functions of numbers. Inputs: ``values`` (the measure, one per model), ``target`` (e.g. test error, one
 per model) and ``hparams`` ({hyperparameter: one value per model}). The hyperparameter ``seed`` (which a
 collection with several seeds adds) marks replicates, not a hyperparameter; hyperparameters with a single
-value are left out too. Exact definitions (and where they depart from the papers) are in README.md,
-"Scoring".
+value are left out too. Exact definitions (and where they depart from the papers) are in docs/scoring.md.
 
 - Kendall tau-b and Spearman: scipy.stats.
 - Granulated Kendall Psi (Jiang et al. 2020): for hyperparameter i, the groups are the models that agree on

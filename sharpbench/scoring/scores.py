@@ -4,7 +4,7 @@ models only and models and test examples together, beside the target's noise cei
 The metrics are pure functions in :mod:`sharpbench.scoring.metrics` (and :mod:`sharpbench.scoring.pgdl`); targets and their
 resampling over examples in :mod:`sharpbench.scoring.resampling`; the ceiling in :mod:`sharpbench.scoring.ceiling`; the robust
 sign error in :mod:`sharpbench.scoring.sign_error`. This module names the results as the report and the leaderboard do
-(``kendall_tau``, ``kendall_tau_ci``, ...). Definitions and sources: README.md, "Scoring"."""
+(``kendall_tau``, ``kendall_tau_ci``, ...). Definitions and sources: docs/scoring.md."""
 
 from __future__ import annotations
 
