@@ -11,8 +11,8 @@
   `<!-- fragment -->` on the line before it. A block whose first line is `# some/path.ext` is written to that
   path in an example tree first, so the examples of a folder (a card beside its `file.py`, a card over its
   base) load together; `DIR` in a command is that tree's `DIR`.
-  A measure card beside its own `file.py` is also computed on a tiny MLP. A card over a base (`include:`) is
-  skipped, with the reason, while the card loader of the checkout rejects the field.
+  A measure card beside its own `file.py` is also computed on a tiny MLP; a card over a base (`include:`) loads
+  with its base.
 - Every ```python block compiles; one marked `<!-- runnable -->` runs.
 - The front page's leaderboard table has the cells of leaderboard/README.md for the same measures.
 - Relative links (and their #anchors) between the pages and to repository files resolve, and the repository
@@ -63,10 +63,7 @@ def cli_main(argv: list[str]) -> int:
 
 
 def load_measure_card(path: Path) -> Any:
-    try:
-        from sharpbench.cards.measure_card import load_measure_spec
-    except ImportError:
-        from sharpbench.measure import load_measure_spec
+    from sharpbench.cards.measure_card import load_measure_spec
     return load_measure_spec(path)
 
 
@@ -92,12 +89,9 @@ def user_error() -> type[Exception]:
 
 def card_fields() -> tuple[set[str], set[str]]:
     """The top-level fields of a measure card and of a collection card, as the loaders accept them."""
-    try:
-        from sharpbench.cards import measure_card as measure_module
-    except ImportError:
-        from sharpbench import measure as measure_module
+    from sharpbench.cards import measure_card as measure_module
     from sharpbench.collection import spec as collection_module
-    return set(measure_module._CARD_FIELDS), set(collection_module._CARD_FIELDS)
+    return set(measure_module._CARD_SCHEMA), set(collection_module._CARD_FIELDS)
 
 
 def registry_kinds() -> dict[str, Iterable[str]]:
@@ -397,8 +391,7 @@ def write_example_tree(root: Path, blocks: Iterable[Block]) -> None:
 
 
 def check_card_block(block: Block, example_root: Path, scratch: Path) -> list[str]:
-    """Load a YAML block with the real loader; problems as text. Raises pytest.skip for `include:` where the
-    loader of this checkout does not know it yet."""
+    """Load a YAML block with the real loader; problems as text."""
     try:
         data = yaml.safe_load(block.text)
     except yaml.YAMLError as error:
@@ -421,8 +414,6 @@ def check_card_block(block: Block, example_root: Path, scratch: Path) -> list[st
         if kind == "measure":
             spec.implementation()   # the function it names exists and imports
     except card_error() as error:
-        if "include" in data and "include" in str(error):
-            pytest.skip(f"`include:` is not accepted by this checkout's card loader yet: {error}")
         return [f"the {kind} card does not load: {error}"]
     if kind == "measure" and spec.function.split(":")[0].endswith(".py"):
         value = compute_measure(spec.name, [str(path.parent.parent)])
