@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sharpbench.cards.schema import Param
 from sharpbench.data.locate import DATA_ENV, DataNotFoundError, DataPaths
 from sharpbench.data.sets import EvalSet, DatasetSplits, groups_for
 
@@ -106,7 +107,12 @@ def _eval_set(root: Path, class_of_folder: Callable[[str], int | None], transfor
     return EvalSet(_Relabelled(dataset, classes), groups_for(classes))
 
 
-_OOD_KINDS = {"imagenet_folder": (_by_wordnet_id, "WordNet ids"), "imagenet_v2": (_by_index, "class indices 0-999")}
+# the OOD set kinds a card may name (its fields, and how a folder's class folders map to ImageNet classes)
+OOD_SETS: dict[str, dict[str, Param]] = {
+    "imagenet_folder": {"folder": Param(str, note="a folder name under the data dir"), "mask": Param(bool, default=False)},
+    "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")},
+}
+_CLASS_FOLDERS = {"imagenet_folder": (_by_wordnet_id, "WordNet ids"), "imagenet_v2": (_by_index, "class indices 0-999")}
 
 
 def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]], paths: DataPaths) -> DatasetSplits:
@@ -118,6 +124,6 @@ def load_imagenet(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, A
     train.transform = transform
     sets = {}
     for name, kind, params in ood:
-        class_of_folder, what = _OOD_KINDS[kind]
+        class_of_folder, what = _CLASS_FOLDERS[kind]
         sets[name] = _eval_set(_folder(params["folder"], what, paths), class_of_folder, transform, params.get("mask", False))
     return DatasetSplits(train=train, test=_eval_set(val_root, _by_wordnet_id, transform), ood=sets)

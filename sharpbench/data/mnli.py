@@ -55,6 +55,7 @@ HANS_PARAMS: dict[str, Param] = {
     "heuristic": Param(str, default="all", check=one_of("all", *HEURISTICS)),
     "hub_id": Param(str, default=HANS_HUB_ID),
 }
+OOD_SETS: dict[str, dict[str, Param]] = {"hans": HANS_PARAMS}   # the OOD set kinds a card may name
 
 
 def architecture_fields(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -168,8 +169,8 @@ def load_mnli(cfg: dict[str, Any], ood: Sequence[tuple[str, str, dict[str, Any]]
     ((card name, kind, params); kind ``hans``), labels in the model's class order ``label_order``."""
     cfg = _with_defaults(PARAMS, cfg)
     for name, kind, _ in ood:
-        if kind != "hans":
-            raise SharpbenchError(f"OOD set {name!r}: MNLI offers the OOD kind 'hans', not {kind!r}")
+        if kind not in OOD_SETS:
+            raise SharpbenchError(f"OOD set {name!r}: MNLI offers the OOD kinds {sorted(OOD_SETS)}, not {kind!r}")
     pairs = _mnli_pairs(str(cfg["hub_id"]), paths)
     hans = {name: _hans_pairs(**_with_defaults(HANS_PARAMS, params), paths=paths) for name, _, params in ood}
     tokenizer = load_tokenizer(str(cfg["tokenizer"]))

@@ -1,4 +1,4 @@
-"""Datasets and deterministic distribution shifts (OOD test sets) for collections.
+"""The registries of datasets and of deterministic distribution shifts (OOD test sets) for collections.
 
 Two small registries, extended by adding an entry, never by a special case elsewhere:
 - ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from sharpbench.data import corruptions
+from sharpbench.data import shifts
+from sharpbench.data.digits import load_digits
 from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
 from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
 from sharpbench.data.sparse_regression import load_sparse_regression
@@ -70,28 +71,9 @@ class ShiftKind:
     reads_files: bool = False
 
 
-# ---------------------------------------------------------------------------------------------- datasets
-
-
-def _load_digits(cfg: dict[str, Any]) -> Split:
-    """scikit-learn's 8x8 digits (bundled, no download): pixels / 16 in [0, 1], flat 64-dim, 10 classes,
-    a stratified split with ``test_fraction`` of the points held out, seeded by ``split_seed``."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype("float32")
-    y = bunch.target.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=float(cfg["test_fraction"]), stratify=y, random_state=int(cfg["split_seed"]), shuffle=True
-    )
-    return (torch.from_numpy(x_train).contiguous(), torch.from_numpy(y_train).contiguous(),
-            torch.from_numpy(x_test).contiguous(), torch.from_numpy(y_test).contiguous())
-
-
 DATASETS: dict[str, DatasetKind] = {
     "digits": DatasetKind(
-        loader=lambda cfg, paths: _load_digits(cfg),
+        loader=lambda cfg, paths: load_digits(cfg),
         params={
             "test_fraction": Param(float, check=in_range(0, 1, closed="neither")),
             "split_seed": Param(int),
@@ -185,9 +167,7 @@ DATASETS["imagenet"] = DatasetKind(
     fields=lambda cfg: {"in_features": 3 * int(cfg["image_size"]) ** 2,
                         "image_shape": [3, int(cfg["image_size"]), int(cfg["image_size"])]},
     stream=imagenet.load_imagenet,
-    ood_sets={"imagenet_folder": {"folder": Param(str, expected="a folder name under the data dir"),
-                                  "mask": Param(bool, default=False)},
-              "imagenet_v2": {"folder": Param(str, default="imagenetv2-matched-frequency-format-val")}},
+    ood_sets=imagenet.OOD_SETS,
 )
 
 DATASETS["mnli"] = DatasetKind(
@@ -200,7 +180,7 @@ DATASETS["mnli"] = DatasetKind(
                 "token_type_ids], tokenized when read; OOD: HANS",
     fields=mnli.architecture_fields,
     stream=mnli.load_mnli,
-    ood_sets={"hans": mnli.HANS_PARAMS},
+    ood_sets=mnli.OOD_SETS,
 )
 
 
@@ -225,120 +205,57 @@ def load_splits(cfg: dict[str, Any], shifts: Sequence[OodRequest], paths: DataPa
 # ------------------------------------------------------------------------------------------------ shifts
 
 
-def _gaussian_noise(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Add N(0, std^2) noise drawn from a generator seeded by ``seed``; clip to [0, 1] unless clip is false."""
-    generator = torch.Generator().manual_seed(int(params["seed"]))
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-    out = x + float(params["std"]) * noise.to(x.dtype)
-    return out.clamp(0.0, 1.0) if params.get("clip", True) else out
-
-
-def _shift_whole(images: Tensor, dx: int, dy: int) -> Tensor:
-    """Shift (..., H, W) images by whole pixels (right and down positive) with zero fill."""
-    height, width = images.shape[-2], images.shape[-1]
-    out = torch.zeros_like(images)
-    if abs(dx) >= width or abs(dy) >= height:
-        return out
-    src_y, dst_y = (slice(0, height - dy), slice(dy, height)) if dy >= 0 else (slice(-dy, height), slice(0, height + dy))
-    src_x, dst_x = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
-    out[..., dst_y, dst_x] = images[..., src_y, src_x]
-    return out
-
-
-def _translate(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Shift the image by (dx, dy) pixels (right and down positive) with zero fill; a fractional shift
-    interpolates bilinearly between the neighbouring whole-pixel shifts (dx = 0.5: half a pixel)."""
-    dx, dy = float(params["dx"]), float(params["dy"])
-    images = x.reshape(x.shape[0], *image_shape)
-    x0, y0 = math.floor(dx), math.floor(dy)
-    fx, fy = dx - x0, dy - y0
-    out = torch.zeros_like(images)
-    for ox, wx in ((x0, 1.0 - fx), (x0 + 1, fx)):
-        for oy, wy in ((y0, 1.0 - fy), (y0 + 1, fy)):
-            if wx * wy > 0:
-                out += (wx * wy) * _shift_whole(images, ox, oy)
-    return out.reshape(x.shape)
-
-
-def _contrast(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Scale each image's deviation from its own mean intensity by ``factor`` (< 1 lowers contrast)."""
-    images = x.reshape(x.shape[0], -1)
-    mean = images.mean(dim=1, keepdim=True)
-    return (mean + float(params["factor"]) * (images - mean)).reshape(x.shape)
-
-
-def _pixel_dropout(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Set a fixed random fraction ``rate`` of the pixels of each image to 0 (seeded by ``seed``)."""
-    generator = torch.Generator().manual_seed(int(params["seed"]))
-    keep = torch.rand(x.shape, generator=generator) >= float(params["rate"])
-    return x * keep.to(x.dtype)
-
-
-def _blur(x: Tensor, params: dict[str, Any], image_shape: tuple[int, ...]) -> Tensor:
-    """Gaussian blur with standard deviation ``sigma`` pixels ((2 radius + 1)^2 kernel, zero padding)."""
-    sigma, radius = float(params["sigma"]), int(params["radius"])
-    taps = torch.tensor([math.exp(-(k * k) / (2 * sigma**2)) for k in range(-radius, radius + 1)])
-    kernel = torch.outer(taps, taps)
-    kernel = (kernel / kernel.sum()).to(x.dtype)
-    channels = image_shape[0]
-    images = x.reshape(x.shape[0], *image_shape)
-    size = 2 * radius + 1
-    weight = kernel.expand(channels, 1, size, size).contiguous()
-    out = torch.nn.functional.conv2d(images, weight, padding=radius, groups=channels)
-    return out.reshape(x.shape)
-
-
 SHIFTS: dict[str, ShiftKind] = {
     "gaussian_noise": ShiftKind(
-        _gaussian_noise,
+        shifts.gaussian_noise,
         {"std": Param(float, check=positive), "seed": Param(int),
          "clip": Param(bool, default=True)},
         "additive Gaussian noise with a fixed seed, clipped to [0, 1]",
         datasets=(*(name for name, kind in DATASETS.items() if kind.image_shape), "sparse-regression"),  # elementwise
     ),
     "translate": ShiftKind(
-        _translate,
+        shifts.translate,
         {"dx": Param(float, default=0.0), "dy": Param(float, default=0.0)},
         "shift by (dx, dy) pixels with zero fill (fractional: bilinear)",
     ),
     "contrast": ShiftKind(
-        _contrast,
+        shifts.contrast,
         {"factor": Param(float, check=in_range(0, 1))},
         "per-image contrast scaled by factor around the image mean",
     ),
     "pixel_dropout": ShiftKind(
-        _pixel_dropout,
+        shifts.pixel_dropout,
         {"rate": Param(float, check=in_range(0, 1, closed="neither")), "seed": Param(int)},
         "a fixed random fraction of pixels set to 0",
     ),
     "blur": ShiftKind(
-        _blur,
+        shifts.blur,
         {"sigma": Param(float, check=positive),
          "radius": Param(int, default=1, check=positive)},
         "Gaussian blur, (2 radius + 1)^2 kernel (radius 1: 3x3)",
     ),
     "shot_noise": ShiftKind(
-        corruptions.shot_noise,
+        shifts.shot_noise,
         {"photons": Param(float, check=positive), "seed": Param(int)},
         "Poisson noise: Poisson(x * photons) / photons (CIFAR-10-C shot noise)",
     ),
     "impulse_noise": ShiftKind(
-        corruptions.impulse_noise,
+        shifts.impulse_noise,
         {"amount": Param(float, check=in_range(0, 1, closed="neither")), "seed": Param(int)},
         "salt-and-pepper noise on a fraction amount of the pixels",
     ),
     "brightness": ShiftKind(
-        corruptions.brightness,
+        shifts.brightness,
         {"delta": Param(float)},
         "add delta to every pixel, clipped to [0, 1]",
     ),
     "pixelate": ShiftKind(
-        corruptions.pixelate,
+        shifts.pixelate,
         {"size": Param(int, check=positive)},
         "area-downsample to size x size, upsample with nearest neighbours",
     ),
     "fog": ShiftKind(
-        corruptions.fog,
+        shifts.fog,
         {"strength": Param(float, check=positive), "seed": Param(int)},
         "smooth seeded noise added, rescaled to keep the brightest pixel",
     ),
