@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sharpbench.collection.collection import Collection, ModelRecord
-from sharpbench.errors import Interrupted, MeasureError
+from sharpbench.errors import Hint, Interrupted, MeasureError
 from sharpbench.kernels.flat import architecture_key
 from sharpbench.measure import Batch, MeasureContext, MeasureSpec
 from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
@@ -264,7 +264,7 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
         bar.close()
         done = evaluation.cached + evaluation.computed
         raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
-                          f"in the results store, and the same command resumes from them") from None
+                          f"in the results store.", hints=[Hint("resume")]) from None
     bar.close()
     return evaluation
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-from sharpbench.errors import SharpbenchError
+from sharpbench.errors import Hint, SharpbenchError
 from sharpbench.evaluation.run import Evaluation
 from sharpbench.jsonsafe import finite_or_none
 
@@ -39,7 +39,7 @@ def validate_result(document: Any, where: Path | str) -> None:
     if error is not None:
         field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
         raise LeaderboardError(f"{where}: field '{field}': {error.message}. Result files are written by "
-                               f"`sharpbench evaluate --publish`; publish again instead of editing by hand.")
+                               f"publishing an evaluation.", hints=[Hint("publish")])
 
 
 def variant(evaluation: Evaluation) -> str:
@@ -84,14 +84,13 @@ def load_results(root: Path) -> list[dict[str, Any]]:
     """Every result file under ``root/results``, validated, in (collection, variant) order."""
     folder = Path(root) / RESULTS
     if not folder.is_dir():
-        raise LeaderboardError(f"{folder}: no results folder. Publish a result first "
-                               f"(`sharpbench evaluate --measure NAME --publish`) or pass --leaderboard-dir.")
+        raise LeaderboardError(f"{folder}: no results folder.", hints=[Hint("publish"), Hint("leaderboard_dir")])
     documents = []
     for path in sorted(folder.glob("*/*.json")):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
-            raise LeaderboardError(f"{path}: not valid JSON ({error}); publish it again.") from None
+            raise LeaderboardError(f"{path}: not valid JSON ({error}).", hints=[Hint("publish")]) from None
         validate_result(document, path)
         if (document["collection"], document["variant"]) != (path.parent.name, path.stem):
             raise LeaderboardError(f"{path}: holds collection '{document['collection']}', variant "
