@@ -15,9 +15,9 @@ from tabulate import tabulate
 
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.errors import SharpbenchError
+from sharpbench.evaluation.report import Report
 from sharpbench.evaluation.run import Evaluation, default_device, evaluate, outcome_sets
 from sharpbench.measure import MeasureSpec
-from sharpbench.jsonsafe import finite_or_none
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD, build as build_leaderboard
 from sharpbench.leaderboard.results import publish
 from sharpbench.leaderboard.tables import LOW_CEILING
@@ -149,17 +149,18 @@ def _cmd_evaluate(args: argparse.Namespace, registry: Registry) -> int:
         store.close()
     if sweep is not None:
         _print_sweep(sweep[0], evaluations)
+    reports = [Report.of(evaluation) for evaluation in evaluations] if args.json or args.publish else []
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        report = (evaluations[0].report() if sweep is None else
-                  {"sweep": {"parameter": sweep[0], "values": sweep[1]},
-                   "reports": [evaluation.report() for evaluation in evaluations]})
-        path.write_text(json.dumps(finite_or_none(report), indent=2) + "\n", encoding="utf-8")
+        document = (reports[0].document() if sweep is None else
+                    {"sweep": {"parameter": sweep[0], "values": sweep[1]},
+                     "reports": [report.document() for report in reports]})
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"report written to {path}")
     if args.publish:
-        for evaluation in evaluations:
-            print(f"result published to {publish(evaluation, Path(args.leaderboard_dir))}")
+        for report in reports:
+            print(f"result published to {publish(report, Path(args.leaderboard_dir))}")
         print("run `sharpbench leaderboard build` to update the tables and the page")
     return 0
 
@@ -249,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"a registered collection (default: {DEFAULT_COLLECTION})")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a measure parameter for this run (repeatable), e.g. --set rho=0.001")
-    run.add_argument("--json", metavar="PATH", help="write the full report (values, targets, scores) as JSON")
+    run.add_argument("--json", metavar="PATH",
+                     help="write the report (values, targets, scores, provenance) as JSON: the document that "
+                          "--publish writes, or for a sweep {sweep, reports: [one per value]}")
     run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     run.add_argument("--n", type=int, help="sharpness points (default: the collection's protocol, 1024)")
     run.add_argument("--m", type=int, help="m-sharpness batch size (default: the collection's protocol, 128)")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
@@ -22,7 +21,7 @@ from sharpbench.measure import Batch, MeasureContext, MeasureSpec
 from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
 from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
 from sharpbench.evaluation.store import ResultStore, measure_key
-from sharpbench.version import __version__, git_commit
+from sharpbench.version import __version__
 
 
 def default_device() -> torch.device:
@@ -114,47 +113,17 @@ class Evaluation:
         """Kendall tau-b of the measure against each hyperparameter: what the measure tracks."""
         return tau_vs_hparams([self.values[m.id] for m in self.collection.models], self.hparams())
 
-    def report(self) -> dict[str, Any]:
-        """The JSON report: enough to recompute every score from the per-model entries."""
-        return {
-            "collection": self.collection.spec.name,
-            "measure": self.spec.name,
-            "params": self.params,
-            "higher_means": self.spec.higher_means,
-            "orientation": self.orientation,
-            "n_models": len(self.collection.models),
-            "scores": self.scores(),
-            "tau_vs_hparams": self.tau_vs_hparams(),
-            "scoring": self.scoring(),
-            "replicates": {target: [None if not math.isfinite(x) else round(float(x), 4) for x in replicates]
-                           for target, replicates in self._scored().replicates.items() if target == "test_error"},
-            "models": {m.id: _model_entry(m, self.values[m.id], self.seconds[m.id]) for m in self.collection.models},
-            "provenance": {
-                "sharpbench_version": __version__,
-                "git_commit": git_commit(),
-                "measure_key": self.key,
-                "measure_card_sha256": self.spec.card_sha256,
-                "implementation": asdict(self.spec.implementation()),
-                "collection_card_sha256": self.collection.spec.card_sha256,
-                "manifest_sha256": self.collection.manifest_sha256,
-                "protocol": self.protocol,
-                "device": self.device,
-                "seconds_per_model": sum(self.seconds.values()) / len(self.seconds) if self.seconds else None,
-            },
-        }
+    def replicates(self) -> dict[str, list[float]]:
+        """Each target's bootstrap replicates of Kendall tau-b, resample by resample (scored once)."""
+        return self._scored().replicates
 
 
 def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
     """The collection's per-example outcomes as scoring takes them (verified on load), or None without them."""
     if not collection.has_outcomes:
         return None
-    return {name: OutcomeSet(outcomes["error"], outcomes["loss"]) for name, outcomes in collection.outcome_sets().items()}
-
-
-def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:
-    return {"value": value, "seconds": seconds, "hparams": record.hparams, "train_error": record.train_error,
-            "test_error": record.test_error, "ood_error": dict(record.ood_error), "train_loss": record.train_loss,
-            "test_loss": record.test_loss, "ood_loss": dict(record.ood_loss)}
+    return {name: OutcomeSet(outcomes["error"], outcomes["loss"])
+            for name, outcomes in collection.outcome_sets().items()}
 
 
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,

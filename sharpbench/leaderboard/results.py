@@ -1,8 +1,9 @@
 """Published results: ``LEADERBOARD/results/COLLECTION/VARIANT.json``, validated by a JSON Schema.
 
-VARIANT is the measure's name when it ran with its card's default parameters and the collection's default
-sharpness-data protocol (and seed 0), and NAME@KEY12 (the first 12 hex digits of the measure key) otherwise,
-so a run with other parameters never overwrites the default one."""
+Each file is the document of one :class:`~sharpbench.evaluation.report.Report`. VARIANT is the measure's name
+when it ran with its card's default parameters and the collection's default sharpness-data protocol (and seed 0),
+and NAME@KEY12 (the first 12 hex digits of the measure key) otherwise, so a run with other parameters never
+overwrites the default one (``sharpbench.evaluation.report.variant``)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,9 @@ from typing import Any
 import jsonschema
 
 from sharpbench.errors import Hint, SharpbenchError
-from sharpbench.evaluation.run import Evaluation
-from sharpbench.jsonsafe import finite_or_none
+from sharpbench.evaluation.report import Report
 
 RESULTS = "results"
-FORMAT = 2
 
 
 class LeaderboardError(SharpbenchError):
@@ -42,33 +41,10 @@ def validate_result(document: Any, where: Path | str) -> None:
                                f"publishing an evaluation.", hints=[Hint("publish")])
 
 
-def variant(evaluation: Evaluation) -> str:
-    """The file stem: the measure name, with @KEY12 unless parameters and protocol are the defaults."""
-    defaults = evaluation.spec.bind() == evaluation.params and \
-        evaluation.protocol == {**evaluation.collection.protocol(), "measure_seed": 0}
-    return evaluation.spec.name if defaults else f"{evaluation.spec.name}@{evaluation.key[:12]}"
-
-
-def result_document(evaluation: Evaluation) -> dict[str, Any]:
-    """The published form of an evaluation: the JSON report plus the cards' descriptions and the variant."""
-    report = evaluation.report()
-    document = {
-        "format": FORMAT,
-        "collection": report["collection"],
-        "collection_description": evaluation.collection.spec.description,
-        "measure": report["measure"],
-        "measure_description": evaluation.spec.description,
-        "measure_source": evaluation.spec.source,
-        "variant": variant(evaluation),
-        **{key: value for key, value in report.items() if key not in ("collection", "measure")},
-    }
-    return finite_or_none(document)
-
-
-def publish(evaluation: Evaluation, root: Path) -> Path:
-    """Write the evaluation's result file under ``root/results/COLLECTION/`` (validated first)."""
-    document = result_document(evaluation)
-    path = Path(root) / RESULTS / document["collection"] / f"{document['variant']}.json"
+def publish(report: Report, root: Path) -> Path:
+    """Write a report's document to ``root/results/COLLECTION/VARIANT.json`` (validated first)."""
+    document = report.document()
+    path = Path(root) / RESULTS / report.collection / f"{report.variant}.json"
     validate_result(document, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump(document), encoding="utf-8")
