@@ -13,7 +13,6 @@ renderer (a test checks that every action has one).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -86,6 +85,8 @@ class UnknownNameError(SharpbenchError):
     """A measure or collection name that no card defines; lists the close matches."""
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        import difflib  # only when a name is unknown: keeps `import sharpbench` light
+
         close = difflib.get_close_matches(name, known, n=3)
         suggestion = f" Did you mean: {', '.join(close)}?" if close else ""
         super().__init__(f"unknown {kind} '{name}'.{suggestion}",

@@ -69,6 +69,7 @@ UPWARD = [
     (("kernels", "scoring", "data", "models", "training", "collection", "cards", "measure", "errors", "losses",
       "version", "paths", "jsonsafe"), ("evaluation", "leaderboard", "cli")),
     (("evaluation", "leaderboard"), ("cli",)),
+    (("data", "models", "training", "kernels"), ("collection", "scoring")),
     (("kernels", "scoring"), ("collection", "data", "models", "training", "cards")),
 ]
 

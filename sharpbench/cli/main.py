@@ -16,11 +16,11 @@ from typing import Sequence
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli import collection, evaluate, leaderboard, listing
 from sharpbench.data.locate import DATA_ENV
-from sharpbench.errors import Hint, SharpbenchError
+from sharpbench.errors import Hint, HintAction, SharpbenchError
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD
 
 # Each hint action as the CLI says it; {collection}, {kind} and {measure} come from the hint (NAME where unset).
-HINT_COMMANDS = {
+HINT_COMMANDS: dict[HintAction, str] = {
     "build": "Run `sharpbench collection build {collection}`.",
     "rebuild": "Rebuild with `sharpbench collection build {collection} --force`.",
     "import": "Import it again with `sharpbench collection import DIR`.",
