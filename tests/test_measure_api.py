@@ -12,7 +12,7 @@ from torch import nn
 
 import sharpbench
 from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownNameError
-from sharpbench.evaluation.run import run_guarded_many
+from sharpbench.evaluation.guard import run_guarded_many
 from sharpbench.cards.measure_card import load_measure_spec
 from sharpbench.cards.discovery import Registry
 

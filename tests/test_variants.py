@@ -227,7 +227,7 @@ def tiny_vit(seed: int) -> nn.Module:
 @pytest.mark.parametrize("name", SHARPNESS_CARDS)
 def test_every_sharpness_card_on_a_timm_vit_is_seeded_and_grouping_free(name):
     from sharpbench import compute_measure
-    from sharpbench.evaluation.run import run_guarded_many
+    from sharpbench.evaluation.guard import run_guarded_many
     from sharpbench.measure import MeasureContext
     from sharpbench.cards.discovery import Registry
 

@@ -34,10 +34,10 @@ class Registry:
         for extra in include_paths:
             root = Path(extra).expanduser()
             if not root.is_dir():
-                raise SharpbenchError(f"--include-path {extra}: no such folder (it should hold measures/ "
+                raise SharpbenchError(f"include path {extra}: no such folder (it should hold measures/ "
                                       f"and/or collections/ with YAML cards)")
             if not (root / "measures").is_dir() and not (root / "collections").is_dir():
-                raise SharpbenchError(f"--include-path {extra}: holds neither measures/ nor collections/; "
+                raise SharpbenchError(f"include path {extra}: holds neither measures/ nor collections/; "
                                       f"put measure cards in {root / 'measures'} and collection cards in "
                                       f"{root / 'collections'}")
             roots.append(root)

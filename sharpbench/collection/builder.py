@@ -26,7 +26,7 @@ from sharpbench.collection.sources import ModelSource, Produced, evaluation_sets
 from sharpbench.collection.spec import ModelPoint
 from sharpbench.data.outcomes import Outcomes, aggregates, encode, mismatches, set_names
 from sharpbench.data.sets import DatasetSplits, EvalSet, score_outcomes
-from sharpbench.errors import CollectionError
+from sharpbench.errors import CollectionError, Hint
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.losses import LOSSES
 from sharpbench.version import __version__
@@ -224,8 +224,8 @@ class Builder:
         for point in points:
             record = self.finished_record(point)
             if record is None:
-                raise CollectionError(f"model {point.id} of {self.spec.name} has no intact record after the build; "
-                                      f"run `sharpbench collection build {self.spec.name}` again")
+                raise CollectionError(f"model {point.id} of {self.spec.name} has no intact record after the build.",
+                                      hints=[Hint("build", collection=self.spec.name)])
             records.append(record)
         spec = self.spec
         dataset: dict[str, Any] = dict(spec.dataset)
@@ -304,8 +304,7 @@ class Builder:
             if differ:
                 raise CollectionError(
                     f"model {record.id} of {self.spec.name} scores differently now than when it was built "
-                    f"({'; '.join(differ)}): the data or the code changed since; rebuild with "
-                    f"`sharpbench collection build {self.spec.name} --force`")
+                    f"({'; '.join(differ)}): the data or the code changed since.", hints=self.collection.fix)
         fields = self._save_outcomes(record.id, record.sha256, outcomes)
         entry.update({key: fields[key] for key in MODEL_KEYS if key in fields})
         path = self._record_path(record.id)

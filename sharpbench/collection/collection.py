@@ -20,7 +20,7 @@ from sharpbench.data.outcomes import Outcomes, decode
 from sharpbench.data.locate import DataPaths
 from sharpbench.data.registry import load_splits
 from sharpbench.data.sets import DatasetSplits, seeded_subset, stack
-from sharpbench.errors import CollectionError
+from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LossFn
 from sharpbench.models.registry import ARCHITECTURES, build_model
 from sharpbench.paths import sharpbench_home
@@ -47,10 +47,9 @@ class Collection:
         return self.root / MANIFEST
 
     @property
-    def fix(self) -> str:
-        """How to repair a damaged collection, for error messages."""
-        return (f"rebuild with `sharpbench collection build {self.spec.name} --force` "
-                f"or delete {self.root} (it is rebuilt on next use)")
+    def fix(self) -> tuple[Hint, ...]:
+        """How to repair a damaged collection: build it again from scratch."""
+        return (Hint("rebuild", collection=self.spec.name),)
 
     def read_manifest(self) -> tuple[dict[str, Any], bytes] | None:
         """(manifest, its bytes) as on disk now, None when there is none; a damaged one raises, naming the fix."""
@@ -66,9 +65,8 @@ class Collection:
 
     def stale_error(self, what: str) -> CollectionError:
         """The error for a file built from another version of the card."""
-        return CollectionError(
-            f"{what} in {self.root} was built from a different version of the card {self.spec.path}; rebuild "
-            f"with `sharpbench collection build {self.spec.name} --force` or delete {self.root}")
+        return CollectionError(f"{what} in {self.root} was built from a different version of the card "
+                               f"{self.spec.path}.", hints=self.fix)
 
     def forget(self) -> None:
         """Drop the cached manifest and models (after the builder rewrote them)."""
@@ -78,8 +76,8 @@ class Collection:
         if self._manifest is None:
             found = self.read_manifest()
             if found is None:
-                raise CollectionError(f"collection {self.spec.name} is not built (no {MANIFEST} in {self.root}); "
-                                      f"build it with `sharpbench collection build {self.spec.name}`")
+                raise CollectionError(f"collection {self.spec.name} is not built (no {MANIFEST} in {self.root}).",
+                                      hints=[Hint("build", collection=self.spec.name)])
             if found[0].get("card_sha256") != self.spec.card_sha256:
                 raise self.stale_error(MANIFEST)
             self._manifest = found
@@ -171,11 +169,11 @@ class Collection:
         try:
             raw = path.read_bytes()
         except OSError as error:
-            raise CollectionError(f"{what} {path} cannot be read ({error.strerror}); {self.fix}") from None
+            raise CollectionError(f"{what} {path} cannot be read ({error.strerror}).", hints=self.fix) from None
         found = hashlib.sha256(raw).hexdigest()
         if found != expected_sha256:
             raise CollectionError(f"{what} {path} fails its integrity check (sha256 {found}, manifest says "
-                                  f"{expected_sha256}); {self.fix}")
+                                  f"{expected_sha256}).", hints=self.fix)
         return raw
 
     def _verified_tensors(self, relative: str, expected_sha256: str) -> dict[str, torch.Tensor]:
@@ -186,8 +184,8 @@ class Collection:
         try:
             return load_safetensors(raw)
         except (SafetensorError, ValueError) as error:
-            raise CollectionError(f"checkpoint {self.root / relative} is not a valid safetensors file ({error}); "
-                                  f"{self.fix}") from None
+            raise CollectionError(f"checkpoint {self.root / relative} is not a valid safetensors file ({error}).",
+                                  hints=self.fix) from None
 
     def load_model(self, record: ModelRecord) -> nn.Module:
         """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
@@ -200,8 +198,7 @@ class Collection:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise CollectionError(f"checkpoint {self.root / record.file} does not fit the card's architecture "
-                                  f"({error}); rebuild with `sharpbench collection build {self.spec.name} --force`"
-                                  ) from None
+                                  f"({error}).", hints=self.fix) from None
         return model.to(device="cpu", dtype=torch.float32).eval()
 
     def load_initial_state(self, record: ModelRecord) -> dict[str, torch.Tensor] | None:
@@ -221,8 +218,8 @@ class Collection:
 
     def _missing_outcomes(self) -> CollectionError:
         return CollectionError(f"collection {self.spec.name} has no per-example outcomes (built before they were "
-                               f"kept, or imported); add them (no training) with "
-                               f"`sharpbench collection build {self.spec.name}`")
+                               f"kept, or imported); building it adds them, without training.",
+                               hints=[Hint("build", collection=self.spec.name)])
 
     def set_sizes(self) -> dict[str, int]:
         """{evaluation set: number of examples}: ``train`` (the train-evaluation set), ``test``, ``ood/<shift>``."""

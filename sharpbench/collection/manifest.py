@@ -12,13 +12,13 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jsonschema
 
 from sharpbench.collection.files import atomic_write
 from sharpbench.collection.records import MODEL_KEYS
-from sharpbench.errors import CollectionError
+from sharpbench.errors import CollectionError, Hint
 from sharpbench.jsonsafe import finite_or_none
 
 MANIFEST_FORMAT = 2
@@ -30,21 +30,21 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def parse_manifest(raw: bytes, where: Path | str, fix: str) -> dict[str, Any]:
-    """The manifest in ``raw``, checked against the schema; a CollectionError naming ``where``, the first field
-    that does not match, and ``fix`` otherwise."""
+def parse_manifest(raw: bytes, where: Path | str, fix: Sequence[Hint] = ()) -> dict[str, Any]:
+    """The manifest in ``raw``, checked against the schema; a CollectionError naming ``where`` and the first field
+    that does not match (with the hints ``fix``) otherwise."""
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise CollectionError(f"{where} is not valid JSON; {fix}") from None
+        raise CollectionError(f"{where} is not valid JSON.", hints=fix) from None
     error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
     if error is not None:
         field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
-        raise CollectionError(f"{where} is not a collection manifest (field '{field}': {error.message}); {fix}")
+        raise CollectionError(f"{where} is not a collection manifest (field '{field}': {error.message}).", hints=fix)
     return manifest
 
 
-def read_manifest(path: Path, fix: str) -> tuple[dict[str, Any], bytes] | None:
+def read_manifest(path: Path, fix: Sequence[Hint] = ()) -> tuple[dict[str, Any], bytes] | None:
     """(manifest, its bytes) of the manifest at ``path``, None when there is none; see :func:`parse_manifest`."""
     try:
         raw = Path(path).read_bytes()

@@ -63,7 +63,7 @@ def pull_collection(collection: Collection, source: str, manifest_sha256: str | 
     if manifest_sha256 is not None and found != manifest_sha256.lower():
         raise CollectionError(f"{where} has sha256 {found}, not the {manifest_sha256} given with --manifest-sha256; "
                               f"the source is not the published version")
-    manifest = parse_manifest(raw, where, "pull a published collection's folder or URL")
+    manifest = parse_manifest(raw, where)
     entries = manifest["models"]
     spec = collection.spec
     if manifest.get("collection") != spec.name:

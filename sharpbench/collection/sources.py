@@ -26,7 +26,7 @@ from sharpbench.collection.spec import CollectionSpec, ModelPoint, model_id_for
 from sharpbench.data.locate import DataPaths
 from sharpbench.data.outcomes import Outcomes
 from sharpbench.data.sets import DatasetSplits, EvalSet, seeded_subset
-from sharpbench.errors import CollectionError
+from sharpbench.errors import CollectionError, Hint
 from sharpbench.models.registry import build_model
 from sharpbench.training.labels import noisy_labels
 from sharpbench.training.recipe import recipe_config
@@ -169,7 +169,7 @@ class ImportedTable:
         if self.folder is None:
             raise CollectionError(
                 f"collection {self.spec.name} is imported (its card {self.spec.path} says `imported: true`): it "
-                f"cannot be trained here; import it again with `sharpbench collection import DIR`")
+                f"cannot be trained here.", hints=[Hint("import", collection=self.spec.name)])
         table = self.folder / TABLE
         try:
             with open(table, newline="", encoding="utf-8") as handle:

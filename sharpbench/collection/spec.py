@@ -212,8 +212,8 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     imported = field(card, path, "imported", bool, default=False)
     checkpoints_raw = field(card, path, "checkpoints", list, default=[])
     if imported and checkpoints_raw:
-        raise CardError(path, "checkpoints", "no such section in an imported card (its models come from `sharpbench "
-                                             "collection import`)", "a list")
+        raise CardError(path, "checkpoints", "no such section in an imported card (its models come from importing "
+                                             "a folder)", "a list")
     untrained = imported or bool(checkpoints_raw)
     if dataset_kind.stream is not None and not untrained:
         raise CardError(path, "dataset.name", f"a dataset held in memory: {dataset_name} is streamed from disk, for "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sharpbench.cards.schema import Param
-from sharpbench.data.locate import DATA_ENV, DataNotFoundError, DataPaths
+from sharpbench.data.locate import DataNotFoundError, DataPaths
 from sharpbench.data.sets import EvalSet, DatasetSplits, groups_for
 
 NAME = "imagenet"
@@ -51,7 +51,7 @@ def _folder(name: str, what: str, paths: DataPaths) -> Path:
         searched = ", ".join(str(root / name) for root in paths.folders) or "no data folder given"
         raise DataNotFoundError(
             f"image folder '{name}' not found (searched: {searched}). Put its images in DIR/{name}/, one sub-folder "
-            f"per class ({what}), and pass --data-dir DIR or set ${DATA_ENV}=DIR. ImageNet and its OOD sets are "
+            f"per class ({what}), in a data folder DIR. ImageNet and its OOD sets are "
             f"not downloaded by sharpbench: ImageNet needs an account at image-net.org")
     return folder
 

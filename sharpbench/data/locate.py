@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sharpbench.errors import SharpbenchError
+from sharpbench.errors import Hint, SharpbenchError
 
 DATA_ENV = "SHARPBENCH_DATA"
 
 
 class DataNotFoundError(SharpbenchError):
     """A dataset is in none of the places searched; the message lists them and how to provide each."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hints=[Hint("data_dir")])
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,7 @@ class DataPaths:
                           hub_id: str | None = None, hub_error: str | None = None, package: str | None = None) -> str:
         """The text of a DataNotFoundError: what was searched and the ways to provide the data."""
         searched = [f"{root / name} or {root}" for root in self.folders] + [str(d) for d in system_dirs]
-        ways = [f"a folder holding {', '.join(required)}: pass --data-dir DIR or set ${DATA_ENV}=DIR "
-                f"(the files in DIR/{name}/ or in DIR itself)"]
+        ways = [f"a data folder DIR holding {', '.join(required)} (in DIR/{name}/ or in DIR itself)"]
         if system_dirs:
             install = f" (on Debian/Ubuntu: `apt-get install {package}`)" if package else ""
             ways.append(f"the system copy in {system_dirs[0]}{install}")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
-from sharpbench.errors import CollectionError
+from sharpbench.errors import CollectionError, Hint
 
 KINDS = ("error", "loss")
 # A recomputed 0/1 error rate is a count over n, the same double as before: it must match exactly (up to the
@@ -97,7 +97,7 @@ def encode(outcomes: dict[str, Outcomes], metadata: dict[str, Any]) -> bytes:
     return save(tensors, {"sharpbench": json.dumps(metadata, sort_keys=True)})
 
 
-def decode(raw: bytes, sizes: dict[str, int], where: str, fix: str) -> dict[str, Outcomes]:
+def decode(raw: bytes, sizes: dict[str, int], where: str, fix: Sequence[Hint] = ()) -> dict[str, Outcomes]:
     """One model's outcomes from safetensors bytes, checked to hold exactly the sets of ``sizes`` at those sizes."""
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -105,10 +105,10 @@ def decode(raw: bytes, sizes: dict[str, int], where: str, fix: str) -> dict[str,
     try:
         tensors = load(raw)
     except (SafetensorError, ValueError) as error:
-        raise CollectionError(f"outcome file {where} is not a valid safetensors file ({error}); {fix}") from None
+        raise CollectionError(f"outcome file {where} is not a valid safetensors file ({error}).", hints=fix) from None
     expected = {f"{name}/{kind}": (size,) for name, size in sizes.items() for kind in KINDS}
     found = {key: tuple(value.shape) for key, value in tensors.items()}
     if found != expected:
         raise CollectionError(f"outcome file {where} holds tensors {found}, not the sets the manifest sizes "
-                              f"{expected}; {fix}")
+                              f"{expected}.", hints=fix)
     return {name: Outcomes(tensors[f"{name}/error"], tensors[f"{name}/loss"]) for name in sizes}

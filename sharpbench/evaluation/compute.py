@@ -1,4 +1,7 @@
-"""compute_measure: one registered measure on any model and batches, for notebooks and scripts."""
+"""compute_measure: one registered measure on any model and batches, for notebooks and scripts.
+
+Imported by ``import sharpbench``, so it stays light: card discovery (which reads the collection cards and their
+datasets' registry) is imported when the function is called, and the guard never loads the evaluation loop."""
 
 from __future__ import annotations
 
@@ -8,9 +11,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from sharpbench.evaluation.run import infer_num_classes, run_guarded
+from sharpbench.evaluation.guard import infer_num_classes, run_guarded
 from sharpbench.measure import Batch, MeasureContext
-from sharpbench.cards.discovery import Registry
 
 
 def compute_measure(name: str, model: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
@@ -21,6 +23,8 @@ def compute_measure(name: str, model: nn.Module, batches: Sequence[Batch], *, se
     `params` override the card's defaults (e.g. rho=0.001). The model is put in eval mode and is checked to
     be unchanged afterwards. Batches are moved to the model's device.
     """
+    from sharpbench.cards.discovery import Registry  # the cards' registry loads every dataset and architecture
+
     spec = Registry.discover(include_paths).measure(name)
     device = next(model.parameters()).device
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in batches]

@@ -1,27 +1,28 @@
-"""Running a measure over a collection: fixed sharpness batches, the integrity guard, and the cache."""
+"""Running a measure over a collection: fixed sharpness batches, the integrity guard (evaluation.guard), and the
+cache (evaluation.store)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from sharpbench.collection.collection import Collection, ModelRecord
-from sharpbench.errors import Interrupted, MeasureError
+from sharpbench.errors import Hint, Interrupted
+from sharpbench.evaluation.guard import run_guarded_many
 from sharpbench.kernels.flat import architecture_key
 from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.measure import Batch, MeasureContext
 from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
 from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
 from sharpbench.evaluation.store import ResultStore, measure_key
-from sharpbench.version import __version__, git_commit
+from sharpbench.version import __version__
 
 
 def default_device() -> torch.device:
@@ -34,77 +35,6 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
-
-
-def _state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-def _first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first tensor whose bits differ from the snapshot (NaN-safe), or None."""
-    current = model.state_dict()
-    if current.keys() != snapshot.keys():
-        return f"the set of tensors ({sorted(set(current) ^ set(snapshot))})"
-    for name, before in snapshot.items():
-        after = current[name].detach()
-        if after.shape != before.shape or after.dtype != before.dtype:
-            return name
-        if not torch.equal(after.contiguous().reshape(-1).view(torch.uint8), before.reshape(-1).view(torch.uint8)):
-            return name
-    return None
-
-
-def run_guarded(spec: MeasureSpec, model: nn.Module, context: MeasureContext, params: dict[str, Any],
-                model_id: str = "the model") -> float:
-    """Run a measure in eval mode and check that it returned a finite number and left the weights unchanged."""
-    return run_guarded_many(spec, [model], context, params, [model_id], many=False)[0]
-
-
-def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: MeasureContext, params: dict[str, Any],
-                     model_ids: list[str], many: bool = True) -> list[float]:
-    """`run_guarded` for same-architecture models through the measure's many-model form (one call for all)."""
-    snapshots = []
-    for model in models:
-        model.eval()
-        snapshots.append(_state_snapshot(model))
-    names = ", ".join(model_ids)
-    try:
-        raw = spec.call_many(models, context, params) if many else [spec.call(models[0], context, params)]
-    except MeasureError:
-        raise
-    except Exception as error:
-        raise MeasureError(f"measure '{spec.name}' failed on {names}: {type(error).__name__}: {error} "
-                           f"(implementation {spec.function}, card {spec.path})") from error
-    for model, snapshot, model_id in zip(models, snapshots, model_ids):
-        changed = _first_changed(model, snapshot)
-        if changed is not None:
-            raise MeasureError(
-                f"measure '{spec.name}' changed the weights of {model_id} (first changed tensor: {changed}); a "
-                f"measure must only read the model: evaluate it functionally (torch.func.functional_call) or "
-                f"on a copy (copy.deepcopy(model)). Fix {spec.function}; no value was stored for this model."
-            )
-    if many and (not isinstance(raw, (list, tuple)) or len(raw) != len(models)):
-        raise MeasureError(f"measure '{spec.name}': its many-model form returned {raw!r} for {len(models)} models; "
-                           f"it must return one value per model. Fix {spec.function}.many.")
-    return [_finite(spec, value, model_id, params) for value, model_id in zip(raw, model_ids)]
-
-
-def _finite(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise MeasureError(f"measure '{spec.name}' returned {type(raw).__name__} for {model_id}; it must return "
-                           f"a float (or a one-element tensor). Fix {spec.function}.") from None
-    if not math.isfinite(value):
-        raise MeasureError(f"measure '{spec.name}' returned {value} for {model_id} with parameters {params}; "
-                           f"no value was stored. Check the parameters (is rho too large?) or {spec.function}.")
-    return value
-
-
-def infer_num_classes(model: nn.Module, batches: Sequence[Batch]) -> int:
-    """The width of the model's output on the first batch."""
-    with torch.no_grad():
-        return int(model(batches[0][0][:1]).shape[-1])
 
 
 @dataclass
@@ -184,47 +114,17 @@ class Evaluation:
         """Kendall tau-b of the measure against each hyperparameter: what the measure tracks."""
         return tau_vs_hparams([self.values[m.id] for m in self.collection.models], self.hparams())
 
-    def report(self) -> dict[str, Any]:
-        """The JSON report: enough to recompute every score from the per-model entries."""
-        return {
-            "collection": self.collection.spec.name,
-            "measure": self.spec.name,
-            "params": self.params,
-            "higher_means": self.spec.higher_means,
-            "orientation": self.orientation,
-            "n_models": len(self.collection.models),
-            "scores": self.scores(),
-            "tau_vs_hparams": self.tau_vs_hparams(),
-            "scoring": self.scoring(),
-            "replicates": {target: [None if not math.isfinite(x) else round(float(x), 4) for x in replicates]
-                           for target, replicates in self._scored().replicates.items() if target == "test_error"},
-            "models": {m.id: _model_entry(m, self.values[m.id], self.seconds[m.id]) for m in self.collection.models},
-            "provenance": {
-                "sharpbench_version": __version__,
-                "git_commit": git_commit(),
-                "measure_key": self.key,
-                "measure_card_sha256": self.spec.card_sha256,
-                "implementation": asdict(self.spec.implementation()),
-                "collection_card_sha256": self.collection.spec.card_sha256,
-                "manifest_sha256": self.collection.manifest_sha256,
-                "protocol": self.protocol,
-                "device": self.device,
-                "seconds_per_model": sum(self.seconds.values()) / len(self.seconds) if self.seconds else None,
-            },
-        }
+    def replicates(self) -> dict[str, list[float]]:
+        """Each target's bootstrap replicates of Kendall tau-b, resample by resample (scored once)."""
+        return self._scored().replicates
 
 
 def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
     """The collection's per-example outcomes as scoring takes them (verified on load), or None without them."""
     if not collection.has_outcomes:
         return None
-    return {name: OutcomeSet(outcomes["error"], outcomes["loss"]) for name, outcomes in collection.outcome_sets().items()}
-
-
-def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:
-    return {"value": value, "seconds": seconds, "hparams": record.hparams, "train_error": record.train_error,
-            "test_error": record.test_error, "ood_error": dict(record.ood_error), "train_loss": record.train_loss,
-            "test_loss": record.test_loss, "ood_loss": dict(record.ood_loss)}
+    return {name: OutcomeSet(outcomes["error"], outcomes["loss"])
+            for name, outcomes in collection.outcome_sets().items()}
 
 
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
@@ -265,7 +165,7 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
         bar.close()
         done = evaluation.cached + evaluation.computed
         raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
-                          f"in the results store, and the same command resumes from them") from None
+                          f"in the results store.", hints=[Hint("resume")]) from None
     bar.close()
     return evaluation
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sharpbench.errors import CollectionError
-from sharpbench.data.locate import DATA_ENV, DataPaths
+from sharpbench.errors import CollectionError, Hint
+from sharpbench.data.locate import DataPaths
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 # the rest of a CLIP model: its text tower (model-soups' ModelWrapper keeps all but `transformer`) and the
@@ -34,9 +34,8 @@ def find_checkpoint(name: str | Path, paths: DataPaths) -> Path:
     found = paths.find_file(name)
     if found is None:
         searched = ", ".join(str(root / name) for root in paths.folders) or "no data folder given"
-        raise CollectionError(
-            f"checkpoint '{name}' not found (searched: {searched}, {name}). Put it in a folder passed as "
-            f"--data-dir DIR (or listed in ${DATA_ENV}), or give its absolute path.")
+        raise CollectionError(f"checkpoint '{name}' not found (searched: {searched}, {name}). Put it in a data "
+                              f"folder, or give its absolute path.", hints=[Hint("data_dir")])
     return found.resolve()
 
 
