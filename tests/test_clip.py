@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
+from sharpbench.cli.main import render_error
 from sharpbench.errors import CollectionError
 from sharpbench.models.registry import ARCHITECTURES, build_model
 
@@ -162,7 +163,7 @@ def test_relative_path_is_found_in_sharpbench_data(tmp_path: Path, monkeypatch: 
         clip_classifier("soups/absent.pt")
     message = str(error.value)
     assert f"searched: {data / 'soups' / 'absent.pt'}, soups/absent.pt)" in message   # every place, in order
-    assert "--data-dir" in message and "SHARPBENCH_DATA" in message
+    assert "SHARPBENCH_DATA" in message and "--data-dir DIR" in render_error(error.value)
 
 
 def test_parameters_are_float32_proj_has_no_bias_and_the_tower_is_openai(tmp_path: Path):

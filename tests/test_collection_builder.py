@@ -14,6 +14,7 @@ from torch import nn
 
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.spec import load_collection_spec
+from sharpbench.cli.main import render_error
 from sharpbench.collection.collection import open_collection
 from sharpbench.errors import CardError, CollectionError
 from sharpbench.evaluation.run import evaluate
@@ -128,8 +129,9 @@ def test_imported_card_has_no_training_sections(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path, {**card, "imported": True, "architecture": {
         "kind": "mlp", "depth": 1, "width": 8}}))
     assert spec.imported and spec.grid_size() == 0
-    with pytest.raises(CollectionError, match="collection import"):
+    with pytest.raises(CollectionError, match="cannot be trained here") as imported:
         build_collection(open_collection(spec, home=tmp_path / "home"), progress=False)
+    assert "sharpbench collection import DIR" in render_error(imported.value)
     with pytest.raises(CardError) as caught:
         load_collection_spec(write_card(tmp_path, {**TINY, "imported": True}))
     assert caught.value.field == "grid"

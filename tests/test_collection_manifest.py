@@ -53,7 +53,7 @@ def test_a_damaged_manifest_names_the_field_and_the_fix(built: Collection, tmp_p
     manifest = json.loads(copy.manifest_path.read_text())
     damage(manifest)
     copy.manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(CollectionError, match=f"field '{field}'.*--force"):
+    with pytest.raises(CollectionError, match=f"field '{field}'.*from scratch"):
         copy.models  # noqa: B018
     assert not copy.is_built()
 
@@ -112,4 +112,4 @@ def test_data_paths_are_explicit_and_searched_in_order(tmp_path: Path, monkeypat
     monkeypatch.delenv("SHARPBENCH_DATA")
     assert DataPaths.from_env() == DataPaths()
     message = paths.not_found_message("set", ["c.bin"])
-    assert str(first / "set") in message and "--data-dir" in message
+    assert str(first / "set") in message and "data folder" in message

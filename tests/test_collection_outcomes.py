@@ -14,6 +14,7 @@ import yaml
 
 import sharpbench.collection.builder as builder_module
 import sharpbench.collection.sources as sources_module
+from sharpbench.cli.main import render_error
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.collection.spec import load_collection_spec
@@ -92,7 +93,7 @@ def test_outcome_files_are_verified(built: Collection, tmp_path: Path):
     victim.write_bytes(bytes(blob))
     with pytest.raises(CollectionError) as caught:
         copy.outcome_sets()
-    assert str(victim) in str(caught.value) and "integrity" in str(caught.value) and "--force" in str(caught.value)
+    assert str(victim) in str(caught.value) and "integrity" in str(caught.value) and "--force" in render_error(caught.value)
 
     shutil.copyfile(built.root / built.models[1].outcomes_file, victim)
     manifest = json.loads(copy.manifest_path.read_text())
@@ -124,7 +125,7 @@ def test_old_collection_gains_outcomes_without_training_and_resumes(tmp_path: Pa
     store = ResultStore(tmp_path / "results.sqlite")
     result = evaluate(Registry.discover().measure("param-norm"), old, store, progress=False)
     assert set(result.values) == {r.id for r in old.models}
-    with pytest.raises(CollectionError, match=f"sharpbench collection build {spec.name}"):
+    with pytest.raises(CollectionError, match=f"Build collection '{spec.name}'"):
         old.outcome_sets()
 
     monkeypatch.setattr(sources_module, "train_model", _forbid_training)
@@ -167,4 +168,5 @@ def test_errors_that_no_longer_reproduce_name_the_fix(built: Collection, tmp_pat
     with pytest.raises(CollectionError) as caught:
         build_collection(Collection(built.spec, copy.root), progress=False)
     message = str(caught.value)
-    assert built.models[0].id in message and "test_error" in message and "--force" in message
+    assert built.models[0].id in message and "test_error" in message and "from scratch" in message
+    assert f"sharpbench collection build {built.spec.name} --force" in render_error(caught.value)

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import sharpbench.collection.sources as sources_module
+from sharpbench.cli.main import render_error
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import Collection, ModelRecord, open_collection
 from sharpbench.collection.spec import load_collection_spec
@@ -257,7 +258,7 @@ def test_interrupted_build_resumes_without_retraining(tmp_path: Path, monkeypatc
     (collection.root / collection.models[0].file).unlink()
     build_collection(collection, progress=False, force=False)
     assert calls == []                      # the manifest says built: build does nothing ...
-    with pytest.raises(CollectionError, match="--force"):
+    with pytest.raises(CollectionError, match="from scratch"):
         collection.load_model(collection.models[0])     # ... but loading names the fix
     build_collection(collection, progress=False, force=True)
     assert len(calls) == 4
@@ -276,7 +277,7 @@ def test_flipped_byte_is_caught_before_loading(tmp_path: Path):
         with pytest.raises(CollectionError) as caught:
             load(record)
         message = str(caught.value)
-        assert str(path) in message and "sharpbench collection build tiny-test --force" in message
+        assert str(path) in message and "sharpbench collection build tiny-test --force" in render_error(caught.value)
 
 
 def test_changed_card_needs_force(tmp_path: Path):
@@ -285,7 +286,7 @@ def test_changed_card_needs_force(tmp_path: Path):
     write_card(tmp_path / "cards", with_changes(description="changed"))
     collection = open_collection(load_collection_spec(path), home=tmp_path / "home")
     assert not collection.is_built()
-    with pytest.raises(CollectionError, match="--force"):
+    with pytest.raises(CollectionError, match="from scratch"):
         build_collection(collection, progress=False)
     build_collection(collection, progress=False, force=True)
     assert collection.is_built() and len(collection.models) == 4
@@ -296,7 +297,7 @@ def test_reading_an_unbuilt_collection_names_the_build_and_building_makes_it(tmp
     collection = open_collection(spec)
     assert collection.root == sharpbench_home / "collections" / "tiny-test"
     assert not collection.is_built()
-    with pytest.raises(CollectionError, match="sharpbench collection build tiny-test"):
+    with pytest.raises(CollectionError, match="Build collection 'tiny-test'"):
         collection.models                   # reading never trains: it names the command that builds
     assert len(build_collection(collection).models) == 4
     assert collection.is_built()
