@@ -19,7 +19,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sharpbench.cli.main import main
-from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.sources import PretrainedFetch
+from sharpbench.collection.collection import open_collection
 from sharpbench.collection.spec import load_collection_spec
 from sharpbench.data.imagenet import wordnet_index
 from sharpbench.collection.pull import pull_collection
@@ -110,7 +111,7 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
     # built before outcomes: `collection build` scores the stored checkpoints (nothing fetched) and adds them
     strip_outcomes(built)
     with monkeypatch.context() as patch:
-        patch.setattr(Collection, "_fetch", lambda *args: pytest.fail("adding outcomes must not fetch"))
+        patch.setattr(PretrainedFetch, "_fetch", lambda *args: pytest.fail("adding outcomes must not fetch"))
         assert main(["collection", "build", card["name"], *common]) == 0
     assert json.loads((root / "manifest.json").read_text()) == rebuilt
 

@@ -15,7 +15,6 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from sharpbench.collection.collection import Collection
 from sharpbench.collection.files import (CHECKPOINTS, OUTCOMES, RECORDS, atomic_write, build_lock, deterministic,
@@ -156,7 +155,7 @@ class Builder:
 
         model.to(self.device).eval()
         total = sum(len(evalset) for evalset in sets.values())
-        streamed = not all(isinstance(evalset.dataset, TensorDataset) for evalset in sets.values())
+        streamed = not all(evalset.in_memory for evalset in sets.values())
         with tqdm(total=total, desc="scoring", unit="example", leave=False,
                   disable=not (self.progress and streamed), dynamic_ncols=True) as bar:
             return {name: score_outcomes(model, evalset, self.spec.loss, self.device,
@@ -201,7 +200,8 @@ class Builder:
             blob = state if isinstance(state, bytes) else save_safetensors(
                 {k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata)
             atomic_write(self.root / relative, blob)
-            fields[key], fields["sha256" if key == "file" else "init_sha256"] = relative, hashlib.sha256(blob).hexdigest()
+            sha_key = "sha256" if key == "file" else "init_sha256"
+            fields[key], fields[sha_key] = relative, hashlib.sha256(blob).hexdigest()
         return fields
 
     def _save_outcomes(self, model_id: str, checkpoint_sha256: str, outcomes: dict[str, Outcomes]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def import_collection(folder: Path | str, home: Path | None = None, paths: DataP
         raise CardError(card_path, INCLUDE, f"no bases in an imported card (it is copied alone into {IMPORTED}/): "
                                             f"write the fields of its bases into it", bases)
     paths = paths or DataPaths.from_env()
-    ImportedTable(spec, paths, folder).points()                          # the table is checked before anything is installed
+    ImportedTable(spec, paths, folder).points()         # the table is checked before anything is installed
     home = Path(home if home is not None else sharpbench_home())
     installed_card = home / IMPORTED / "collections" / f"{spec.name}.yaml"
     installed_card.parent.mkdir(parents=True, exist_ok=True)

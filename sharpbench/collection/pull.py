@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sharpbench.collection.collection import Collection
-from sharpbench.collection.files import CHECKPOINTS, MANIFEST, OUTCOMES, atomic_write, build_lock, file_sha256, model_files
+from sharpbench.collection.files import (CHECKPOINTS, MANIFEST, OUTCOMES, atomic_write, build_lock, file_sha256,
+                                         model_files)
 from sharpbench.collection.manifest import parse_manifest
 from sharpbench.errors import CollectionError
 

@@ -3,7 +3,8 @@
 Two small registries, extended by adding an entry, never by a special case elsewhere:
 - ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
   number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead,
-  which returns a :class:`sharpbench.data.sets.DatasetSplits` of datasets read from disk, and names the OOD sets it provides
+  which returns a :class:`sharpbench.data.sets.DatasetSplits` of datasets read from disk, and names the OOD sets
+  it provides
   (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS) in place of shifts;
 - ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
   parameters it takes).

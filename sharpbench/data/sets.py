@@ -48,6 +48,11 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    @property
+    def in_memory(self) -> bool:
+        """True for tensors held in memory (a TensorDataset), False for a dataset read from disk."""
+        return isinstance(self.dataset, TensorDataset)
+
 
 @dataclass(frozen=True)
 class DatasetSplits:
@@ -60,8 +65,7 @@ class DatasetSplits:
     @property
     def in_memory(self) -> bool:
         """True when every set holds tensors (the datasets a collection can train on)."""
-        return all(isinstance(d, TensorDataset) for d in (self.train, self.test.dataset,
-                                                          *(s.dataset for s in self.ood.values())))
+        return isinstance(self.train, TensorDataset) and all(s.in_memory for s in (self.test, *self.ood.values()))
 
     def train_tensors(self) -> tuple[Tensor, Tensor]:
         """(inputs, labels) of an in-memory training set."""

@@ -137,7 +137,8 @@ def architecture_config(arch: dict[str, Any], hparams: dict[str, Any] | None = N
     return config
 
 
-def build_model(arch: dict[str, Any], hparams: dict[str, Any] | None = None, paths: DataPaths | None = None) -> nn.Module:
+def build_model(arch: dict[str, Any], hparams: dict[str, Any] | None = None,
+                paths: DataPaths | None = None) -> nn.Module:
     """A freshly initialized float32 model (initialized from torch's global RNG: seed it first); pretrained weights
     named by a relative path are looked up in ``paths`` (default: $SHARPBENCH_DATA)."""
     if arch.get("kind") not in ARCHITECTURES:
