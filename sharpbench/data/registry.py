@@ -2,12 +2,11 @@
 
 Two small registries, extended by adding an entry, never by a special case elsewhere:
 - ``DATASETS``: dataset name -> :class:`DatasetKind` (loader, the card fields it takes, input shape,
-  number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead,
-  which returns a :class:`sharpbench.data.sets.DatasetSplits` of datasets read from disk, and names the OOD sets
-  it provides
-  (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS) in place of shifts;
-- ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` and the
-  parameters it takes).
+  number of classes). A dataset too large for memory (ImageNet, MNLI) has a ``stream`` loader instead, which
+  returns a :class:`sharpbench.data.sets.DatasetSplits` of datasets read from disk, and declares the OOD kinds it
+  accepts beside its loader (``ood_sets``: sets with labels of their own, such as ImageNet-R or HANS);
+- ``SHIFTS``: shift kind -> :class:`ShiftKind` (a function ``(x, params, image_shape) -> x`` of an in-memory
+  test split, the parameters it takes, and the datasets it applies to).
 
 Inputs are float32 tensors of shape (N, *input_shape) flattened to (N, D) for vector datasets; labels are
 int64 tensors of shape (N,).
