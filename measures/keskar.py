@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sharpbench import MeasureContext, worst_case_sharpness
-from sharpbench.flat import FlatModel
+from sharpbench import FlatModel, MeasureContext, worst_case_sharpness
 
 
 def keskar_sharpness(model: nn.Module, context: MeasureContext, *, rho: float = 0.001, steps: int = 20) -> float:

@@ -9,8 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from sharpbench import MeasureContext
-from sharpbench.errors import MeasureError
+from sharpbench import MeasureContext, MeasureError
 
 
 def param_norm(model: nn.Module, context: MeasureContext) -> float:

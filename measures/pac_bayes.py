@@ -8,8 +8,7 @@ import math
 import torch
 from torch import nn
 
-from sharpbench import MeasureContext
-from sharpbench.flat import FlatModel
+from sharpbench import FlatModel, MeasureContext
 
 
 def _accuracy(flat: FlatModel, w: torch.Tensor, context: MeasureContext) -> float:

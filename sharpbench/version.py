@@ -10,8 +10,9 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when shar
 
 # The modules that compute sharpness values for the measures (their loss, flat vectors, scale vectors,
 # perturbation sets, the ascent and its driver): a change in any of them must not serve old stored values.
-KERNEL_MODULES = ("ascent.py", "flat.py", "losses.py", "perturb.py", "scaling.py", "sharpness.py")
-KERNELS_DIR = Path(__file__).resolve().parent
+KERNEL_MODULES = ("kernels/ascent.py", "kernels/flat.py", "losses.py", "kernels/perturb.py", "kernels/scaling.py",
+                  "kernels/sharpness.py")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 try:
     __version__ = version("sharpbench")
@@ -22,7 +23,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 def kernels_sha256() -> str:
     """sha256 of the kernel modules' contents (bytes as stored, by file name, never by path): part of every
     measure key, so that a change of the kernels recomputes."""
-    digests = {name: hashlib.sha256((KERNELS_DIR / name).read_bytes()).hexdigest() for name in KERNEL_MODULES}
+    digests = {Path(name).name: hashlib.sha256((PACKAGE_DIR / name).read_bytes()).hexdigest()
+               for name in KERNEL_MODULES}
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from sharpbench.collections import Collection
+from sharpbench.collection.collection import Collection
 
 OUTCOME_FIELDS = ("outcomes_file", "outcomes_sha256")
 

@@ -3,7 +3,7 @@
 It follows the reference code's structure: it perturbs the model in place, loops over parameter tensors in
 Python, treats one batch at a time, evaluates each iterate's loss with an extra forward pass, copies the
 state on each improvement and reads every loss back to the host. It computes the same mathematics as
-sharpbench.ascent (APGD on u = delta / c), independently written, so the two must agree.
+sharpbench.kernels.ascent (APGD on u = delta / c), independently written, so the two must agree.
 """
 
 from __future__ import annotations

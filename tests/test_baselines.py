@@ -15,8 +15,8 @@ from torch import nn
 
 import sharpbench
 from sharpbench.errors import MeasureError
-from sharpbench.flat import FlatModel
-from sharpbench.registry import Registry
+from sharpbench.kernels.flat import FlatModel
+from sharpbench.cards.discovery import Registry
 
 BASELINES = {
     "pac-bayes-flatness": "worse", "pac-bayes-mag-flatness": "worse", "hessian-max-eigenvalue": "worse",

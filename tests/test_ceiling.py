@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from sharpbench.ceiling import corrected_tau, noise_ceiling, split_half_estimate
-from sharpbench.metrics import Bootstrap, kendall_tau
-from sharpbench.resampling import OutcomeSet, Target, standard_targets
+from sharpbench.scoring.ceiling import corrected_tau, noise_ceiling, split_half_estimate
+from sharpbench.scoring.metrics import Bootstrap, kendall_tau
+from sharpbench.scoring.resampling import OutcomeSet, Target, standard_targets
 from simulated import SimulatedCollection
 
 TEST_ERROR = Target((("test", "error", 1.0),))

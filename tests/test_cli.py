@@ -16,16 +16,19 @@ from pathlib import Path
 
 
 import pytest
+import torch
 from legacy import strip_outcomes
 from scipy import stats
 
-import sharpbench.measure
+import sharpbench.cards.measure_card
 import sharpbench.version
-from sharpbench.cli import main
-from sharpbench.collections import open_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.collection import open_collection
+from sharpbench.evaluation.store import ResultStore
+from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
 from sharpbench.leaderboard.results import validate_result
 from sharpbench.paths import sharpbench_home
-from sharpbench.registry import Registry
+from sharpbench.cards.discovery import Registry
 
 MEASURE = "sharpness-worst-linf-adaptive"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +73,7 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
     code, out, err = evaluate(capsys, tiny_collection_card, "--json", str(report_path))
     assert code == 0, err
     report = json.loads(report_path.read_text())
+    validate_result(report, report_path)  # the document that --publish would write
     assert report["collection"] == "tiny-digits" and report["measure"] == MEASURE
     assert report["params"] == {"rho": 0.008, "steps": 20, "restarts": 1, "normalize_logits": False,
                                 "scaling": "elementwise", "perturb_norm_layers": True, "perturb_head": True,
@@ -110,7 +114,7 @@ def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_
     collection = open_collection(registry.collection("tiny-digits"), sharpbench_home())
     checkpoints = {m.id: m.sha256 for m in collection.models}
     strip_outcomes(collection)
-    monkeypatch.setattr("sharpbench.collections.train_model", None)   # any training would fail
+    monkeypatch.setattr("sharpbench.collection.sources.train_model", None)   # any training would fail
     report_path = tmp_path / "report.json"
     code, _, err = evaluate(capsys, tiny_collection_card, "--json", str(report_path))
     assert code == 0, err
@@ -166,7 +170,7 @@ def test_a_killed_process_keeps_its_finished_models(tiny_collection_card, tmp_pa
                                                 "    time.sleep(0.4)\n    return 1.0\n")
     (cards / "measures" / "slow.yaml").write_text(
         "name: slow\ndescription: sleeps\nfunction: slow.py:slow\nsource: tests\nhigher_means: worse\n")
-    command = [sys.executable, "-m", "sharpbench.cli", "evaluate", "--measure", "slow", "--collection",
+    command = [sys.executable, "-m", "sharpbench.cli.main", "evaluate", "--measure", "slow", "--collection",
                "tiny-digits", "--include-path", str(cards), "--no-progress"]
     env = {**os.environ, "SHARPBENCH_HOME": str(sharpbench_home)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -206,7 +210,24 @@ def test_a_sweep_reports_each_value_and_matches_single_runs(capsys, tiny_collect
     code, out, err = evaluate(capsys, tiny_collection_card, "--sweep", "rho=resnet18-cifar10", "--json",
                               str(tmp_path / "grid.json"))
     assert code == 0, err
-    assert json.loads((tmp_path / "grid.json").read_text())["sweep"]["values"] == [0.001, 0.002, 0.004, 0.008]
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert grid["sweep"]["values"] == [0.001, 0.002, 0.004, 0.008]
+
+    # the same sweep from Python: the same values, and the same value per model (served by the same store)
+    registry = Registry.discover([tiny_collection_card])
+    spec = registry.measure(MEASURE)
+    sweep = Sweep.of(spec, "rho", "resnet18-cifar10")
+    assert list(sweep.values) == grid["sweep"]["values"]
+    store = ResultStore(sharpbench_home() / "results.sqlite")
+    try:
+        collection = open_collection(registry.collection("tiny-digits"), sharpbench_home())
+        evaluations = list(evaluate_sweep(spec, collection, store, sweep, device=torch.device("cpu"), progress=False))
+    finally:
+        store.close()
+    assert [evaluation.computed for evaluation in evaluations] == [0, 0, 0, 0]
+    assert [evaluation.params for evaluation in evaluations] == [report["params"] for report in grid["reports"]]
+    assert [evaluation.values for evaluation in evaluations] == \
+        [{model_id: entry["value"] for model_id, entry in report["models"].items()} for report in grid["reports"]]
 
 
 def test_grouped_and_one_at_a_time_evaluation_agree(capsys, tiny_collection_card, tmp_path, monkeypatch):
@@ -223,6 +244,7 @@ def test_grouped_and_one_at_a_time_evaluation_agree(capsys, tiny_collection_card
 @pytest.mark.parametrize("args,message", [
     (("evaluate", "--measure", "sharpness-worst-linf-adaptiv"), "Did you mean: sharpness-worst-linf-adaptive"),
     (("evaluate", "--measure", MEASURE, "--collection", "cifar-100"), "unknown collection 'cifar-100'"),
+    (("evaluate", "--measure", MEASURE, "--collection", "cifar-100"), "Run `sharpbench list collections` to see all"),
     (("evaluate", "--measure", MEASURE, "--set", "rho"), "expected key=value"),
     (("evaluate", "--measure", MEASURE, "--set", "radius=1"), "no parameter 'radius'"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho=vit-imagenet"), "no grid 'vit-imagenet'"),
@@ -290,11 +312,12 @@ def test_each_change_of_card_or_code_recomputes_and_nothing_else_does(capsys, ti
     kernels = tmp_path / "kernels"
     kernels.mkdir()
     for name in sharpbench.version.KERNEL_MODULES:
-        shutil.copy(sharpbench.version.KERNELS_DIR / name, kernels / name)
-    monkeypatch.setattr(sharpbench.version, "KERNELS_DIR", kernels)
+        (kernels / name).parent.mkdir(exist_ok=True)
+        shutil.copy(sharpbench.version.PACKAGE_DIR / name, kernels / name)
+    monkeypatch.setattr(sharpbench.version, "PACKAGE_DIR", kernels)
     out, _ = evaluate_weight_sum(capsys, folder, report)
     assert "nothing computed" in out  # the same kernel files elsewhere are the same kernels
-    with (kernels / "ascent.py").open("a", encoding="utf-8") as file:
+    with (kernels / "kernels" / "ascent.py").open("a", encoding="utf-8") as file:
         file.write("# a kernel edit\n")
     out, _ = evaluate_weight_sum(capsys, folder, report)
     assert "computed 6, reused 0" in out
@@ -305,7 +328,7 @@ def test_recompute_ignores_and_overwrites_stored_values(capsys, tiny_collection_
     folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
     report = tmp_path / "report.json"
     digests = []
-    monkeypatch.setattr(sharpbench.measure, "kernels_sha256",
+    monkeypatch.setattr(sharpbench.cards.measure_card, "kernels_sha256",
                         lambda: digests.append(sharpbench.version.kernels_sha256()) or digests[-1])
     _, true_values = evaluate_weight_sum(capsys, folder, report)
     assert len(digests) == 1  # the code is hashed once per evaluate, not once per model
@@ -407,7 +430,7 @@ def test_a_result_names_its_implementation_and_its_hashes(capsys, tiny_collectio
     published = board / "results" / "tiny-digits" / "param-norm.json"
     document = json.loads(published.read_text())
     validate_result(document, published)
-    assert document["provenance"]["implementation"] == implementation
+    assert document == json.loads(report_path.read_text())  # --json writes the published document
 
     folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card, extra="fixed: {scale: 1.0}\nversion: 3\n")
     evaluate_weight_sum(capsys, folder, report_path)

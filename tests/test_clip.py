@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
+from sharpbench.cli.main import render_error
 from sharpbench.errors import CollectionError
-from sharpbench.models import ARCHITECTURES, build_model
+from sharpbench.models.registry import ARCHITECTURES, build_model
 
 IMAGE, PATCH, WIDTH, DEPTH, HEADS, EMBED, CLASSES = 8, 4, 16, 2, 2, 8, 5
 ARCH = {"kind": "clip_classifier", "image_shape": [3, IMAGE, IMAGE], "num_classes": CLASSES, "embed_dim": EMBED,
@@ -162,7 +163,7 @@ def test_relative_path_is_found_in_sharpbench_data(tmp_path: Path, monkeypatch: 
         clip_classifier("soups/absent.pt")
     message = str(error.value)
     assert f"searched: {data / 'soups' / 'absent.pt'}, soups/absent.pt)" in message   # every place, in order
-    assert "--data-dir" in message and "SHARPBENCH_DATA" in message
+    assert "SHARPBENCH_DATA" in message and "--data-dir DIR" in render_error(error.value)
 
 
 def test_parameters_are_float32_proj_has_no_bias_and_the_tower_is_openai(tmp_path: Path):

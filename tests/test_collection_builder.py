@@ -12,14 +12,20 @@ import torch
 import yaml
 from torch import nn
 
-from sharpbench.collections import load_collection_spec, open_collection
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.cli.main import render_error
+from sharpbench.collection.collection import open_collection
 from sharpbench.errors import CardError, CollectionError
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
 from sharpbench.losses import mean_squared_error
-from sharpbench.models import build_model
-from sharpbench.train import _augment, _sam_gradients, evaluate_errors, noisy_labels, train_model
+from sharpbench.models.registry import build_model
+from sharpbench.training.augment import augment
+from sharpbench.training.loop import _sam_gradients, train_model
+from sharpbench.training.labels import noisy_labels
+from tensor_scoring import errors_on
 from tiny_cards import tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,19 +67,19 @@ def test_workers_build_the_same_bits_as_one_process(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     one = open_collection(spec, home=tmp_path / "one")
     two = open_collection(spec, home=tmp_path / "two")
-    one.build(progress=False)
-    two.build(progress=False, workers=2)
+    build_collection(one, progress=False)
+    build_collection(two, progress=False, workers=2)
     assert [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in one.models] == \
            [(r.id, r.sha256, r.init_sha256, r.outcomes_sha256, r.test_error) for r in two.models]
     with pytest.raises(CollectionError, match="at least 1"):
-        open_collection(spec, home=tmp_path / "three").build(progress=False, workers=0)
+        build_collection(open_collection(spec, home=tmp_path / "three"), progress=False, workers=0)
 
 
 def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", DIAGONAL))
     assert spec.loss == "mse" and spec.num_classes == 1 and spec.architecture["in_features"] == 30
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     assert collection.loss_fn is mean_squared_error
     assert json.loads(collection.manifest_path.read_text())["loss"] == "mse"
     data = collection.data()
@@ -82,8 +88,8 @@ def test_regression_collection_uses_mse_and_the_loss_as_error(tmp_path: Path):
     for row, record in enumerate(collection.models):
         model = collection.load_model(record)
         with torch.no_grad():
-            predictions = model(data.x_test).squeeze(1)
-        squared = (predictions - data.y_test).square().numpy()
+            predictions = model(data.test.dataset.tensors[0]).squeeze(1)
+        squared = (predictions - data.test.dataset.tensors[1]).square().numpy()
         assert record.test_error == pytest.approx(float(squared.mean()), rel=1e-5)
         # per example, the error and the loss are both the squared error; their mean is the MSE
         np.testing.assert_allclose(sets["test"]["error"][row], squared, rtol=1e-5)
@@ -123,8 +129,9 @@ def test_imported_card_has_no_training_sections(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path, {**card, "imported": True, "architecture": {
         "kind": "mlp", "depth": 1, "width": 8}}))
     assert spec.imported and spec.grid_size() == 0
-    with pytest.raises(CollectionError, match="collection import"):
-        open_collection(spec, home=tmp_path / "home").build(progress=False)
+    with pytest.raises(CollectionError, match="cannot be trained here") as imported:
+        build_collection(open_collection(spec, home=tmp_path / "home"), progress=False)
+    assert "sharpbench collection import DIR" in render_error(imported.value)
     with pytest.raises(CardError) as caught:
         load_collection_spec(write_card(tmp_path, {**TINY, "imported": True}))
     assert caught.value.field == "grid"
@@ -134,7 +141,7 @@ def test_imported_card_has_no_training_sections(tmp_path: Path):
 
 
 def _digits(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    from sharpbench.data import load_dataset
+    from sharpbench.data.registry import load_dataset
 
     x, y, _, _ = load_dataset({"name": "digits", "test_fraction": 0.3333333333333333, "split_seed": 0})
     return x[:n], y[:n]
@@ -148,11 +155,11 @@ def test_stop_at_training_loss_stops_at_the_first_epoch_below_it():
     model = build_model(arch)
     epochs = train_model(model, x, y, {**recipe, "stop_train_loss": 0.1}, {}, seed=0)
     assert 1 < epochs < 200
-    assert evaluate_errors(model, x, y)[1] <= 0.1
+    assert errors_on(model, x, y)[1] <= 0.1
     torch.manual_seed(0)
     shorter = build_model(arch)
     assert train_model(shorter, x, y, {**recipe, "epochs": epochs - 1}, {}, seed=0) == epochs - 1
-    assert evaluate_errors(shorter, x, y)[1] > 0.1
+    assert errors_on(shorter, x, y)[1] > 0.1
 
 
 def test_sam_gradient_on_a_quadratic():
@@ -176,11 +183,11 @@ def test_sam_gradient_on_a_quadratic():
 def test_augmentation_flips_and_crops_each_image():
     images = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(1)) + 0.1   # no zeros inside
     generator = torch.Generator().manual_seed(0)
-    flipped = _augment(images, "flip", 0, generator)
+    flipped = augment(images, "flip", 0, generator)
     same = [torch.equal(a, b) for a, b in zip(flipped, images)]
     mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images)]
     assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
-    cropped = _augment(images, "crop", 2, torch.Generator().manual_seed(0))
+    cropped = augment(images, "crop", 2, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for out, source in zip(cropped, padded):
         assert any(torch.equal(out, source[:, dy:dy + 6, dx:dx + 6]) for dy in range(5) for dx in range(5))
@@ -200,15 +207,15 @@ def test_label_noise_is_what_the_model_is_trained_and_measured_on(tmp_path: Path
     card = {**TINY, "grid": {"learning_rate": [0.1]}, "architecture": {"kind": "mlp", "depth": 1, "width": 64},
             "training": {**TINY["training"], "epochs": 2, "label_noise": 0.5}}
     collection = open_collection(load_collection_spec(write_card(tmp_path / "cards", card)), home=tmp_path / "h")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     record = collection.models[0]
     data = collection.data()
-    noisy = noisy_labels(data.y_train, 0.5, 10, seed=0)
+    noisy = noisy_labels(data.train_tensors()[1], 0.5, 10, seed=0)
     model = collection.load_model(record)
-    assert record.train_error == pytest.approx(evaluate_errors(model, data.x_train, noisy)[0])
-    assert record.train_error > evaluate_errors(model, data.x_train, data.y_train)[0]
+    assert record.train_error == pytest.approx(errors_on(model, data.train_tensors()[0], noisy)[0])
+    assert record.train_error > errors_on(model, data.train_tensors()[0], data.train_tensors()[1])[0]
     with torch.no_grad():
-        wrong = (model(data.x_train).argmax(1) != noisy).float().numpy()
+        wrong = (model(data.train_tensors()[0]).argmax(1) != noisy).float().numpy()
     assert np.array_equal(collection.outcome_sets()["train"]["error"][0], wrong)    # against the noisy labels too
 
 

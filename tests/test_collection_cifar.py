@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from sharpbench.cli import main
-from sharpbench.data import apply_shift, load_dataset
-from sharpbench.locate import DataNotFoundError
+from sharpbench.cli.main import main
+from sharpbench.data.registry import apply_shift, load_dataset
+from sharpbench.data.locate import DataNotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 

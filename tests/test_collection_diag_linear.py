@@ -12,10 +12,11 @@ from typing import Iterator
 import pytest
 import torch
 
-from sharpbench.collections import load_collection_spec
-from sharpbench.data import load_dataset
-from sharpbench.models import build_model
-from sharpbench.train import evaluate_errors, train_model
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.data.registry import load_dataset
+from sharpbench.models.registry import build_model
+from sharpbench.training.loop import train_model
+from tensor_scoring import errors_on
 
 CARD = Path(__file__).resolve().parents[1] / "registry" / "collections" / "diag-linear-nets.yaml"
 
@@ -34,7 +35,7 @@ def _train(spec, scale: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     torch.manual_seed(0)
     model = build_model(spec.architecture, {"init_scale": scale})
     train_model(model, x, y, spec.training, {"init_scale": scale}, seed=0, loss=spec.loss)
-    assert evaluate_errors(model, x, y, spec.loss)[0] <= spec.training["stop_train_loss"]
+    assert errors_on(model, x, y, spec.loss)[0] <= spec.training["stop_train_loss"]
     return (model.u * model.v).detach().double()
 
 

@@ -18,10 +18,12 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from sharpbench.cli import main
-from sharpbench.collections import Collection, load_collection_spec, open_collection
-from sharpbench.datasets.imagenet import wordnet_index
-from sharpbench.pull import pull_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.sources import PretrainedFetch
+from sharpbench.collection.collection import open_collection
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.data.imagenet import wordnet_index
+from sharpbench.collection.pull import pull_collection
 from legacy import strip_outcomes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +111,7 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
     # built before outcomes: `collection build` scores the stored checkpoints (nothing fetched) and adds them
     strip_outcomes(built)
     with monkeypatch.context() as patch:
-        patch.setattr(Collection, "_fetch", lambda *args: pytest.fail("adding outcomes must not fetch"))
+        patch.setattr(PretrainedFetch, "_fetch", lambda *args: pytest.fail("adding outcomes must not fetch"))
         assert main(["collection", "build", card["name"], *common]) == 0
     assert json.loads((root / "manifest.json").read_text()) == rebuilt
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from sharpbench.cli import main
-from sharpbench.data import apply_shift, load_dataset
-from sharpbench.datasets.synthetic_nli import ENTAILED, PAD, SEP
+from sharpbench.cli.main import main
+from sharpbench.data.registry import apply_shift, load_dataset
+from sharpbench.data.synthetic_nli import ENTAILED, PAD, SEP
 
 NLI = {"name": "synthetic-nli", "num_train": 600, "num_test": 300, "swap_fraction": 0.1, "max_length": 16, "seed": 0}
 

@@ -12,13 +12,17 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import sharpbench.collections as collections_module
-from sharpbench.collections import Collection, load_collection_spec, open_collection
+import sharpbench.collection.builder as builder_module
+import sharpbench.collection.sources as sources_module
+from sharpbench.cli.main import render_error
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.errors import CollectionError
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
-from sharpbench.train import LOSSES
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
+from sharpbench.losses import LOSSES
 from legacy import strip_outcomes
 from tiny_cards import NOISE, tiny_mlp_card
 
@@ -36,13 +40,13 @@ def _spec(folder: Path):
 def built(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     root = tmp_path_factory.mktemp("outcomes")
     collection = open_collection(_spec(root / "cards"), home=root / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     return collection
 
 
 def test_outcomes_are_per_example_and_average_to_the_manifest(built: Collection):
     data = built.data()
-    n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
+    n_train, n_test = data.train_tensors()[0].shape[0], data.test.dataset.tensors[0].shape[0]
     assert built.has_outcomes
     assert built.set_sizes() == {"train": n_train, "test": n_test, "ood/noise": n_test, "ood/contrast": n_test}
     sets = built.outcome_sets()
@@ -60,12 +64,12 @@ def test_outcomes_are_per_example_and_average_to_the_manifest(built: Collection)
                                                                 for s in built.shifts}
         # an independent computation from the checkpoint: arg-max errors and cross-entropies, example by example
         model = built.load_model(record)
-        for name, x in (("test", data.x_test), ("ood/contrast", data.ood_inputs["contrast"])):
+        for name, x in (("test", data.test.dataset.tensors[0]), ("ood/contrast", data.ood["contrast"].dataset.tensors[0])):
             with torch.no_grad():
                 logits = model(x)
-            np.testing.assert_array_equal(sets[name]["error"][row], (logits.argmax(1) != data.y_test).float().numpy())
+            np.testing.assert_array_equal(sets[name]["error"][row], (logits.argmax(1) != data.test.dataset.tensors[1]).float().numpy())
             np.testing.assert_allclose(sets[name]["loss"][row],
-                                       F.cross_entropy(logits, data.y_test, reduction="none").numpy(), rtol=1e-5)
+                                       F.cross_entropy(logits, data.test.dataset.tensors[1], reduction="none").numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -89,7 +93,7 @@ def test_outcome_files_are_verified(built: Collection, tmp_path: Path):
     victim.write_bytes(bytes(blob))
     with pytest.raises(CollectionError) as caught:
         copy.outcome_sets()
-    assert str(victim) in str(caught.value) and "integrity" in str(caught.value) and "--force" in str(caught.value)
+    assert str(victim) in str(caught.value) and "integrity" in str(caught.value) and "--force" in render_error(caught.value)
 
     shutil.copyfile(built.root / built.models[1].outcomes_file, victim)
     manifest = json.loads(copy.manifest_path.read_text())
@@ -107,7 +111,7 @@ def _forbid_training(*args, **kwargs):
 def test_old_collection_gains_outcomes_without_training_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     spec = _spec(tmp_path / "cards")
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     manifest = json.loads(collection.manifest_path.read_text())
     records = {p.name: json.loads(p.read_text()) for p in (collection.root / "records").glob("*.json")}
     checkpoints = {p: p.read_bytes() for p in (collection.root / "checkpoints").iterdir()}
@@ -121,11 +125,11 @@ def test_old_collection_gains_outcomes_without_training_and_resumes(tmp_path: Pa
     store = ResultStore(tmp_path / "results.sqlite")
     result = evaluate(Registry.discover().measure("param-norm"), old, store, progress=False)
     assert set(result.values) == {r.id for r in old.models}
-    with pytest.raises(CollectionError, match=f"sharpbench collection build {spec.name}"):
+    with pytest.raises(CollectionError, match=f"Build collection '{spec.name}'"):
         old.outcome_sets()
 
-    monkeypatch.setattr(collections_module, "train_model", _forbid_training)
-    real_evaluate = collections_module.evaluate_outcomes
+    monkeypatch.setattr(sources_module, "train_model", _forbid_training)
+    real_evaluate = builder_module.score_outcomes
     calls: list[int] = []
     per_model = 2 + len(spec.shifts)
 
@@ -135,22 +139,22 @@ def test_old_collection_gains_outcomes_without_training_and_resumes(tmp_path: Pa
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(collections_module, "evaluate_outcomes", interrupted)
+    monkeypatch.setattr(builder_module, "score_outcomes", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        old.build(progress=False)
+        build_collection(old, progress=False)
     partial = json.loads(old.manifest_path.read_text())
     assert [bool(m.get("outcomes_file")) for m in partial["models"]] == [True, True, False, False]
     assert not old.has_outcomes and open_collection(spec, home=tmp_path / "home").is_built()
 
     calls.clear()
-    old.build(progress=False)
+    build_collection(old, progress=False)
     assert len(calls) == 2 * per_model                   # only the two models the interruption left
     assert json.loads(old.manifest_path.read_text()) == manifest    # the same outcome files, sha256s and errors
     assert {p.name: json.loads(p.read_text()) for p in (old.root / "records").glob("*.json")} == records
     assert {p: p.read_bytes() for p in (old.root / "checkpoints").iterdir()} == checkpoints
     assert old.has_outcomes and old.outcome_sets()["test"]["error"].shape[0] == 4
     calls.clear()
-    old.build(progress=False)
+    build_collection(old, progress=False)
     assert calls == []                                   # complete: nothing to do
 
 
@@ -159,9 +163,10 @@ def test_errors_that_no_longer_reproduce_name_the_fix(built: Collection, tmp_pat
     shutil.copytree(built.root, copy.root)
     strip_outcomes(copy)
     manifest = json.loads(copy.manifest_path.read_text())
-    manifest["models"][0]["test_error"] += 1 / copy.data().x_test.shape[0]     # one test example scored otherwise
+    manifest["models"][0]["test_error"] += 1 / len(copy.data().test)     # one test example scored otherwise
     copy.manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CollectionError) as caught:
-        Collection(built.spec, copy.root).build(progress=False)
+        build_collection(Collection(built.spec, copy.root), progress=False)
     message = str(caught.value)
-    assert built.models[0].id in message and "test_error" in message and "--force" in message
+    assert built.models[0].id in message and "test_error" in message and "from scratch" in message
+    assert f"sharpbench collection build {built.spec.name} --force" in render_error(caught.value)

@@ -13,13 +13,15 @@ import pytest
 import torch
 import yaml
 
-from sharpbench.cli import main
-from sharpbench.collections import Collection, load_collection_spec, open_collection
+from sharpbench.collection.builder import build_collection
+from sharpbench.cli.main import main
+from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.spec import load_collection_spec
 from sharpbench.errors import CollectionError
-from sharpbench.importer import import_collection
-from sharpbench.models import build_model
-from sharpbench.pull import pull_collection
-from sharpbench.registry import Registry
+from sharpbench.collection.importer import import_collection
+from sharpbench.models.registry import build_model
+from sharpbench.collection.pull import pull_collection
+from sharpbench.cards.discovery import Registry
 from tiny_cards import tiny_mlp_card
 
 TINY = tiny_mlp_card("tiny-pull", epochs=2)
@@ -33,7 +35,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Collectio
     card = root / "cards" / "collections" / "tiny-pull.yaml"
     card.write_text(yaml.safe_dump(TINY, sort_keys=False), encoding="utf-8")
     collection = open_collection(load_collection_spec(card), home=root / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     return root / "cards", collection
 
 

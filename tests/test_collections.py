@@ -10,12 +10,15 @@ import pytest
 import torch
 import yaml
 
-import sharpbench.collections as collections_module
-from sharpbench.collections import Collection, ModelRecord, load_collection_spec, open_collection
-from sharpbench.data import SHIFTS, apply_shift, load_dataset
+import sharpbench.collection.sources as sources_module
+from sharpbench.cli.main import render_error
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.collection import Collection, ModelRecord, open_collection
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.data.registry import SHIFTS, apply_shift, load_dataset
 from sharpbench.errors import CardError, CollectionError
-from sharpbench.models import build_model
-from sharpbench.train import evaluate_errors
+from sharpbench.models.registry import build_model
+from tensor_scoring import errors_on
 from tiny_cards import NOISE, tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     root = tmp_path_factory.mktemp("built")
     spec = load_collection_spec(write_card(root / "cards", TINY))
     collection = open_collection(spec, home=root / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     return collection
 
 
@@ -193,8 +196,8 @@ def test_loaded_models_reproduce_their_recorded_errors(built: Collection):
         model = built.load_model(record)
         assert not model.training
         assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
-        assert evaluate_errors(model, data.x_test, data.y_test) == pytest.approx((record.test_error, record.test_loss))
-        noise_error, _ = evaluate_errors(model, data.ood_inputs["noise"], data.y_test)
+        assert errors_on(model, data.test.dataset.tensors[0], data.test.dataset.tensors[1]) == pytest.approx((record.test_error, record.test_loss))
+        noise_error, _ = errors_on(model, data.ood["noise"].dataset.tensors[0], data.test.dataset.tensors[1])
         assert noise_error == pytest.approx(record.ood_error["noise"])
         initial = built.load_initial_state(record)
         final = model.state_dict()
@@ -206,8 +209,8 @@ def test_two_builds_are_identical(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     first = open_collection(spec, home=tmp_path / "home-a")
     second = open_collection(spec, home=tmp_path / "home-b")
-    first.build(progress=False)
-    second.build(progress=False)
+    build_collection(first, progress=False)
+    build_collection(second, progress=False)
 
     def summary(collection: Collection) -> list:
         return [(r.id, r.hparams, r.train_error, r.train_loss, r.test_error, r.test_loss, r.ood_error, r.sha256,
@@ -220,14 +223,14 @@ def test_interrupted_build_resumes_without_retraining(tmp_path: Path, monkeypatc
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     collection = open_collection(spec, home=tmp_path / "home")
     calls: list[dict] = []
-    real_train = collections_module.train_model
+    real_train = sources_module.train_model
 
     def counting_train(model, x, y, recipe, hparams, seed, *args):
         calls.append(dict(hparams))
         return real_train(model, x, y, recipe, hparams, seed, *args)
 
-    monkeypatch.setattr(collections_module, "train_model", counting_train)
-    collection.build(progress=False)
+    monkeypatch.setattr(sources_module, "train_model", counting_train)
+    build_collection(collection, progress=False)
     assert len(calls) == 4
     before = {r.id: r for r in collection.models}
 
@@ -242,29 +245,29 @@ def test_interrupted_build_resumes_without_retraining(tmp_path: Path, monkeypatc
 
     calls.clear()
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     assert calls == [victim.hparams]
     assert {p: p.stat().st_mtime_ns for p in others} == others
     assert {r.id: r for r in collection.models} == before
 
     calls.clear()
-    collection.build(progress=False)        # complete: nothing to do
+    build_collection(collection, progress=False)        # complete: nothing to do
     assert calls == []
 
     # a record whose checkpoint went missing is retrained too
     (collection.root / collection.models[0].file).unlink()
-    collection.build(progress=False, force=False)
+    build_collection(collection, progress=False, force=False)
     assert calls == []                      # the manifest says built: build does nothing ...
-    with pytest.raises(CollectionError, match="--force"):
+    with pytest.raises(CollectionError, match="from scratch"):
         collection.load_model(collection.models[0])     # ... but loading names the fix
-    collection.build(progress=False, force=True)
+    build_collection(collection, progress=False, force=True)
     assert len(calls) == 4
 
 
 def test_flipped_byte_is_caught_before_loading(tmp_path: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     record = collection.models[1]
     for relative, load in ((record.file, collection.load_model), (record.init_file, collection.load_initial_state)):
         path = collection.root / relative
@@ -274,27 +277,29 @@ def test_flipped_byte_is_caught_before_loading(tmp_path: Path):
         with pytest.raises(CollectionError) as caught:
             load(record)
         message = str(caught.value)
-        assert str(path) in message and "sharpbench collection build tiny-test --force" in message
+        assert str(path) in message and "sharpbench collection build tiny-test --force" in render_error(caught.value)
 
 
 def test_changed_card_needs_force(tmp_path: Path):
     path = write_card(tmp_path / "cards", TINY)
-    open_collection(load_collection_spec(path), home=tmp_path / "home").build(progress=False)
+    build_collection(open_collection(load_collection_spec(path), home=tmp_path / "home"), progress=False)
     write_card(tmp_path / "cards", with_changes(description="changed"))
     collection = open_collection(load_collection_spec(path), home=tmp_path / "home")
     assert not collection.is_built()
-    with pytest.raises(CollectionError, match="--force"):
-        collection.build(progress=False)
-    collection.build(progress=False, force=True)
+    with pytest.raises(CollectionError, match="from scratch"):
+        build_collection(collection, progress=False)
+    build_collection(collection, progress=False, force=True)
     assert collection.is_built() and len(collection.models) == 4
 
 
-def test_first_use_builds(tmp_path: Path, sharpbench_home: Path):
+def test_reading_an_unbuilt_collection_names_the_build_and_building_makes_it(tmp_path: Path, sharpbench_home: Path):
     spec = load_collection_spec(write_card(tmp_path / "cards", TINY))
     collection = open_collection(spec)
     assert collection.root == sharpbench_home / "collections" / "tiny-test"
     assert not collection.is_built()
-    assert len(collection.models) == 4      # built on first use
+    with pytest.raises(CollectionError, match="Build collection 'tiny-test'"):
+        collection.models                   # reading never trains: it names the command that builds
+    assert len(build_collection(collection).models) == 4
     assert collection.is_built()
 
 
@@ -303,7 +308,7 @@ def test_non_converged_models_are_excluded(tmp_path: Path):
                         grid={"learning_rate": [0.0001, 0.1], "width": [32]},
                         training={**TINY["training"], "epochs": 6, "batch_size": 32})
     collection = open_collection(load_collection_spec(write_card(tmp_path / "cards", card)), home=tmp_path / "h")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     excluded = collection.excluded
     assert [e["hparams"]["learning_rate"] for e in excluded] == [0.0001]
     assert excluded[0]["train_error"] > 0.2 and excluded[0]["id"].startswith("000-")
@@ -328,17 +333,17 @@ def test_sharpness_batches_follow_the_protocol(built: Collection):
     assert torch.equal(torch.cat([x for x, _ in uneven])[:64], torch.cat([x for x, _ in batches]))
 
     data = built.data()
-    train_rows = {tuple(row.tolist()): int(label) for row, label in zip(data.x_train, data.y_train)}
-    test_rows = {tuple(row.tolist()) for row in data.x_test}
+    train_rows = {tuple(row.tolist()): int(label) for row, label in zip(data.train_tensors()[0], data.train_tensors()[1])}
+    test_rows = {tuple(row.tolist()) for row in data.test.dataset.tensors[0]}
     points = [(tuple(row.tolist()), int(label)) for x, y in uneven for row, label in zip(x, y)]
     assert len(set(p for p, _ in points)) == len(points)              # distinct points, no repeats
     assert all(train_rows.get(p) == label for p, label in points)     # from the training split ...
     assert not any(p in test_rows and p not in train_rows for p, _ in points)
 
     everything = built.sharpness_batches(n=100000, m=500)
-    assert sum(len(x) for x, _ in everything) == data.x_train.shape[0]
+    assert sum(len(x) for x, _ in everything) == data.train_tensors()[0].shape[0]
     protocol = built.protocol(n=100000, m=500)
-    assert protocol["n_used"] == data.x_train.shape[0]
+    assert protocol["n_used"] == data.train_tensors()[0].shape[0]
     assert protocol["n"] == 100000 and protocol["m"] == 500
     assert {"dataset", "split_seed", "subset_seed", "n_used"} <= set(built.protocol())
     json.dumps(protocol)
@@ -397,11 +402,11 @@ def test_whole_pixel_translate_moves_columns_with_zero_fill():
 
 def test_collection_shifts_follow_the_card(built: Collection):
     data = built.data()
-    assert list(data.ood_inputs) == ["noise", "contrast"]
+    assert list(data.ood) == ["noise", "contrast"]
     again = Collection(built.spec, built.root).data()
     for name in built.shifts:
-        assert torch.equal(data.ood_inputs[name], again.ood_inputs[name])
-        assert not torch.equal(data.ood_inputs[name], data.x_test)
+        assert torch.equal(data.ood[name].dataset.tensors[0], again.ood[name].dataset.tensors[0])
+        assert not torch.equal(data.ood[name].dataset.tensors[0], data.test.dataset.tensors[0])
 
 
 def test_model_record_round_trip(built: Collection):
@@ -421,7 +426,7 @@ def test_build_model_registry():
 def test_tiny_fixture_card_builds(tiny_collection_card: Path, tmp_path: Path):
     spec = load_collection_spec(tiny_collection_card / "collections" / "tiny-digits.yaml")
     collection = open_collection(spec, home=tmp_path / "home")
-    collection.build(progress=False)
+    build_collection(collection, progress=False)
     assert len(collection.models) + len(collection.excluded) == 6
     assert len(collection.models) >= 4
     assert {hash(r) for r in collection.models} == {hash(r) for r in open_collection(spec, tmp_path / "home").models}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sharpbench.metrics import Bootstrap, kendall_tau, metric_replicates
-from sharpbench.resampling import OutcomeSet, resample_examples
+from sharpbench.scoring.metrics import Bootstrap, kendall_tau, metric_replicates
+from sharpbench.scoring.resampling import OutcomeSet, resample_examples
 from simulated import SimulatedCollection
 
 

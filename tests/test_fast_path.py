@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import oracle
-from sharpbench.sharpness import Execution, average_case_sharpness, worst_case_sharpness
+from sharpbench.kernels.sharpness import Execution, average_case_sharpness, worst_case_sharpness
 
 
 def models():

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sharpbench.cli import main
+from sharpbench.cli.main import main
 from sharpbench.leaderboard.build import build, render
 from sharpbench.leaderboard.plots import scatter_svg
 from sharpbench.leaderboard.tables import tracked_hparam
 from sharpbench.leaderboard.results import LeaderboardError, dump, load_results, validate_result
-from sharpbench.metrics import kendall_tau
+from sharpbench.scoring.metrics import kendall_tau
 
 REPO_LEADERBOARD = Path(__file__).resolve().parents[1] / "leaderboard"
 

@@ -12,9 +12,9 @@ from torch import nn
 
 import sharpbench
 from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownNameError
-from sharpbench.evaluate import run_guarded_many
-from sharpbench.measure import load_measure_spec
-from sharpbench.registry import Registry
+from sharpbench.evaluation.guard import run_guarded_many
+from sharpbench.cards.measure_card import load_measure_spec
+from sharpbench.cards.discovery import Registry
 
 BUILTIN_MEASURES = {
     "param-norm", "train-loss", "pac-bayes-flatness", "pac-bayes-mag-flatness", "hessian-max-eigenvalue",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sharpbench.metrics import (Bootstrap, bootstrap_replicates, conditional_mutual_information,
+from sharpbench.scoring.metrics import (Bootstrap, bootstrap_replicates, conditional_mutual_information,
                                 granulated_kendall, kendall_tau, metric_replicates, spearman, tau_vs_hparams)
-from sharpbench.pgdl import conditional_mi_pgdl
+from sharpbench.scoring.pgdl import conditional_mi_pgdl
 
 
 def tau_b_by_counting(x, y):

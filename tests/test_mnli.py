@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpbench.collections import load_collection_spec
-from sharpbench.datasets import mnli
+from sharpbench.collection.spec import load_collection_spec
+from sharpbench.data import mnli
+from sharpbench.data.locate import DataPaths
 from sharpbench.errors import SharpbenchError
-from sharpbench.locate import DataNotFoundError
-from sharpbench.models import TextClassifier
-from sharpbench.streams import stack, stream_errors
+from sharpbench.data.locate import DataNotFoundError
+from sharpbench.models.text import TextClassifier
+from sharpbench.data.sets import stack, score_outcomes
 
 WORDS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "the", "doctor", "lawyer", "actor", "saw", "ran", "near",
          "paid", "and", "if"]
@@ -40,6 +41,11 @@ HANS = [("entailment", "the doctor near the actor saw the lawyer", "the doctor s
         ("non-entailment", "if the doctor ran the actor paid", "the doctor ran", "constituent")]
 HANS_HEADER = ["gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
                "sentence2_parse", "sentence1", "sentence2", "pairID", "heuristic", "subcase", "template"]
+
+
+def load_mnli(cfg, ood):
+    """MNLI with the OOD sets asked for, its files found in the data folders of $SHARPBENCH_DATA (the fixture's)."""
+    return mnli.load_mnli(cfg, ood, DataPaths.from_env())
 
 
 def _jsonl(path: Path, rows: list[tuple[str, str, str]]) -> None:
@@ -95,23 +101,23 @@ def _tiny_bert(seed: int = 0) -> torch.nn.Module:
 
 
 def test_unlabelled_rows_are_dropped_and_labels_follow_the_models_class_order(data_dir, tokenizer_dir):
-    default = mnli.load_mnli(_cfg(tokenizer_dir), [])
+    default = load_mnli(_cfg(tokenizer_dir), [])
     assert default.train.premises == [p for p, _, label in MNLI_TRAIN if label != "-"]
     assert default.train.labels == [0, 1, 2, 0] and default.test.dataset.labels == [1, 0]
-    reordered = mnli.load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [])
+    reordered = load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [])
     assert reordered.train.labels == [1, 2, 0, 1] and reordered.test.dataset.labels == [2, 1]
     assert reordered.test.label_groups is None and reordered.ood == {}
 
 
 def test_an_item_is_ids_and_segments_padded_with_the_pad_id(data_dir, tokenizer_dir):
-    data = mnli.load_mnli(_cfg(tokenizer_dir), [])
+    data = load_mnli(_cfg(tokenizer_dir), [])
     x, label = data.train[0]
     premise, hypothesis = _ids(MNLI_TRAIN[0][0]), _ids(MNLI_TRAIN[0][1])
     tokens = [CLS, *premise, SEP, *hypothesis, SEP]
     assert x.dtype == torch.int64 and x.shape == (2, 16) and label == 0
     assert x[0].tolist() == tokens + [PAD] * (16 - len(tokens))
     assert x[1].tolist() == [0] * (len(premise) + 2) + [1] * (len(hypothesis) + 1) + [0] * (16 - len(tokens))
-    short = mnli.load_mnli(_cfg(tokenizer_dir, max_length=8), [])
+    short = load_mnli(_cfg(tokenizer_dir, max_length=8), [])
     ids, segments = short.train[3][0]                   # 6 + 6 words: both sides truncated to fit 8 tokens
     assert ids.shape == (8,) and ids[0] == CLS and ids[-1] == SEP and PAD not in ids.tolist()
     assert segments.tolist().count(1) >= 2 and (ids == SEP).sum() == 2
@@ -121,7 +127,7 @@ def test_an_item_is_ids_and_segments_padded_with_the_pad_id(data_dir, tokenizer_
 
 def test_hans_heuristic_filter_and_label_groups(data_dir, tokenizer_dir):
     ood = [("hans-lo", "hans", {"heuristic": "lexical_overlap"}), ("hans", "hans", {})]
-    data = mnli.load_mnli(_cfg(tokenizer_dir, label_order=ORDER), ood)
+    data = load_mnli(_cfg(tokenizer_dir, label_order=ORDER), ood)
     overlap, whole = data.ood["hans-lo"], data.ood["hans"]
     rows = [row for row in HANS if row[3] == "lexical_overlap"]
     assert overlap.dataset.premises == [row[1] for row in rows]
@@ -129,7 +135,7 @@ def test_hans_heuristic_filter_and_label_groups(data_dir, tokenizer_dir):
     assert overlap.dataset.labels == [0, 1, 1]
     assert len(whole.dataset) == len(HANS) and whole.dataset.labels == [0, 1, 0, 1, 1, 1]
     assert overlap.label_groups == ((1,), (2, 0))        # entailment; neutral and contradiction in ORDER
-    assert mnli.load_mnli(_cfg(tokenizer_dir), ood).ood["hans"].label_groups == ((0,), (1, 2))
+    assert load_mnli(_cfg(tokenizer_dir), ood).ood["hans"].label_groups == ((0,), (1, 2))
     x, _ = overlap.dataset[1]
     tokens = [CLS, *_ids(HANS[1][1]), SEP, *_ids(HANS[1][2]), SEP]
     assert x[0].tolist() == tokens + [PAD] * (16 - len(tokens))
@@ -137,7 +143,7 @@ def test_hans_heuristic_filter_and_label_groups(data_dir, tokenizer_dir):
 
 def test_text_classifier_takes_pairs_like_the_hf_model(data_dir, tokenizer_dir):
     bert = _tiny_bert()
-    inputs, _ = stack(mnli.load_mnli(_cfg(tokenizer_dir), []).train)
+    inputs, _ = stack(load_mnli(_cfg(tokenizer_dir), []).train)
     ids, segments = inputs[:, 0], inputs[:, 1]
     with torch.no_grad():
         expected = bert(input_ids=ids, token_type_ids=segments, attention_mask=(ids != PAD).long()).logits
@@ -153,7 +159,7 @@ def test_text_classifier_pairs_go_through_vmap(data_dir, tokenizer_dir):
     from torch.func import functional_call, grad, vmap
 
     model = TextClassifier(_tiny_bert(), PAD)
-    inputs, labels = stack(mnli.load_mnli(_cfg(tokenizer_dir), []).train)
+    inputs, labels = stack(load_mnli(_cfg(tokenizer_dir), []).train)
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -164,10 +170,10 @@ def test_text_classifier_pairs_go_through_vmap(data_dir, tokenizer_dir):
     assert all(torch.allclose(batched[name][1], alone[name], atol=1e-5) for name in params)
 
 
-def test_stream_errors_on_hans_apply_mccoys_rule(data_dir, tokenizer_dir):
+def test_scoring_on_hans_applies_mccoys_rule(data_dir, tokenizer_dir):
     bert = _tiny_bert()
     model = TextClassifier(bert, PAD)
-    hans = mnli.load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [("hans", "hans", {})]).ood["hans"]
+    hans = load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [("hans", "hans", {})]).ood["hans"]
     inputs, labels = stack(hans.dataset)
     with torch.no_grad():
         bert.classifier.bias.sub_(model(inputs).mean(dim=0))   # centred logits: no class wins every row
@@ -179,7 +185,7 @@ def test_stream_errors_on_hans_apply_mccoys_rule(data_dir, tokenizer_dir):
     probs = logits.softmax(dim=1)
     entailed_mass = probs[:, entailment]
     mass = torch.where(labels == 0, entailed_mass, 1 - entailed_mass)
-    error, loss = stream_errors(model, hans, batch_size=4)
+    error, loss = score_outcomes(model, hans, batch_size=4).means()
     assert error == pytest.approx(float((predicted != labels).float().mean()))
     assert loss == pytest.approx(float(-mass.log().mean()), rel=1e-5)
     assert error != pytest.approx(float(((classes != 0).long() != labels).float().mean())), \
@@ -189,7 +195,7 @@ def test_stream_errors_on_hans_apply_mccoys_rule(data_dir, tokenizer_dir):
 def test_missing_data_and_tokenizer_name_what_to_provide(tmp_path, monkeypatch, tokenizer_dir):
     monkeypatch.setenv("SHARPBENCH_DATA", str(tmp_path / "empty"))
     with pytest.raises(DataNotFoundError) as missing:
-        mnli.load_mnli(_cfg(tokenizer_dir), [])
+        load_mnli(_cfg(tokenizer_dir), [])
     message = str(missing.value)
     assert "multinli_1.0_train.jsonl" in message and str(tmp_path / "empty" / "multinli_1.0") in message
     assert "'nyu-mll/glue'" in message and "HF_DATASETS_OFFLINE" in message
@@ -197,13 +203,13 @@ def test_missing_data_and_tokenizer_name_what_to_provide(tmp_path, monkeypatch, 
     _jsonl(tmp_path / "multinli_1.0_dev_matched.jsonl", MNLI_DEV)
     monkeypatch.setenv("SHARPBENCH_DATA", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="heuristics_evaluation_set.txt") as no_hans:
-        mnli.load_mnli(_cfg(tokenizer_dir), [("hans", "hans", {"hub_id": "someone/hans-copy"})])
+        load_mnli(_cfg(tokenizer_dir), [("hans", "hans", {"hub_id": "someone/hans-copy"})])
     assert "'someone/hans-copy'" in str(no_hans.value) and str(tmp_path / "hans") in str(no_hans.value)
     with pytest.raises(SharpbenchError, match="local folder") as no_tokenizer:
-        mnli.load_mnli(_cfg(tokenizer_dir, tokenizer="sharpbench-tests/no-such-tokenizer"), [])
+        load_mnli(_cfg(tokenizer_dir, tokenizer="sharpbench-tests/no-such-tokenizer"), [])
     assert "HF_HUB_OFFLINE" in str(no_tokenizer.value)
     with pytest.raises(SharpbenchError, match=r"dataset.pad_token_id: 3 \(the card says 0\)"):
-        mnli.load_mnli(_cfg(tokenizer_dir, pad_token_id=0), [])
+        load_mnli(_cfg(tokenizer_dir, pad_token_id=0), [])
 
 
 def test_hub_copies_are_read_by_their_field_names(tmp_path, monkeypatch, tokenizer_dir):
@@ -225,7 +231,7 @@ def test_hub_copies_are_read_by_their_field_names(tmp_path, monkeypatch, tokeniz
         return datasets.Dataset.from_dict(hans)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    data = mnli.load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [("lo", "hans", {"heuristic": "lexical_overlap"})])
+    data = load_mnli(_cfg(tokenizer_dir, label_order=ORDER), [("lo", "hans", {"heuristic": "lexical_overlap"})])
     assert calls == [("nyu-mll/glue", "mnli", None), ("hans", None, "validation")]
     assert data.train.premises == ["the actor ran", "the lawyer ran"] and data.train.labels == [0, 1]
     assert data.ood["lo"].dataset.hypotheses == [row[2] for row in HANS if row[3] == "lexical_overlap"]
@@ -262,7 +268,7 @@ def test_bert_mnli_hans_card_builds_and_evaluates_on_a_stand_in(data_dir, tokeni
     from transformers import BertModel
     from safetensors.torch import load_file
 
-    from sharpbench.cli import main
+    from sharpbench.cli.main import main
 
     card = yaml.safe_load((Path(__file__).resolve().parents[1] / "registry" / "collections" /
                            "bert-mnli-hans.yaml").read_text())

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
 import sys, torch, sharpbench
-from sharpbench.registry import Registry
+from sharpbench.cards.discovery import Registry
 from sharpbench.paths import builtin_registry
 target = sys.argv[1]
 assert sharpbench.__file__.startswith(target), sharpbench.__file__

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sharpbench.pgdl import conditional_mi_pgdl
+from sharpbench.scoring.pgdl import conditional_mi_pgdl
 
 
 def pgdl_program(prediction: dict, model_specs: dict) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sharpbench.metrics import Bootstrap
-from sharpbench.resampling import OutcomeSet, Target, resample_examples, standard_targets, target_values
+from sharpbench.scoring.metrics import Bootstrap
+from sharpbench.scoring.resampling import OutcomeSet, Target, resample_examples, standard_targets, target_values
 
 
 def outcomes(rng: np.random.Generator, models: int, examples: int, p: float = 0.2) -> OutcomeSet:

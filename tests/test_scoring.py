@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from sharpbench.metrics import Bootstrap, granulated_kendall, kendall_tau
-from sharpbench.resampling import example_rng
-from sharpbench.scoring import (OutcomeSet, Target, noise_ceiling, numeric_hparams, score_targets, standard_targets,
+from sharpbench.scoring.metrics import Bootstrap, granulated_kendall, kendall_tau
+from sharpbench.scoring.resampling import example_rng
+from sharpbench.scoring.scores import (OutcomeSet, Target, noise_ceiling, numeric_hparams, score_targets, standard_targets,
                                 target_values)
 
 FAST = Bootstrap(resamples=60)

@@ -11,11 +11,11 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import brentq
 from torch import nn
 
-from sharpbench.ascent import WorstCaseConfig, apgd_checkpoints, worst_case_increase
-from sharpbench.flat import FlatModel
-from sharpbench.perturb import PerturbationSet
-from sharpbench.scaling import Scaling
-from sharpbench.sharpness import average_case_sharpness, worst_case_sharpness
+from sharpbench.kernels.ascent import WorstCaseConfig, apgd_checkpoints, worst_case_increase
+from sharpbench.kernels.flat import FlatModel
+from sharpbench.kernels.perturb import PerturbationSet
+from sharpbench.kernels.scaling import Scaling
+from sharpbench.kernels.sharpness import average_case_sharpness, worst_case_sharpness
 
 
 

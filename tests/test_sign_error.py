@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from sharpbench.sign_error import hoeffding_weight, robust_sign_error
+from sharpbench.scoring.sign_error import hoeffding_weight, robust_sign_error
 
 
 def released_code(values, gaps, hparams, n, min_ess=12.0):

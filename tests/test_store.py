@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sharpbench.version
-from sharpbench.store import ResultStore, measure_key
+from sharpbench.evaluation.store import ResultStore, measure_key
 from sharpbench.version import KERNEL_MODULES, git_commit, kernels_sha256
 
 PROTOCOL = {"dataset": "digits", "n": 1024, "m": 128}
@@ -52,8 +52,9 @@ def test_a_value_is_visible_to_another_connection_as_soon_as_it_is_put(tmp_path)
 def test_the_kernel_digest_follows_the_kernel_files_contents_not_their_folder(tmp_path, monkeypatch):
     original = kernels_sha256()
     for name in KERNEL_MODULES:
-        shutil.copy(sharpbench.version.KERNELS_DIR / name, tmp_path / name)
-    monkeypatch.setattr(sharpbench.version, "KERNELS_DIR", tmp_path)
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(sharpbench.version.PACKAGE_DIR / name, tmp_path / name)
+    monkeypatch.setattr(sharpbench.version, "PACKAGE_DIR", tmp_path)
     assert kernels_sha256() == original
     digests = set()
     for name in KERNEL_MODULES:

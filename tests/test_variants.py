@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from sharpbench.flat import FlatModel, architecture_key
-from sharpbench.perturb import PerturbationSet, sample_start
-from sharpbench.scaling import Scaling
-from sharpbench.sharpness import (average_case_sharpness, average_case_sharpness_many, worst_case_sharpness,
+from sharpbench.kernels.flat import FlatModel, architecture_key
+from sharpbench.kernels.perturb import PerturbationSet, sample_start
+from sharpbench.kernels.scaling import Scaling
+from sharpbench.kernels.sharpness import (average_case_sharpness, average_case_sharpness_many, worst_case_sharpness,
                                   worst_case_sharpness_many)
 
 
@@ -227,9 +227,9 @@ def tiny_vit(seed: int) -> nn.Module:
 @pytest.mark.parametrize("name", SHARPNESS_CARDS)
 def test_every_sharpness_card_on_a_timm_vit_is_seeded_and_grouping_free(name):
     from sharpbench import compute_measure
-    from sharpbench.evaluate import run_guarded_many
+    from sharpbench.evaluation.guard import run_guarded_many
     from sharpbench.measure import MeasureContext
-    from sharpbench.registry import Registry
+    from sharpbench.cards.discovery import Registry
 
     generator = torch.Generator().manual_seed(0)
     data = [(torch.randn(6, 1, 8, 8, generator=generator), torch.randint(0, 3, (6,), generator=generator))

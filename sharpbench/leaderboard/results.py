@@ -1,8 +1,9 @@
 """Published results: ``LEADERBOARD/results/COLLECTION/VARIANT.json``, validated by a JSON Schema.
 
-VARIANT is the measure's name when it ran with its card's default parameters and the collection's default
-sharpness-data protocol (and seed 0), and NAME@KEY12 (the first 12 hex digits of the measure key) otherwise,
-so a run with other parameters never overwrites the default one."""
+Each file is the document of one :class:`~sharpbench.evaluation.report.Report`. VARIANT is the measure's name
+when it ran with its card's default parameters and the collection's default sharpness-data protocol (and seed 0),
+and NAME@KEY12 (the first 12 hex digits of the measure key) otherwise, so a run with other parameters never
+overwrites the default one (``sharpbench.evaluation.report.variant``)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ from typing import Any
 
 import jsonschema
 
-from sharpbench.errors import SharpbenchError
-from sharpbench.evaluate import Evaluation
-from sharpbench.jsonsafe import finite_or_none
+from sharpbench.errors import Hint, SharpbenchError
+from sharpbench.evaluation.report import Report
 
 RESULTS = "results"
-FORMAT = 2
 
 
 class LeaderboardError(SharpbenchError):
@@ -39,36 +38,13 @@ def validate_result(document: Any, where: Path | str) -> None:
     if error is not None:
         field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
         raise LeaderboardError(f"{where}: field '{field}': {error.message}. Result files are written by "
-                               f"`sharpbench evaluate --publish`; publish again instead of editing by hand.")
+                               f"publishing an evaluation.", hints=[Hint("publish")])
 
 
-def variant(evaluation: Evaluation) -> str:
-    """The file stem: the measure name, with @KEY12 unless parameters and protocol are the defaults."""
-    defaults = evaluation.spec.bind() == evaluation.params and \
-        evaluation.protocol == {**evaluation.collection.protocol(), "measure_seed": 0}
-    return evaluation.spec.name if defaults else f"{evaluation.spec.name}@{evaluation.key[:12]}"
-
-
-def result_document(evaluation: Evaluation) -> dict[str, Any]:
-    """The published form of an evaluation: the JSON report plus the cards' descriptions and the variant."""
-    report = evaluation.report()
-    document = {
-        "format": FORMAT,
-        "collection": report["collection"],
-        "collection_description": evaluation.collection.spec.description,
-        "measure": report["measure"],
-        "measure_description": evaluation.spec.description,
-        "measure_source": evaluation.spec.source,
-        "variant": variant(evaluation),
-        **{key: value for key, value in report.items() if key not in ("collection", "measure")},
-    }
-    return finite_or_none(document)
-
-
-def publish(evaluation: Evaluation, root: Path) -> Path:
-    """Write the evaluation's result file under ``root/results/COLLECTION/`` (validated first)."""
-    document = result_document(evaluation)
-    path = Path(root) / RESULTS / document["collection"] / f"{document['variant']}.json"
+def publish(report: Report, root: Path) -> Path:
+    """Write a report's document to ``root/results/COLLECTION/VARIANT.json`` (validated first)."""
+    document = report.document()
+    path = Path(root) / RESULTS / report.collection / f"{report.variant}.json"
     validate_result(document, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump(document), encoding="utf-8")
@@ -84,14 +60,13 @@ def load_results(root: Path) -> list[dict[str, Any]]:
     """Every result file under ``root/results``, validated, in (collection, variant) order."""
     folder = Path(root) / RESULTS
     if not folder.is_dir():
-        raise LeaderboardError(f"{folder}: no results folder. Publish a result first "
-                               f"(`sharpbench evaluate --measure NAME --publish`) or pass --leaderboard-dir.")
+        raise LeaderboardError(f"{folder}: no results folder.", hints=[Hint("publish"), Hint("leaderboard_dir")])
     documents = []
     for path in sorted(folder.glob("*/*.json")):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
-            raise LeaderboardError(f"{path}: not valid JSON ({error}); publish it again.") from None
+            raise LeaderboardError(f"{path}: not valid JSON ({error}).", hints=[Hint("publish")]) from None
         validate_result(document, path)
         if (document["collection"], document["variant"]) != (path.parent.name, path.stem):
             raise LeaderboardError(f"{path}: holds collection '{document['collection']}', variant "

@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 
-from sharpbench.collections import open_collection
-from sharpbench.evaluate import evaluate
-from sharpbench.registry import Registry
-from sharpbench.store import ResultStore
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.collection import open_collection
+from sharpbench.evaluation.run import evaluate
+from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.store import ResultStore
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "one-at-a-time"])
@@ -18,7 +19,7 @@ def test_collection_end_to_end(benchmark, setup, record, tiny_collection_card, t
     registry = Registry.discover([tiny_collection_card])
     name = "digits-mlp" if setup.full else "tiny-digits"
     collection = open_collection(registry.collection(name))
-    collection.build(progress=False)  # not timed
+    build_collection(collection, progress=False)  # not timed
     spec = registry.measure("sharpness-worst-linf-adaptive")
     counter = itertools.count()
 

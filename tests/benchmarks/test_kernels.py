@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import oracle
 import pytest
-import torch
 import torch.nn.functional as F
 
 from benchmarks.models import LARGE, model_and_batches
-from sharpbench.ascent import WorstCaseAscent, WorstCaseConfig
-from sharpbench.flat import FlatModel
-from sharpbench.scaling import Scaling
-from sharpbench.sharpness import Execution, average_case_sharpness, make_objective, worst_case_sharpness
+from sharpbench.kernels.ascent import WorstCaseAscent, WorstCaseConfig
+from sharpbench.kernels.flat import FlatModel
+from sharpbench.kernels.scaling import Scaling
+from sharpbench.kernels.sharpness import Execution, average_case_sharpness, make_objective, worst_case_sharpness
 
 ITERATION_MODELS = ["small-cnn", "resnet18", "vit-s", "digits-mlp"]
 

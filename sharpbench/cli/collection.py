@@ -1,0 +1,70 @@
+"""`sharpbench collection build|pull|import`: make a collection's checkpoints and manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+from sharpbench.cards.discovery import Registry
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.collection import open_collection
+from sharpbench.paths import sharpbench_home
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The `collection` subcommand and its actions."""
+    actions = commands.add_parser("collection", help="manage checkpoint collections").add_subparsers(
+        dest="action", required=True)
+    build_action = actions.add_parser("build", parents=parents,
+                                      help="train a collection's models, or fetch and score its pretrained "
+                                           "checkpoints (resumes)")
+    build_action.add_argument("name")
+    build_action.add_argument("--force", action="store_true", help="discard what was built and build again")
+    build_action.add_argument("--workers", type=int, default=1, metavar="K",
+                              help="train K models at a time in separate processes (default 1); for a card of "
+                                   "pretrained checkpoints, K processes load its data")
+    build_action.add_argument("--device", default="cpu",
+                              help="torch device to train or score on (default cpu; e.g. cuda)")
+    build_action.set_defaults(run=build)
+    pull_action = actions.add_parser("pull", parents=parents,
+                                     help="fetch a published collection, verifying every sha256")
+    pull_action.add_argument("name")
+    pull_action.add_argument("--from", dest="source", required=True, metavar="URL_OR_DIR",
+                             help="a folder or URL holding manifest.json and checkpoints/")
+    pull_action.add_argument("--manifest-sha256", metavar="HEX",
+                             help="the published sha256 of manifest.json, checked first")
+    pull_action.set_defaults(run=pull)
+    import_action = actions.add_parser("import", parents=parents,
+                                       help="make a collection of a folder of checkpoints (card.yaml + models.csv)")
+    import_action.add_argument("folder", metavar="DIR")
+    import_action.set_defaults(run=import_folder)
+
+
+def build(args: argparse.Namespace, registry: Registry) -> int:
+    """Train (or fetch and score) the collection's models; resumes unless --force."""
+    collection = open_collection(registry.collection(args.name), sharpbench_home(), args.data_paths)
+    build_collection(collection, progress=not args.no_progress, force=args.force, workers=args.workers,
+                     device=args.device)
+    print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
+          f"(did not converge), under {collection.root}")
+    return 0
+
+
+def pull(args: argparse.Namespace, registry: Registry) -> int:
+    """Fetch a published collection from a folder or URL, verifying every sha256."""
+    from sharpbench.collection.pull import pull_collection
+
+    collection = open_collection(registry.collection(args.name), sharpbench_home(), args.data_paths)
+    fetched = pull_collection(collection, args.source, args.manifest_sha256)
+    print(f"{collection.spec.name}: {len(collection.models)} models pulled from {args.source} and verified "
+          f"({fetched} files fetched), under {collection.root}")
+    return 0
+
+
+def import_folder(args: argparse.Namespace, registry: Registry) -> int:
+    """Make a collection of a folder of checkpoints (card.yaml + models.csv)."""
+    from sharpbench.collection.importer import import_collection
+
+    collection = import_collection(args.folder, sharpbench_home(), args.data_paths)
+    print(f"{collection.spec.name}: {len(collection.models)} models imported under {collection.root}; "
+          f"evaluate with `sharpbench evaluate --collection {collection.spec.name} --measure NAME`")
+    return 0

@@ -1,0 +1,156 @@
+"""`sharpbench evaluate`: score a measure against a collection, once or over a sweep of one parameter."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from tabulate import tabulate
+
+from sharpbench.cards.discovery import Registry
+from sharpbench.cli.format import interval, number
+from sharpbench.collection.builder import build_collection
+from sharpbench.collection.collection import open_collection
+from sharpbench.errors import SharpbenchError
+from sharpbench.evaluation.report import Report
+from sharpbench.evaluation.run import Evaluation, default_device, evaluate
+from sharpbench.evaluation.store import ResultStore
+from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
+from sharpbench.leaderboard.results import publish
+from sharpbench.paths import sharpbench_home
+
+DEFAULT_COLLECTION = "digits-mlp"
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The `evaluate` subcommand and its options."""
+    command = commands.add_parser("evaluate", parents=parents, help="score a measure against a collection")
+    command.add_argument("--measure", required=True, help="a registered measure name (see `sharpbench list measures`)")
+    command.add_argument("--collection", default=DEFAULT_COLLECTION,
+                         help=f"a registered collection (default: {DEFAULT_COLLECTION})")
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a measure parameter for this run (repeatable), e.g. --set rho=0.001")
+    command.add_argument("--json", metavar="PATH",
+                         help="write the report (values, targets, scores, provenance) as JSON: the document that "
+                              "--publish writes, or for a sweep {sweep, reports: [one per value]}")
+    command.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    command.add_argument("--n", type=int, help="sharpness points (default: the collection's protocol, 1024)")
+    command.add_argument("--m", type=int, help="m-sharpness batch size (default: the collection's protocol, 128)")
+    command.add_argument("--seed", type=int, default=0, help="seed of the measure's random generator (default 0)")
+    command.add_argument("--sweep", metavar="PARAM=V1,V2,...",
+                         help="evaluate once per value of one parameter and report each, e.g. --sweep "
+                              "rho=0.0005,0.001,0.002; PARAM=GRID takes a grid the card documents, e.g. --sweep "
+                              "rho=resnet18-cifar10")
+    command.add_argument("--no-grouping", action="store_true",
+                         help="evaluate one model at a time even when the measure can do same-architecture models "
+                              "together (the values are the same)")
+    command.add_argument("--recompute", action="store_true",
+                         help="ignore the values in the results store: compute every model again and overwrite them")
+    command.add_argument("--publish", action="store_true",
+                         help="also write the result to DIR/results/COLLECTION/MEASURE.json for the leaderboard")
+    command.set_defaults(run=run)
+
+
+def parse_set(items: Sequence[str]) -> dict[str, str]:
+    """The --set KEY=VALUE items as a dict of raw strings (the card types them)."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SharpbenchError(f"--set {item!r}: expected key=value, e.g. --set rho=0.001")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def run(args: argparse.Namespace, registry: Registry) -> int:
+    """Evaluate (building the collection first where needed), print the scores, write --json and --publish."""
+    spec = registry.measure(args.measure)
+    params = spec.bind(parse_set(args.set))  # mistakes in --set or --sweep surface before any build
+    sweep = Sweep.parse(spec, args.sweep) if args.sweep is not None else None
+    spec.implementation()  # and so does a broken or misspelled function
+    collection = open_collection(registry.collection(args.collection), sharpbench_home(), args.data_paths)
+    if not collection.is_built():
+        print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
+              file=sys.stderr)
+        build_collection(collection, progress=not args.no_progress)
+    elif not collection.has_outcomes and not collection.spec.imported:
+        print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
+              f"every evaluation set (no retraining)", file=sys.stderr)
+        build_collection(collection, progress=not args.no_progress)
+    store_path = sharpbench_home() / "results.sqlite"
+    store = ResultStore(store_path)
+    options: dict[str, Any] = {"device": torch.device(args.device) if args.device else default_device(), "n": args.n,
+                               "m": args.m, "seed": args.seed, "progress": not args.no_progress,
+                               "group_models": not args.no_grouping, "recompute": args.recompute}
+    evaluations = []
+    try:
+        runs: Iterable[Evaluation] = (
+            [evaluate(spec, collection, store, overrides=params, **options)] if sweep is None else
+            evaluate_sweep(spec, collection, store, sweep, overrides=params, **options))
+        for evaluation in runs:
+            _print_evaluation(evaluation, store_path)
+            evaluations.append(evaluation)
+    finally:
+        store.close()
+    if sweep is not None:
+        _print_sweep(sweep.parameter, evaluations)
+    reports = [Report.of(evaluation) for evaluation in evaluations] if args.json or args.publish else []
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = reports[0].document() if sweep is None else sweep.document(reports)
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {path}")
+    if args.publish:
+        for report in reports:
+            print(f"result published to {publish(report, Path(args.leaderboard_dir))}")
+        print("run `sharpbench leaderboard build` to update the tables and the page")
+    return 0
+
+
+def _sign_error(score: dict[str, Any]) -> str:
+    """Robust sign error over all environments: 'mean / max (kept of total)', or why it is undefined."""
+    family = (score.get("robust_sign_error") or {}).get("all")
+    if not family:
+        return "n/a"
+    if family["mean"] is None:
+        return f"n/a (0 of {family['total']} above noise)"
+    return f"{family['mean']:.3f} / {family['max']:.3f} ({family['kept']} of {family['total']})"
+
+
+def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
+    spec, collection = evaluation.spec, evaluation.collection
+    params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
+    print(f"{spec.name} on {collection.spec.name}: {len(collection.models)} models ({params})")
+    if evaluation.computed == 0:
+        print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
+    else:
+        print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
+    rows = [(target, number(score["kendall_tau"]), interval(score["kendall_tau_ci"]),
+             interval(score["kendall_tau_ci_models"]), number(score["oriented"]["kendall_tau"]),
+             number(score["noise_ceiling"]), number(score["kendall_tau_of_ceiling"]), number(score["spearman"]),
+             number(score["granulated_kendall"]), number(score["conditional_mi_pgdl"]), _sign_error(score))
+            for target, score in evaluation.scores().items()]
+    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% CI", "95% CI (models only)", "oriented",
+                                  "noise ceiling", "oriented / ceiling", "Spearman", "Psi", "CMI (PGDL)",
+                                  "robust sign error"],
+                   tablefmt="github", disable_numparse=True, colalign=("left",) + ("right",) * 10))
+    tracks = ", ".join(f"{name} {number(tau)}" for name, tau in evaluation.tau_vs_hparams().items())
+    print(f"Kendall tau-b against each hyperparameter: {tracks or 'none varies'}")
+    print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; 'oriented' "
+          f"multiplies tau by {evaluation.orientation:+d}, so a positive oriented tau agrees with the card. "
+          + ("Intervals resample models and test examples together; 'models only' treats the targets as exact.)"
+             if evaluation.scoring()["two_way"] else "Intervals resample models only: the collection keeps no "
+                                                     "per-example outcomes.)"))
+
+
+def _print_sweep(name: str, evaluations: list[Evaluation]) -> None:
+    targets = [target for target in evaluations[0].scores() if "/" not in target]
+    rows = [[evaluation.params[name]] + [number(evaluation.scores()[target]["kendall_tau"]) for target in targets]
+            for evaluation in evaluations]
+    print(f"sweep of {name}: Kendall tau-b")
+    print(tabulate(rows, headers=[name] + targets, tablefmt="github", disable_numparse=True))

@@ -1,1 +1,0 @@
-"""Dataset loaders registered in :data:`sharpbench.data.DATASETS` (one module per source)."""

@@ -1,0 +1,41 @@
+"""compute_measure: one registered measure on any model and batches, for notebooks and scripts.
+
+Imported by ``import sharpbench``, so it stays light: card discovery (which reads the collection cards and their
+datasets' registry) is imported when the function is called, and the guard never loads the evaluation loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from sharpbench.evaluation.guard import infer_num_classes, run_guarded
+from sharpbench.measure import Batch, MeasureContext
+
+
+def compute_measure(name: str, model: nn.Module, batches: Sequence[Batch], *, seed: int = 0,
+                    include_paths: Iterable[Path | str] = (), initial_state: dict[str, torch.Tensor] | None = None,
+                    **params: Any) -> float:
+    """Compute the registered measure `name` on `model` over `batches`, each one m-sharpness batch.
+
+    `params` override the card's defaults (e.g. rho=0.001). The model is put in eval mode and is checked to
+    be unchanged afterwards. Batches are moved to the model's device.
+    """
+    from sharpbench.cards.discovery import Registry  # the cards' registry loads every dataset and architecture
+
+    spec = Registry.discover(include_paths).measure(name)
+    device = next(model.parameters()).device
+    batches = [(inputs.to(device), labels.to(device)) for inputs, labels in batches]
+    if not batches:
+        raise ValueError("compute_measure needs at least one (inputs, labels) batch")
+    model.eval()
+    context = MeasureContext(
+        batches=batches,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        num_classes=infer_num_classes(model, batches),
+        initial_state=initial_state,
+    )
+    return run_guarded(spec, model, context, spec.bind(params))

@@ -1,0 +1,222 @@
+"""Running a measure over a collection: fixed sharpness batches, the integrity guard (evaluation.guard), and the
+cache (evaluation.store)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sharpbench.collection.collection import Collection, ModelRecord
+from sharpbench.errors import Hint, Interrupted
+from sharpbench.evaluation.guard import run_guarded_many
+from sharpbench.kernels.flat import architecture_key
+from sharpbench.cards.measure_card import MeasureSpec
+from sharpbench.measure import Batch, MeasureContext
+from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
+from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
+from sharpbench.evaluation.store import ResultStore, measure_key
+from sharpbench.version import __version__
+
+
+def default_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """A readable device name for provenance, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)' or 'cpu'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+@dataclass
+class Evaluation:
+    """The values of one measure over one collection, and where they came from."""
+
+    collection: Collection
+    spec: MeasureSpec
+    params: dict[str, Any]
+    protocol: dict[str, Any]
+    key: str
+    device: str
+    values: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+    bootstrap: Bootstrap = field(default_factory=Bootstrap)
+    _scores: Scores | None = field(default=None, repr=False)
+
+    @property
+    def orientation(self) -> int:
+        """+1 when the card expects a larger value to mean worse generalization, -1 when better."""
+        return 1 if self.spec.higher_means == "worse" else -1
+
+    def aggregate_targets(self) -> dict[str, list[float]]:
+        """Each target over the models from the manifest's aggregate errors and losses (what a collection without
+        per-example outcomes can be scored on), named and ordered as ``standard_targets``."""
+        models, shifts = self.collection.models, self.collection.shifts
+        columns = {"train": {"error": [m.train_error for m in models], "loss": [m.train_loss for m in models]},
+                   "test": {"error": [m.test_error for m in models], "loss": [m.test_loss for m in models]},
+                   **{f"ood/{s}": {"error": [m.ood_error[s] for m in models], "loss": [m.ood_loss[s] for m in models]}
+                      for s in shifts}}
+        return {name: [sum(coefficient * columns[set_name][kind][i] for set_name, kind, coefficient in target.terms)
+                       for i in range(len(models))]
+                for name, target in standard_targets(shifts).items()}
+
+    def hparams(self) -> dict[str, list[float]]:
+        """Each hyperparameter over the models as numbers (non-numeric values by their grid position); fields that
+        only name a checkpoint's weights are left out."""
+        spec = self.collection.spec
+        hparams = [{k: v for k, v in m.hparams.items() if k not in spec.weight_fields} for m in self.collection.models]
+        return numeric_hparams(hparams, spec.grid)
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """Every ranking metric of the measure against every target, with intervals over models and test examples
+        (models only where the collection keeps no per-example outcomes); computed once."""
+        return self._scored().targets
+
+    def _scored(self) -> Scores:
+        if self._scores is None:
+            collection = self.collection
+            values = [self.values[m.id] for m in collection.models]
+            sets = outcome_sets(collection)
+            self._scores = score_targets(values, standard_targets(collection.shifts), sets, self.hparams(),
+                                         bootstrap=self.bootstrap, orientation=self.orientation,
+                                         aggregates=None if sets is not None else self.aggregate_targets())
+        return self._scores
+
+    def scoring(self) -> dict[str, Any]:
+        """How the intervals were formed, and a fingerprint of the resamples: two results with the same fingerprint
+        were scored on the same resamples (the leaderboard ranks measures resample by resample)."""
+        collection = self.collection
+        two_way = collection.has_outcomes
+        sizes = collection.set_sizes() if two_way else {}
+        fingerprint = {"models": [m.id for m in collection.models], "set_sizes": sizes,
+                       "resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed}
+        return {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
+                "interval_level": self.bootstrap.level,
+                "interval": ("_ci: basic bootstrap interval (2 x estimate - percentiles) over models and each "
+                             "evaluation set's examples resampled together (the same examples for every model); "
+                             "_ci_models: percentile interval over models only") if two_way else
+                            "percentile over models only (the collection keeps no per-example outcomes)",
+                "two_way": two_way, "set_sizes": sizes,
+                "resample_fingerprint": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()}
+
+    def tau_vs_hparams(self) -> dict[str, float]:
+        """Kendall tau-b of the measure against each hyperparameter: what the measure tracks."""
+        return tau_vs_hparams([self.values[m.id] for m in self.collection.models], self.hparams())
+
+    def replicates(self) -> dict[str, list[float]]:
+        """Each target's bootstrap replicates of Kendall tau-b, resample by resample (scored once)."""
+        return self._scored().replicates
+
+
+def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
+    """The collection's per-example outcomes as scoring takes them (verified on load), or None without them."""
+    if not collection.has_outcomes:
+        return None
+    return {name: OutcomeSet(outcomes["error"], outcomes["loss"])
+            for name, outcomes in collection.outcome_sets().items()}
+
+
+def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
+             overrides: dict[str, Any] | None = None, device: torch.device | None = None,
+             n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True,
+             group_models: bool = True, recompute: bool = False) -> Evaluation:
+    """Compute the measure on every model of the collection that the store does not already hold.
+
+    The key is computed once per call, before any lookup: it imports the implementation, so a broken one is an
+    error even when every value is stored. With `recompute`, stored values are ignored and overwritten. With
+    `group_models`, a measure with a many-model form gets same-architecture models together (up to a memory
+    cap); each group's values are stored as soon as it is done.
+    """
+    params = spec.bind(overrides)
+    device = device or default_device()
+    protocol = {**collection.protocol(n, m), "measure_seed": seed}
+    key = measure_key(spec.name, params, protocol, spec.key_inputs())
+    evaluation = Evaluation(collection, spec, params, protocol, key, describe_device(device))
+    stored = {} if recompute else store.get_many(key)
+    missing = [record for record in collection.models if record.sha256 not in stored]
+    for record in collection.models:
+        if record.sha256 in stored:
+            evaluation.values[record.id] = stored[record.sha256].value
+            evaluation.seconds[record.id] = stored[record.sha256].seconds
+    evaluation.cached = len(collection.models) - len(missing)
+    if not missing:
+        return evaluation
+
+    batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
+    many = group_models and spec.computes_many
+    bar = tqdm(total=len(missing), desc=f"{spec.name} on {collection.spec.name}", unit="model",
+               disable=not progress)
+    try:
+        for group in _groups(collection, missing, device, many):
+            _evaluate_group(evaluation, group, batches, device, seed, store)
+            bar.update(len(group))
+    except KeyboardInterrupt:
+        bar.close()
+        done = evaluation.cached + evaluation.computed
+        raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
+                          f"in the results store.", hints=[Hint("resume")]) from None
+    bar.close()
+    return evaluation
+
+
+# A group of models evaluated together holds at most this many parameter bytes (their stacked copies, and the
+# ascent's state, scale with it) and this many models.
+_GROUP_BYTES = 256 << 20
+_GROUP_MODELS = 64
+
+
+def _groups(collection: Collection, records: list[ModelRecord], device: torch.device,
+            many: bool) -> Iterator[list[tuple[ModelRecord, nn.Module]]]:
+    """The records with their loaded models: one at a time, or grouped by architecture when `many`."""
+    pending: dict[str, list[tuple[ModelRecord, nn.Module]]] = {}
+    for record in records:
+        model = collection.load_model(record).to(device)
+        if not many:
+            yield [(record, model)]
+            continue
+        key = architecture_key(model)
+        group = pending.setdefault(key, [])
+        group.append((record, model))
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        if len(group) >= min(_GROUP_MODELS, max(1, _GROUP_BYTES // max(size, 1))):
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch],
+                    device: torch.device, seed: int, store: ResultStore) -> None:
+    """Compute, check and store the measure's values on one model, or on a group of same-architecture ones."""
+    collection, spec, params = evaluation.collection, evaluation.spec, evaluation.params
+    records, models = [record for record, _ in group], [model for _, model in group]
+    single = len(group) == 1
+    initial = collection.load_initial_state(records[0]) if single else None
+    context = MeasureContext(
+        batches=batches,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        num_classes=collection.num_classes,
+        loss_fn=collection.loss_fn,
+        initial_state=None if initial is None else {k: v.to(device) for k, v in initial.items()},
+    )
+    start = time.perf_counter()
+    values = run_guarded_many(spec, models, context, params, [f"model '{record.id}'" for record in records],
+                              many=not single)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / len(group)
+    for record, value in zip(records, values):
+        store.put(evaluation.key, record.sha256, value, seconds, measure=spec.name, params=params,
+                  protocol=evaluation.protocol, device=evaluation.device, version=__version__)
+        evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
+        evaluation.computed += 1

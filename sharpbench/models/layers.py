@@ -1,0 +1,23 @@
+"""Small pieces the model families share: activations by card name, and a reshape to image shape."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+
+class ToImage(nn.Module):
+    """Reshape a batch to (N, *image_shape): lets image models take flat inputs (8x8 digits) as well."""
+
+    def __init__(self, image_shape: list[int]) -> None:
+        super().__init__()
+        self.image_shape = tuple(int(d) for d in image_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.image_shape)

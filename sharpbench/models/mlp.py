@@ -1,0 +1,22 @@
+"""Fully connected networks on flat inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from sharpbench.models.layers import ACTIVATIONS
+
+
+def build_mlp(config: dict[str, Any]) -> nn.Module:
+    """``depth`` hidden layers of ``width`` units with ``activation``, then a linear head.
+
+    An nn.Sequential, so parameter names are stable: 0.weight, 0.bias, 2.weight, ..."""
+    layers: list[nn.Module] = []
+    features = int(config["in_features"])
+    for _ in range(int(config["depth"])):
+        layers += [nn.Linear(features, int(config["width"]), bias=config["bias"]), ACTIVATIONS[config["activation"]]()]
+        features = int(config["width"])
+    layers.append(nn.Linear(features, int(config["num_classes"]), bias=config["bias"]))
+    return nn.Sequential(*layers)
