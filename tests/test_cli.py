@@ -247,6 +247,8 @@ def test_grouped_and_one_at_a_time_evaluation_agree(capsys, tiny_collection_card
     (("evaluate", "--measure", MEASURE, "--collection", "cifar-100"), "Run `sharpbench list collections` to see all"),
     (("evaluate", "--measure", MEASURE, "--set", "rho"), "expected key=value"),
     (("evaluate", "--measure", MEASURE, "--set", "radius=1"), "no parameter 'radius'"),
+    (("evaluate", "--measure", MEASURE, "--set", "rho=inf"), "parameter 'rho' expects a finite float, got 'inf'"),
+    (("evaluate", "--measure", MEASURE, "--set", "rho=nan"), "parameter 'rho' expects a finite float, got 'nan'"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho=vit-imagenet"), "no grid 'vit-imagenet'"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho=0.1,big"), "expects float"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho"), "expected PARAM=V1,V2"),
@@ -438,3 +440,19 @@ def test_a_result_names_its_implementation_and_its_hashes(capsys, tiny_collectio
     assert implementation["origin"] == f"include path {folder.resolve()}"
     assert implementation["card_version"] == 3 and implementation["function"] == "sums.py:total"
     assert implementation["source_sha256"] == hashlib.sha256(WEIGHT_SUMS.encode()).hexdigest()
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sharpbench {sharpbench.version.__version__}"
+
+
+def test_the_same_include_path_twice_is_read_once(capsys, tiny_collection_card, tmp_path, monkeypatch):
+    folder = weight_sum_folder(tmp_path / "mine", tiny_collection_card)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "list", "measures", "--include-path", str(folder), "--include-path", "mine/",
+                             "--include-path", str(tmp_path / "mine" / ".." / "mine"))
+    assert code == 0, err
+    assert "weight-sum" in out

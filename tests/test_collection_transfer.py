@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -196,4 +197,79 @@ def test_import_errors_name_the_problem(tmp_path: Path, spoil, message: str):
     folder = _user_folder(tmp_path / "mine")
     spoil(folder)
     with pytest.raises(CollectionError, match=message.replace("/", ".")):
+        import_collection(folder)
+
+
+def _rewrite_table(folder: Path, old: str, new: str, count: int = 1) -> None:
+    table = folder / "models.csv"
+    table.write_text(table.read_text().replace(old, new, count))
+
+
+def test_import_of_a_builtin_name_is_refused_before_anything_is_written(tmp_path: Path, sharpbench_home: Path,
+                                                                       capsys: pytest.CaptureFixture):
+    folder = _user_folder(tmp_path / "mine")
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    (folder / "card.yaml").write_text(yaml.safe_dump({**card, "name": "digits-mlp"}, sort_keys=False))
+    assert main(["collection", "import", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import 'digits-mlp': that name is already the collection card" in err
+    assert list(sharpbench_home.glob("*")) == []
+    assert main(["list", "collections"]) == 0                            # nothing was left to break later commands
+
+
+def test_import_of_a_name_from_an_include_path_is_refused(tmp_path: Path, sharpbench_home: Path,
+                                                          capsys: pytest.CaptureFixture):
+    folder = _user_folder(tmp_path / "mine")
+    (tmp_path / "cards" / "collections").mkdir(parents=True)
+    (tmp_path / "cards" / "collections" / "my-mlps.yaml").write_text(
+        yaml.safe_dump(tiny_mlp_card("my-mlps", epochs=2), sort_keys=False))
+    assert main(["collection", "import", str(folder), "--include-path", str(tmp_path / "cards")]) == 2
+    assert "that name is already the collection card" in capsys.readouterr().err
+    assert list(sharpbench_home.glob("*")) == []
+
+
+def test_a_failed_reimport_keeps_the_previous_import(tmp_path: Path, sharpbench_home: Path):
+    folder = _user_folder(tmp_path / "mine")
+    first = import_collection(folder)
+    card_bytes = (sharpbench_home / "imported" / "collections" / "my-mlps.yaml").read_bytes()
+    again = import_collection(folder)                                     # the same imported name: allowed
+    assert [r.sha256 for r in again.models] == [r.sha256 for r in first.models]
+    (folder / "card.yaml").write_text((folder / "card.yaml").read_text().replace("three MLPs", "3 MLPs"))
+    (folder / "model2.safetensors").write_bytes(b"not a checkpoint")     # the last row fails
+    with pytest.raises(CollectionError, match="model2.safetensors"):
+        import_collection(folder)
+    assert (sharpbench_home / "imported" / "collections" / "my-mlps.yaml").read_bytes() == card_bytes
+    kept = open_collection(Registry.discover().collection("my-mlps"))
+    assert [r.sha256 for r in kept.models] == [r.sha256 for r in first.models]
+    kept.load_model(kept.models[2])                                       # its files are still there
+    assert sorted(p.name for p in (sharpbench_home / "collections").iterdir()) == ["my-mlps"]
+
+
+def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path, sharpbench_home: Path):
+    folder = _user_folder(tmp_path / "mine")
+    table = folder / "models.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_text().replace(",file,", ", file ,", 1).encode())
+    collection = import_collection(folder)
+    assert [r.id for r in collection.models] == ["run-0", "run-1", "run-2"]
+    assert "id" not in collection.models[0].hparams
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "../outside.safetensors"])
+def test_a_checkpoint_path_outside_the_folder_is_refused(tmp_path: Path, sharpbench_home: Path, path: str):
+    folder = _user_folder(tmp_path / "mine")
+    shutil.copyfile(folder / "model1.safetensors", tmp_path / "outside.safetensors")
+    _rewrite_table(folder, "model1.safetensors", path)
+    with pytest.raises(CollectionError, match=rf"line 3: checkpoint path '{re.escape(path)}' leads outside .*mine"):
+        import_collection(folder)
+
+
+@pytest.mark.parametrize("column,old,new,line", [("test_error", ",0.11,", ",11.0,", 3),
+                                                 ("train_error", ",0.02,", ",-0.02,", 4),
+                                                 ("ood_error/noise", ",0.29", ",1.29", 3)])
+def test_a_classification_error_outside_0_1_is_refused(tmp_path: Path, sharpbench_home: Path, column: str, old: str,
+                                                       new: str, line: int):
+    folder = _user_folder(tmp_path / "mine")
+    _rewrite_table(folder, old, new)
+    with pytest.raises(CollectionError, match=rf"line {line}: column '{column}' holds .*a classification error is a "
+                                              rf"fraction in \[0, 1\]"):
         import_collection(folder)

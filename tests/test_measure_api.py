@@ -35,6 +35,15 @@ def mutating(model, context):
 def not_a_number(model, context):
     return float("nan")
 
+def a_string(model, context):
+    return "0.5"
+
+def a_bool(model, context):
+    return True
+
+def exits(model, context):
+    raise SystemExit(0)
+
 def batchnorm_training(model, context):
     model.train()
     with torch.no_grad():
@@ -93,6 +102,9 @@ def user_registry(tmp_path: Path) -> Path:
     user_card(tmp_path, "mutating", "mutating")
     user_card(tmp_path, "not-a-number", "not_a_number")
     user_card(tmp_path, "batchnorm-training", "batchnorm_training")
+    user_card(tmp_path, "a-string", "a_string")
+    user_card(tmp_path, "a-bool", "a_bool")
+    user_card(tmp_path, "exits", "exits")
     user_card(tmp_path, "first-logit", "FirstLogit", "params: {scale: {type: float, default: 2.0}}")
     user_card(tmp_path, "sums", "sums")
     user_card(tmp_path, "short", "short")
@@ -158,6 +170,9 @@ def test_an_unknown_measure_name_suggests_the_close_ones():
     ("mutating", "'mutating' changed the weights.*0.weight"),
     ("batchnorm-training", "changed the weights.*running_mean"),
     ("not-a-number", "'not-a-number' returned nan"),
+    ("a-string", "'a-string' returned str for the model; it must return a float"),
+    ("a-bool", "'a-bool' returned bool for the model"),
+    ("exits", "'exits' failed on the model: SystemExit"),
 ])
 def test_a_misbehaving_measure_is_caught_and_named(user_registry, name, message):
     model, batches = mlp_and_batches()

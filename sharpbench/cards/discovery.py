@@ -40,7 +40,8 @@ class Registry:
                 raise SharpbenchError(f"include path {extra}: holds neither measures/ nor collections/; "
                                       f"put measure cards in {root / 'measures'} and collection cards in "
                                       f"{root / 'collections'}")
-            roots.append(root)
+            if not any(root.resolve() == known.resolve() for known in roots):    # the same folder twice: once
+                roots.append(root)
         return cls(
             measures=_scan(roots, "measures", load_measure_spec),
             collections=_scan(roots, "collections", load_collection_spec),

@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,9 +56,12 @@ def _parse_scalar(text: str, kind: type, where: str) -> Any:
             return False
         raise SharpbenchError(f"{where} expects true or false, got {text!r}")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise SharpbenchError(f"{where} expects {kind.__name__}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise SharpbenchError(f"{where} expects a finite float, got {text!r}; give a number such as 0.05")
+    return value
 
 
 @dataclass(frozen=True)

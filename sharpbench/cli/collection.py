@@ -64,7 +64,7 @@ def import_folder(args: argparse.Namespace, registry: Registry) -> int:
     """Make a collection of a folder of checkpoints (card.yaml + models.csv)."""
     from sharpbench.collection.importer import import_collection
 
-    collection = import_collection(args.folder, sharpbench_home(), args.data_paths)
+    collection = import_collection(args.folder, sharpbench_home(), args.data_paths, registry.collections)
     print(f"{collection.spec.name}: {len(collection.models)} models imported under {collection.root}; "
           f"evaluate with `sharpbench evaluate --collection {collection.spec.name} --measure NAME`")
     return 0

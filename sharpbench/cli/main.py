@@ -16,6 +16,7 @@ from sharpbench.cli import collection, evaluate, leaderboard, listing
 from sharpbench.data.locate import DATA_ENV, DataPaths
 from sharpbench.errors import Hint, HintAction, SharpbenchError
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD
+from sharpbench.version import __version__
 
 # Each hint action as the CLI says it; {collection}, {kind} and {measure} come from the hint (NAME where unset).
 HINT_COMMANDS: dict[HintAction, str] = {
@@ -46,6 +47,7 @@ def render_error(error: SharpbenchError) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sharpbench", description=__doc__.partition("\n")[0])
+    parser.add_argument("--version", action="version", version=f"sharpbench {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--include-path", action="append", default=[], metavar="DIR",
                         help="a folder with measures/*.yaml and/or collections/*.yaml cards of your own "

@@ -27,6 +27,7 @@ from sharpbench.data.locate import DataPaths
 from sharpbench.data.outcomes import Outcomes
 from sharpbench.data.sets import DatasetSplits, EvalSet, seeded_subset
 from sharpbench.errors import CollectionError, Hint
+from sharpbench.losses import LOSSES
 from sharpbench.models.registry import build_model
 from sharpbench.training.labels import noisy_labels
 from sharpbench.training.recipe import recipe_config
@@ -172,8 +173,10 @@ class ImportedTable:
                 f"cannot be trained here.", hints=[Hint("import", collection=self.spec.name)])
         table = self.folder / TABLE
         try:
-            with open(table, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
+            with open(table, newline="", encoding="utf-8-sig") as handle:    # a BOM is not part of a name
+                reader = csv.DictReader(handle)
+                reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+                rows = list(reader)
         except OSError as error:
             raise CollectionError(f"cannot read {table} ({error.strerror}): it lists the models, one row each, with "
                                   f"columns {', '.join(_REQUIRED)} and ood_error/SHIFT per shift") from None
@@ -214,10 +217,12 @@ class ImportedTable:
         where = f"{self.folder / TABLE} line {point.index + 2}"
         blobs = [self._checkpoint(row[key].strip(), point.hparams, where) for key in ("file", "init_file")]
         shifts = [s.name for s in self.spec.shifts]
+        rate = LOSSES[self.spec.loss].classification      # a classification error is a fraction of examples
         reported = {
-            "train_error": _metric(row, "train_error", where, True), "train_loss": _metric(row, "train_loss", where),
-            "test_error": _metric(row, "test_error", where, True), "test_loss": _metric(row, "test_loss", where),
-            "ood_error": {s: _metric(row, f"ood_error/{s}", where, True) for s in shifts},
+            "train_error": _metric(row, "train_error", where, True, rate),
+            "train_loss": _metric(row, "train_loss", where),
+            "test_error": _metric(row, "test_error", where, True, rate), "test_loss": _metric(row, "test_loss", where),
+            "ood_error": {s: _metric(row, f"ood_error/{s}", where, True, rate) for s in shifts},
             "ood_loss": {s: _metric(row, f"ood_loss/{s}", where) for s in shifts},
         }
         assert set(reported) == set(AGGREGATE_KEYS)
@@ -230,6 +235,9 @@ class ImportedTable:
 
         assert self.folder is not None
         path = (self.folder / relative).resolve()
+        if not path.is_relative_to(self.folder.resolve()):
+            raise CollectionError(f"{where}: checkpoint path {relative!r} leads outside {self.folder}; put the "
+                                  f"checkpoint under {self.folder} and give its path relative to it")
         try:
             blob = path.read_bytes()
         except OSError:
@@ -261,8 +269,9 @@ def _number(text: str) -> Any:
     return text
 
 
-def _metric(row: dict[str, str], column: str, where: str, required: bool = False) -> float | None:
-    """A number of the table; an empty optional cell is None."""
+def _metric(row: dict[str, str], column: str, where: str, required: bool = False, rate: bool = False
+            ) -> float | None:
+    """A number of the table; an empty optional cell is None; a ``rate`` (a classification error) lies in [0, 1]."""
     text = (row.get(column) or "").strip()
     if not text:
         if required:
@@ -274,6 +283,9 @@ def _metric(row: dict[str, str], column: str, where: str, required: bool = False
         raise CollectionError(f"{where}: column '{column}' holds {text!r}, not a number") from None
     if not math.isfinite(value):
         raise CollectionError(f"{where}: column '{column}' holds {text!r}, not a finite number")
+    if rate and not 0 <= value <= 1:
+        raise CollectionError(f"{where}: column '{column}' holds {text!r}, but a classification error is a fraction "
+                              f"in [0, 1]; give it as a fraction (0.05 for 5%)")
     return value
 
 

@@ -50,7 +50,7 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
         raw = spec.call_many(models, context, params) if many else [spec.call(models[0], context, params)]
     except MeasureError:
         raise
-    except Exception as error:
+    except (Exception, SystemExit) as error:      # sys.exit() in a measure must not end the run without a report
         raise MeasureError(f"measure '{spec.name}' failed on {names}: {type(error).__name__}: {error} "
                            f"(implementation {spec.function}, card {spec.path})") from error
     for model, snapshot, model_id in zip(models, snapshots, model_ids):
@@ -68,7 +68,10 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
 
 
 def _finite(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
+    """The measure's value as a float: a real number or a one-element tensor, never a str or a bool."""
     try:
+        if isinstance(raw, (str, bytes, bool)) or (isinstance(raw, torch.Tensor) and raw.dtype == torch.bool):
+            raise TypeError(type(raw).__name__)
         value = float(raw)
     except (TypeError, ValueError):
         raise MeasureError(f"measure '{spec.name}' returned {type(raw).__name__} for {model_id}; it must return "
