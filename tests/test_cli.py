@@ -456,3 +456,15 @@ def test_the_same_include_path_twice_is_read_once(capsys, tiny_collection_card, 
                              "--include-path", str(tmp_path / "mine" / ".." / "mine"))
     assert code == 0, err
     assert "weight-sum" in out
+
+
+def test_a_damaged_manifest_is_named_before_any_build(capsys, tmp_path: Path, tiny_collection_card: Path):
+    folder = weight_sum_folder(tmp_path / "cards", tiny_collection_card)
+    evaluate_weight_sum(capsys, folder, tmp_path / "report.json")
+    manifest = sharpbench_home() / "collections" / "tiny-digits" / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])                        # truncated, as by a full disk
+    code, _, err = run_cli(capsys, "evaluate", "--measure", "weight-sum", "--collection", "tiny-digits",
+                           "--include-path", str(folder), "--no-progress")
+    assert code == 2 and "Traceback" not in err
+    assert "is not valid JSON" in err and "sharpbench collection build tiny-digits --force" in err
+    assert "not built yet" not in err                                       # it was never "building it now"

@@ -73,10 +73,12 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     sweep = Sweep.parse(spec, args.sweep) if args.sweep is not None else None
     spec.implementation()  # and so does a broken or misspelled function
     collection = open_collection(registry.collection(args.collection), sharpbench_home(), args.data_paths)
-    if not collection.is_built():
+    if collection.read_manifest() is None:    # a damaged manifest raises here, naming the fix, before any build
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
               file=sys.stderr)
         build_collection(collection, progress=not args.no_progress)
+    elif not collection.is_built():
+        raise collection.stale_error("manifest.json")
     elif not collection.has_outcomes and not collection.spec.imported:
         print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
               f"every evaluation set (no retraining)", file=sys.stderr)
