@@ -14,6 +14,7 @@ import csv
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -166,7 +167,9 @@ class ImportedTable:
     paths: DataPaths
     folder: Path | None = None
 
+    @cached_property
     def _rows(self) -> list[dict[str, str]]:
+        """The table's rows, read and checked once per source (every model's point and record comes from them)."""
         if self.folder is None:
             raise CollectionError(
                 f"collection {self.spec.name} is imported (its card {self.spec.path} says `imported: true`): it "
@@ -195,7 +198,7 @@ class ImportedTable:
         return [c for c in columns if c not in metrics]
 
     def points(self) -> list[ModelPoint]:
-        rows = self._rows()
+        rows = self._rows
         hparam_columns = self._hparam_columns(list(rows[0]))
         points: list[ModelPoint] = []
         for row in rows:
@@ -213,7 +216,7 @@ class ImportedTable:
         """The row's checkpoints, each loaded strictly into the card's architecture (a collection that imports is
         one that evaluates) and kept byte for byte, and the numbers the table reports; nothing is scored."""
         assert self.folder is not None
-        row = self._rows()[point.index]
+        row = self._rows[point.index]
         where = f"{self.folder / TABLE} line {point.index + 2}"
         blobs = [self._checkpoint(row[key].strip(), point.hparams, where) for key in ("file", "init_file")]
         shifts = [s.name for s in self.spec.shifts]
