@@ -276,6 +276,8 @@ class Builder:
             return
         data = self.collection.data()
         manifest["set_sizes"] = self._set_sizes(data)
+        if self.spec.trained:          # in-memory sets go to the device once; streamed ones are read batch by batch
+            data = data.to(self.device)
         bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc=f"outcomes of {self.spec.name}",
                    unit="model", disable=not self.progress, dynamic_ncols=True)
         try:
@@ -292,8 +294,6 @@ class Builder:
         """Score one manifest entry's checkpoint, check its aggregates, write its outcomes; updates ``entry``."""
         record = ModelRecord.from_json(entry)
         model = self.collection.load_model(record)
-        if self.spec.trained:
-            data = data.to(self.device)
         outcomes = self.score(model, evaluation_sets(self.source, data, record.hparams, record.seed))
         if self.spec.imported:
             # the import table's numbers were measured elsewhere (their data, their evaluation): kept as reported,
