@@ -92,6 +92,7 @@ class MeasureSpec:
     definition: str = ""
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     version: int = 1
+    tolerance: float = 1e-6
     _loaded: list = field(default_factory=list, repr=False, compare=False)
 
     def bind(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -234,6 +235,10 @@ _CARD_SCHEMA: dict[str, Param] = {
     "grids": Param(dict, default={}),
     "version": Param(int, default=1, check=positive, note="1 when absent; raise it to recompute stored values "
                                                           "after a change the key does not see"),
+    "tolerance": Param(float, default=1e-6, check=positive,
+                       note="the relative difference within which a recomputed value agrees with a stored one; "
+                            "1e-6 when absent, larger for a measure that draws random numbers, whose draws differ "
+                            "between devices"),
 }
 
 
@@ -260,6 +265,7 @@ def load_measure_spec(path: Path) -> MeasureSpec:
         definition=values["definition"],
         grids=_read_grids(values["grids"], path, params),
         version=values["version"],
+        tolerance=values["tolerance"],
         path=path,
         card_sha256=card.sha256,
     )
