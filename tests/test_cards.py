@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from sharpbench.cards.measure_card import load_measure_spec
 from sharpbench.cards.schema import (Param, at_least, in_range, length, non_negative, one_of, permutation_of,
                                      positive, validate)
 from sharpbench.collection.spec import load_collection_spec
-from sharpbench.errors import CardError
+from sharpbench.errors import CardError, SharpbenchError
 from tiny_cards import tiny_mlp_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +92,59 @@ def test_a_measure_params_default_written_1e_4_gets_the_hint(tmp_path: Path):
     path = write(tmp_path, "bad.yaml", "name: bad\n" + MEASURE + "params: {rho: {type: float, default: 1e-4}}\n")
     with pytest.raises(CardError, match=r"field 'params.rho.default': expected a number \(YAML reads 1e-4"):
         load_measure_spec(path)
+
+
+@pytest.mark.parametrize("params,field,message", [
+    ("{rho: {type: float, default: 0.5, max: 0.1}}", "params.rho.default", "a finite number <= 0.1"),
+    ("{rho: {type: float, default: -1, exclusive_min: 0}}", "params.rho.default", "a finite number > 0"),
+    ("{rho: {type: float, default: .inf}}", "params.rho.default", "a finite number"),
+    ("{mode: {type: str, default: c, choices: [a, b]}}", "params.mode.default", "one of ['a', 'b']"),
+    ("{mode: {type: str, default: a, choices: [a, 1]}}", "params.mode.choices", "values of the parameter's type"),
+    ("{mode: {type: str, default: a, min: 0}}", "params.mode.min", "bounds are for int and float parameters"),
+    ("{k: {type: int, default: 1, min: .nan}}", "params.k.min", "a finite number"),
+])
+def test_a_params_allowed_values_are_checked_against_its_default(tmp_path: Path, params, field, message):
+    path = write(tmp_path, "bad.yaml", "name: bad\n" + MEASURE + f"params: {params}\n")
+    with pytest.raises(CardError, match=f"field '{field}': expected .*{re.escape(message)}"):
+        load_measure_spec(path)
+
+
+def test_a_grid_value_outside_the_allowed_values_is_a_card_error(tmp_path: Path):
+    text = "params: {rho: {type: float, default: 0.1, exclusive_min: 0}}\ngrids: {rho: {cifar: [0.1, 0.0]}}\n"
+    path = write(tmp_path, "bad.yaml", "name: bad\n" + MEASURE + text)
+    with pytest.raises(CardError, match=r"field 'grids.rho.cifar': expected a finite number > 0 \(found 0.0\)"):
+        load_measure_spec(path)
+
+
+def test_bind_checks_choices_bounds_and_finiteness_and_finite_false_allows_inf(tmp_path: Path):
+    text = ("params:\n  p: {type: float, default: 2.0, min: 1, finite: false}\n"
+            "  q: {type: float, default: 0.5, min: 0, exclusive_max: 1}\n"
+            "  k: {type: int, default: 3, min: 1, max: 5}\n"
+            "  mode: {type: str, default: a, choices: [a, b]}\n")
+    spec = load_measure_spec(write(tmp_path, "ok.yaml", "name: ok\n" + MEASURE + text))
+    assert spec.bind({"p": "inf", "q": "0", "k": "5", "mode": "b"}) == {"p": math.inf, "q": 0.0, "k": 5, "mode": "b"}
+    for name, value, expected in [("p", "0.5", "a number >= 1"), ("q", "1", "a finite number >= 0 and < 1"),
+                                  ("q", "inf", "a finite number >= 0 and < 1"), ("k", "6", "an integer >= 1 and <= 5"),
+                                  ("k", 0, "an integer >= 1 and <= 5"), ("mode", "c", "one of ['a', 'b']")]:
+        with pytest.raises(SharpbenchError, match=f"parameter '{name}' expects {re.escape(expected)}, got "
+                                                  f"{re.escape(repr(value))}; its default is"):
+            spec.bind({name: value})
+
+
+def test_every_builtin_card_declares_allowed_values_that_refuse_a_degenerate_setting():
+    """rho <= 0, zero steps, samples or probes, a drop outside (0, 1): refused when --set is parsed."""
+    registry = Registry.discover()
+    degenerate = {"rho": "0", "steps": "0", "samples": "0", "probes": "0", "restarts": "0", "drop": "1",
+                  "tol": "0", "percentile": "101", "sigma_min": "0", "sigma_max": "-1", "eps": "-1",
+                  "scaling": "layerwise"}
+    checked = 0
+    for spec in registry.measures.values():
+        for name in spec.params:
+            if name in degenerate:
+                with pytest.raises(SharpbenchError, match=f"parameter '{name}' expects"):
+                    spec.bind({name: degenerate[name]})
+                checked += 1
+    assert checked >= 30
 
 
 # -------------------------------------------------------------------------------------------------- include
@@ -188,7 +243,12 @@ def test_each_shrunk_sharpness_card_resolves_to_its_old_fields(name: str):
     card = REPO / "registry" / "measures" / name
     assert "include" in yaml.safe_load(card.read_text(encoding="utf-8"))
     old = yaml.safe_load((OLD_SHARPNESS_CARDS / name).read_text(encoding="utf-8"))
-    assert load_card(card).fields == old
+    fields = load_card(card).fields
+    # the allowed values (choices, bounds) were declared after the split into bases; nothing else changed
+    allowed = {"choices", "min", "max", "exclusive_min", "exclusive_max"}
+    fields["params"] = {name: {k: v for k, v in param.items() if k not in allowed}
+                        for name, param in fields["params"].items()}
+    assert fields == old
 
 
 def test_there_are_eight_old_sharpness_cards():

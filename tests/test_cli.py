@@ -247,10 +247,15 @@ def test_grouped_and_one_at_a_time_evaluation_agree(capsys, tiny_collection_card
     (("evaluate", "--measure", MEASURE, "--collection", "cifar-100"), "Run `sharpbench list collections` to see all"),
     (("evaluate", "--measure", MEASURE, "--set", "rho"), "expected key=value"),
     (("evaluate", "--measure", MEASURE, "--set", "radius=1"), "no parameter 'radius'"),
-    (("evaluate", "--measure", MEASURE, "--set", "rho=inf"), "parameter 'rho' expects a finite float, got 'inf'"),
-    (("evaluate", "--measure", MEASURE, "--set", "rho=nan"), "parameter 'rho' expects a finite float, got 'nan'"),
+    (("evaluate", "--measure", MEASURE, "--set", "rho=inf"), "parameter 'rho' expects a finite number > 0, got 'inf'"),
+    (("evaluate", "--measure", MEASURE, "--set", "rho=nan"), "parameter 'rho' expects a finite number > 0, got 'nan'"),
+    (("evaluate", "--measure", MEASURE, "--set", "rho=-1"), "parameter 'rho' expects a finite number > 0, got '-1'"),
+    (("evaluate", "--measure", MEASURE, "--set", "steps=0"), "parameter 'steps' expects an integer >= 1, got '0'"),
+    (("evaluate", "--measure", MEASURE, "--set", "scaling=layerwise"),
+     "parameter 'scaling' expects one of ['elementwise', 'filterwise'], got 'layerwise'"),
+    (("evaluate", "--measure", MEASURE, "--sweep", "rho=0.1,-0.1"), "expects a finite number > 0, got '-0.1'"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho=vit-imagenet"), "no grid 'vit-imagenet'"),
-    (("evaluate", "--measure", MEASURE, "--sweep", "rho=0.1,big"), "expects float"),
+    (("evaluate", "--measure", MEASURE, "--sweep", "rho=0.1,big"), "expects a number, got 'big'"),
     (("evaluate", "--measure", MEASURE, "--sweep", "rho"), "expected PARAM=V1,V2"),
     (("list", "measures", "--include-path", "/no/such/folder"), "no such folder"),
 ])
@@ -258,6 +263,12 @@ def test_user_mistakes_get_one_clear_message_and_status_2(capsys, args, message)
     code, out, err = run_cli(capsys, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+def test_a_parameter_outside_its_bounds_is_refused_before_anything_is_built_or_stored(capsys, sharpbench_home):
+    code, _, err = run_cli(capsys, "evaluate", "--measure", MEASURE, "--set", "steps=0")
+    assert code == 2 and "parameter 'steps' expects an integer >= 1, got '0'" in err
+    assert not (sharpbench_home / "collections").exists() and not (sharpbench_home / "results.sqlite").exists()
 
 
 def test_the_console_script_is_installed():

@@ -157,7 +157,7 @@ def test_an_unknown_parameter_or_a_fixed_one_is_refused():
         sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, radius=0.1)
     with pytest.raises(SharpbenchError, match="fixed by the card"):
         sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, norm="l2")
-    with pytest.raises(SharpbenchError, match="expects int"):
+    with pytest.raises(SharpbenchError, match="expects an integer"):
         sharpbench.compute_measure("sharpness-worst-linf-adaptive", model, batches, steps="many")
 
 

@@ -27,7 +27,7 @@ def test_values_from_text_a_grid_family_or_a_sequence_are_typed_by_the_card(spec
     ("rho", "expected PARAM=V1,V2"),
     ("=0.1", "expected PARAM=V1,V2"),
     ("rho=vit-imagenet", "no grid 'vit-imagenet'"),
-    ("rho=0.1,big", "expects float"),
+    ("rho=0.1,big", "expects a number"),
     ("radius=0.1", "no parameter 'radius'"),
 ])
 def test_a_malformed_sweep_names_what_is_wrong(spec, text, message):

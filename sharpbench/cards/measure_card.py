@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 
 from sharpbench.cards.include import load_card
-from sharpbench.cards.schema import Param, check_type, one_of, positive, validate
+from sharpbench.cards.schema import (Param, check_type, check_value, is_type, one_of, positive, type_name,
+                                     validate)
 from sharpbench.errors import CardError, SharpbenchError
 from sharpbench.measure import MeasureContext
 from sharpbench.version import kernels_sha256
@@ -28,23 +29,54 @@ _PARAM_TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "str"
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One declared parameter of a measure: its type, default and meaning."""
+    """One declared parameter of a measure: its type, default, meaning and the values it allows (`choices`,
+    bounds, and for a float finiteness, unless the card says `finite: false`)."""
 
     name: str
     type: type
     default: Any
     help: str = ""
+    choices: tuple[Any, ...] = ()
+    bounds: tuple[tuple[str, float], ...] = ()   # (operator, limit): ('>=', 0.0), ('<', 1.0), ...
+    finite: bool = True
+
+    def allows(self, value: Any) -> bool:
+        """Whether a value of the right type is one this parameter accepts."""
+        if self.choices and value not in self.choices:
+            return False
+        if self.type is float and self.finite and not math.isfinite(value):
+            return False
+        return all(_COMPARE[operator](value, limit) for operator, limit in self.bounds)
+
+    def expects(self) -> str:
+        """What a value must be, as messages say it: 'a finite number > 0', 'one of ['a', 'b']'."""
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        kind = "a finite number" if self.type is float and self.finite else type_name(self.type)
+        limits = " and ".join(f"{operator} {limit:g}" for operator, limit in self.bounds)
+        return f"{kind} {limits}" if limits else kind
 
     def parse(self, raw: Any, origin: str) -> Any:
-        """Convert a value (a YAML value, or a string from --set) to this parameter's type."""
+        """Convert a value (a YAML value, or a string from --set) to this parameter's type and check that it is
+        allowed; a refused value is an error naming what the card allows."""
+        given = raw
         if isinstance(raw, str) and self.type is not str:
             raw = _parse_scalar(raw, self.type, f"{origin}: parameter '{self.name}'")
         try:
-            return check_type(raw, Path(origin), self.name, self.type)
+            value = check_type(raw, Path(origin), self.name, self.type)
         except CardError:
-            raise SharpbenchError(
-                f"{origin}: parameter '{self.name}' expects {self.type.__name__}, got {raw!r}"
-            ) from None
+            value = None
+        if value is None or not self.allows(value):
+            raise SharpbenchError(f"{origin}: parameter '{self.name}' expects {self.expects()}, got {given!r}; its "
+                                  f"default is {self.default!r}")
+        return value
+
+
+_COMPARE: dict[str, Callable[[Any, float], bool]] = {
+    ">=": lambda value, limit: value >= limit, ">": lambda value, limit: value > limit,
+    "<=": lambda value, limit: value <= limit, "<": lambda value, limit: value < limit}
+# A card's bound fields and the comparison each one makes.
+_BOUND_FIELDS = {"min": ">=", "exclusive_min": ">", "max": "<=", "exclusive_max": "<"}
 
 
 def _parse_scalar(text: str, kind: type, where: str) -> Any:
@@ -56,12 +88,9 @@ def _parse_scalar(text: str, kind: type, where: str) -> Any:
             return False
         raise SharpbenchError(f"{where} expects true or false, got {text!r}")
     try:
-        value = kind(text)
+        return kind(text)
     except ValueError:
-        raise SharpbenchError(f"{where} expects {kind.__name__}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise SharpbenchError(f"{where} expects a finite float, got {text!r}; give a number such as 0.05")
-    return value
+        raise SharpbenchError(f"{where} expects {type_name(kind)}, got {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -272,15 +301,28 @@ def load_measure_spec(path: Path) -> MeasureSpec:
 
 
 def _param_spec(name: str, raw: Any, path: Path) -> ParamSpec:
-    """One entry of a card's params: {type, default, help}; the default is checked against the declared type."""
+    """One entry of a card's params: {type, default, help, choices, min, max, exclusive_min, exclusive_max,
+    finite}; the default is checked against the declared type and the allowed values."""
     where = f"params.{name}"
     check_type(raw, path, where, dict)
     declared = raw.get("type")
-    # the schema of `default` follows `type`, which is checked first (validate keeps the schema's order)
+    # the schema of the other fields follows `type`, which is checked first (validate keeps the schema's order)
     kind = _PARAM_TYPES.get(declared, object) if isinstance(declared, str) else object
-    values = validate(raw, path, where + ".", {"type": Param(str, check=one_of(*_PARAM_TYPES)), "default": Param(kind),
-                                               "help": Param(str, default="")})
-    return ParamSpec(name, kind, values["default"], values["help"])
+    numeric = kind in (int, float)
+    schema = {"type": Param(str, check=one_of(*_PARAM_TYPES)), "default": Param(kind), "help": Param(str, default=""),
+              "choices": Param(list, default=[], check=lambda items: bool(items) and all(is_type(item, kind) for item in items),
+                  expected=f"a non-empty list of values of the parameter's type ({declared})"),
+              "finite": Param(bool, default=True, note="false lets a float parameter take inf, e.g. a norm's p")}
+    for bound in _BOUND_FIELDS:
+        schema[bound] = Param(float, default=None, check=lambda limit: numeric and math.isfinite(limit),
+                              expected=f"a finite number (bounds are for int and float parameters, not {declared})")
+    values = validate(raw, path, where + ".", schema)
+    spec = ParamSpec(name, kind, values["default"], values["help"], tuple(values["choices"]),
+                     tuple((op, values[bound]) for bound, op in _BOUND_FIELDS.items() if values[bound] is not None),
+                     values["finite"])
+    if not spec.allows(spec.default):
+        raise CardError(path, f"{where}.default", spec.expects(), spec.default)
+    return spec
 
 
 def _read_grids(raw: dict[str, Any], path: Path, params: dict[str, ParamSpec]) -> dict[str, dict[str, list[Any]]]:
@@ -296,6 +338,8 @@ def _read_grids(raw: dict[str, Any], path: Path, params: dict[str, ParamSpec]) -
             check_type(values, path, where, list)
             if not values:
                 raise CardError(path, where, "a non-empty list of values", values)
-            kind = params[param_name].type
-            grids[param_name][family] = [check_type(value, path, where, kind) for value in values]
+            spec = params[param_name]
+            grids[param_name][family] = [check_value(value, path, where, Param(spec.type, check=spec.allows,
+                                                                                  expected=spec.expects()))
+                                         for value in values]
     return grids

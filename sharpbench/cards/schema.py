@@ -79,7 +79,7 @@ def length(size: int, of: type = object, each: Constraint | None = None) -> Cons
         items = each.template.format(items) if "{}" in each.template else f"{items}, each {each.template}"
 
     def test(value: Any) -> bool:
-        return len(value) == size and all(_is_type(v, of) and (each is None or each(v)) for v in value)
+        return len(value) == size and all(is_type(v, of) and (each is None or each(v)) for v in value)
     return Constraint(f"{{}} of {size} {items}", test)
 
 
@@ -105,7 +105,7 @@ class Param:
         return f"{text} ({self.note})" if self.note else text
 
 
-def _is_type(value: Any, kind: type) -> bool:
+def is_type(value: Any, kind: type) -> bool:
     """isinstance, except that a bool is never a number and an int is accepted as a float."""
     if kind in (int, float) and isinstance(value, bool):
         return False
@@ -123,7 +123,7 @@ def _refuse_number_as_text(value: Any, path: Any, name: str, kind: type) -> None
 def check_type(value: Any, path: Any, name: str, kind: type) -> Any:
     """Check one value's type (an int is accepted as a float and returned as one, a bool is never a number)."""
     _refuse_number_as_text(value, path, name, kind)
-    if not _is_type(value, kind):
+    if not is_type(value, kind):
         raise CardError(path, name, type_name(kind), value)
     return float(value) if kind is float else value
 
@@ -131,7 +131,7 @@ def check_type(value: Any, path: Any, name: str, kind: type) -> Any:
 def check_value(value: Any, path: Any, name: str, param: Param) -> Any:
     """One field's value checked against its Param: type, then constraint; an error says what the Param expects."""
     _refuse_number_as_text(value, path, name, param.kind)
-    if not _is_type(value, param.kind) or (param.check is not None and not param.check(value)):
+    if not is_type(value, param.kind) or (param.check is not None and not param.check(value)):
         raise CardError(path, name, param.describe(), value)
     return float(value) if param.kind is float else value
 
