@@ -44,6 +44,36 @@ def a_bool(model, context):
 def exits(model, context):
     raise SystemExit(0)
 
+def scales_batches(model, context):
+    for inputs, _ in context.batches:
+        inputs.mul_(1000.0)
+    return 1.0
+
+def drops_a_batch(model, context):
+    context.batches.pop()
+    return 1.0
+
+def huge(model, context):
+    return 10**400
+
+def numpy_bool(model, context):
+    import numpy
+    return numpy.bool_(True)
+
+def numpy_float(model, context):
+    import numpy
+    return numpy.float32(0.25)
+
+def complex_value(model, context):
+    return 1 + 2j
+
+def two_elements(model, context):
+    return torch.ones(2)
+
+def flips_to_train(model, context):
+    model.train()
+    return 1.0
+
 def batchnorm_training(model, context):
     model.train()
     with torch.no_grad():
@@ -66,6 +96,13 @@ def _short_many(models, context):
 
 @computes_many(_short_many)
 def short(model, context):
+    return 1.0
+
+def _exits_many(models, context):
+    raise SystemExit(3)
+
+@computes_many(_exits_many)
+def exits_together(model, context):
     return 1.0
 
 class FirstLogit:
@@ -105,6 +142,9 @@ def user_registry(tmp_path: Path) -> Path:
     user_card(tmp_path, "a-string", "a_string")
     user_card(tmp_path, "a-bool", "a_bool")
     user_card(tmp_path, "exits", "exits")
+    for name in ("scales_batches", "drops_a_batch", "huge", "numpy_bool", "numpy_float", "complex_value",
+                 "two_elements", "flips_to_train", "exits_together"):
+        user_card(tmp_path, name.replace("_", "-"), name)
     user_card(tmp_path, "first-logit", "FirstLogit", "params: {scale: {type: float, default: 2.0}}")
     user_card(tmp_path, "sums", "sums")
     user_card(tmp_path, "short", "short")
@@ -170,9 +210,15 @@ def test_an_unknown_measure_name_suggests_the_close_ones():
     ("mutating", "'mutating' changed the weights.*0.weight"),
     ("batchnorm-training", "changed the weights.*running_mean"),
     ("not-a-number", "'not-a-number' returned nan"),
-    ("a-string", "'a-string' returned str for the model; it must return a float"),
-    ("a-bool", "'a-bool' returned bool for the model"),
+    ("a-string", "'a-string' returned str \\('0.5'\\) for the model; it must return a real number"),
+    ("a-bool", "'a-bool' returned bool \\(True\\) for the model"),
+    ("numpy-bool", "'numpy-bool' returned bool \\(np.True_\\) for the model"),
+    ("complex-value", "returned complex"),
+    ("two-elements", "returned Tensor"),
+    ("huge", "'huge' returned a int beyond the range of a float \\(401 digits\\)"),
     ("exits", "'exits' failed on the model: SystemExit"),
+    ("scales-batches", "'scales-batches' changed the sharpness batches in place \\(batch 0's inputs\\)"),
+    ("drops-a-batch", "changed the sharpness batches in place \\(the list of batches \\(2 batches before, 1 after"),
 ])
 def test_a_misbehaving_measure_is_caught_and_named(user_registry, name, message):
     model, batches = mlp_and_batches()
@@ -227,6 +273,37 @@ def test_a_card_pointing_at_a_missing_implementation_says_so(tmp_path):
     (tmp_path / "measures" / "user_measures.py").write_text("x = 1\n", encoding="utf-8")
     with pytest.raises(CardError, match="field 'function'.*attribute 'ghost'"):
         load_measure_spec(path).resolve()
+
+
+def test_a_numpy_float_is_a_real_number(user_registry):
+    model, batches = mlp_and_batches()
+    assert sharpbench.compute_measure("numpy-float", model, batches, include_paths=[user_registry]) == 0.25
+
+
+def test_a_failure_in_a_many_model_call_names_the_first_model_and_how_many_more(user_registry):
+    registry = Registry.discover([user_registry])
+    models = [mlp_and_batches()[0] for _ in range(3)]
+    _, batches = mlp_and_batches()
+    context = sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"),
+                                        generator=torch.Generator(), num_classes=3)
+    spec = registry.measure("exits-together")
+    with pytest.raises(MeasureError, match="failed on model 'a' and 2 more: SystemExit"):
+        run_guarded_many(spec, models, context, {}, ["model 'a'", "model 'b'", "model 'c'"])
+
+
+def test_compute_measure_restores_each_modules_train_or_eval_mode(user_registry):
+    model, batches = mlp_and_batches()
+    model.train()
+    model[1].eval()                     # a mixed state, as in fine-tuning with frozen BatchNorm statistics
+    before = [module.training for module in model.modules()]
+    sharpbench.compute_measure("param-norm", model, batches)
+    assert [module.training for module in model.modules()] == before
+    with pytest.raises(MeasureError):
+        sharpbench.compute_measure("exits", model, batches, include_paths=[user_registry])
+    assert [module.training for module in model.modules()] == before
+    model.eval()
+    sharpbench.compute_measure("flips-to-train", model, batches, include_paths=[user_registry])
+    assert not any(module.training for module in model.modules())
 
 
 def test_the_guard_checks_every_model_of_a_many_model_call(user_registry):

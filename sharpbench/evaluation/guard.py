@@ -1,9 +1,11 @@
 """The integrity guard: a measure runs in eval mode, must return one finite number per model, and must leave
-every weight bit for bit as it found it; any breach is a MeasureError naming the measure, the model and the fix."""
+every weight and the sharpness batches bit for bit as it found them; any breach is a MeasureError naming the
+measure, the model and the fix."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import torch
@@ -18,18 +20,39 @@ def _state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
+def _same_bits(after: torch.Tensor, before: torch.Tensor) -> bool:
+    """Whether two tensors are bit for bit equal (NaN-safe, -0.0 differs from 0.0)."""
+    after = after.detach()
+    return (after.shape == before.shape and after.dtype == before.dtype and
+            torch.equal(after.contiguous().reshape(-1).view(torch.uint8), before.reshape(-1).view(torch.uint8)))
+
+
 def _first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first tensor whose bits differ from the snapshot (NaN-safe), or None."""
+    """The name of the first tensor whose bits differ from the snapshot, or None."""
     current = model.state_dict()
     if current.keys() != snapshot.keys():
         return f"the set of tensors ({sorted(set(current) ^ set(snapshot))})"
-    for name, before in snapshot.items():
-        after = current[name].detach()
-        if after.shape != before.shape or after.dtype != before.dtype:
-            return name
-        if not torch.equal(after.contiguous().reshape(-1).view(torch.uint8), before.reshape(-1).view(torch.uint8)):
-            return name
+    return next((name for name, before in snapshot.items() if not _same_bits(current[name], before)), None)
+
+
+def _batches_snapshot(batches: Sequence[Batch]) -> list[Batch]:
+    return [(inputs.detach().clone(), labels.detach().clone()) for inputs, labels in batches]
+
+
+def _first_changed_batch(batches: Sequence[Batch], snapshot: list[Batch]) -> str | None:
+    """Which sharpness batch a measure altered ('batch 3's inputs'), or None when all are as they were."""
+    if len(batches) != len(snapshot):
+        return f"the list of batches ({len(snapshot)} batches before, {len(batches)} after)"
+    for index, (batch, before) in enumerate(zip(batches, snapshot)):
+        for part, after, old in (("inputs", batch[0], before[0]), ("labels", batch[1], before[1])):
+            if not _same_bits(after, old):
+                return f"batch {index}'s {part}"
     return None
+
+
+def describe_models(model_ids: Sequence[str]) -> str:
+    """The first model and how many more: 'model '000' and 19 more'."""
+    return model_ids[0] + (f" and {len(model_ids) - 1} more" if len(model_ids) > 1 else "")
 
 
 def run_guarded(spec: MeasureSpec, model: nn.Module, context: MeasureContext, params: dict[str, Any],
@@ -45,7 +68,8 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
     for model in models:
         model.eval()
         snapshots.append(_state_snapshot(model))
-    names = ", ".join(model_ids)
+    batches = _batches_snapshot(context.batches)
+    names = describe_models(model_ids)
     try:
         raw = spec.call_many(models, context, params) if many else [spec.call(models[0], context, params)]
     except MeasureError:
@@ -53,6 +77,12 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
     except (Exception, SystemExit) as error:      # sys.exit() in a measure must not end the run without a report
         raise MeasureError(f"measure '{spec.name}' failed on {names}: {type(error).__name__}: {error} "
                            f"(implementation {spec.function}, card {spec.path})") from error
+    altered = _first_changed_batch(context.batches, batches)
+    if altered is not None:
+        raise MeasureError(
+            f"measure '{spec.name}' changed the sharpness batches in place ({altered}) on {names}; every model "
+            f"must see the same data, so a measure must only read them: compute on a copy (x = x * 2, not "
+            f"x.mul_(2)). Fix {spec.function}; no value was stored for {names}.")
     for model, snapshot, model_id in zip(models, snapshots, model_ids):
         changed = _first_changed(model, snapshot)
         if changed is not None:
@@ -68,14 +98,19 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
 
 
 def _finite(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
-    """The measure's value as a float: a real number or a one-element tensor, never a str or a bool."""
+    """The measure's value as a float: a real number (Python's, numpy's) or a one-element real tensor, never a
+    str, a bool (numpy's or torch's included) or a complex number."""
+    real_tensor = (isinstance(raw, torch.Tensor) and raw.numel() == 1 and not raw.dtype.is_complex
+                   and raw.dtype != torch.bool)
+    if not (real_tensor or (isinstance(raw, numbers.Real) and not isinstance(raw, bool))):
+        raise MeasureError(f"measure '{spec.name}' returned {type(raw).__name__} ({raw!r:.60}) for {model_id}; it "
+                           f"must return a real number (a float, or a one-element tensor). Fix {spec.function}.")
     try:
-        if isinstance(raw, (str, bytes, bool)) or (isinstance(raw, torch.Tensor) and raw.dtype == torch.bool):
-            raise TypeError(type(raw).__name__)
         value = float(raw)
-    except (TypeError, ValueError):
-        raise MeasureError(f"measure '{spec.name}' returned {type(raw).__name__} for {model_id}; it must return "
-                           f"a float (or a one-element tensor). Fix {spec.function}.") from None
+    except OverflowError:       # an int beyond the float range, e.g. 10**400
+        raise MeasureError(f"measure '{spec.name}' returned a {type(raw).__name__} beyond the range of a float "
+                           f"({len(str(abs(int(raw))))} digits) for {model_id} with parameters {params}; no value was "
+                           f"stored. Fix {spec.function}.") from None
     if not math.isfinite(value):
         raise MeasureError(f"measure '{spec.name}' returned {value} for {model_id} with parameters {params}; "
                            f"no value was stored. Check the parameters (is rho too large?) or {spec.function}.")
