@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 HintAction = Literal["build", "rebuild", "import", "list", "include_path", "publish", "leaderboard_dir", "resume",
-                     "data_dir"]
+                     "data_dir", "home", "device"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class Hint:
     include_path: load cards from a folder of one's own; publish: publish a result (of `measure`, when known) from
     an evaluation (leaderboard files are written, not edited); leaderboard_dir: point at another leaderboard
     folder; resume: run the interrupted evaluation again, which reuses the stored values; data_dir: name a folder of
-    datasets (or local weights).
+    datasets (or local weights); home: point SHARPBENCH_HOME at a writable folder; device: choose a device this
+    machine has.
     """
 
     action: HintAction
@@ -52,6 +53,8 @@ class Hint:
             "leaderboard_dir": "Or point at another leaderboard folder.",
             "resume": "Evaluating again resumes from them.",
             "data_dir": "Name a data folder that holds it (DataPaths, or $SHARPBENCH_DATA).",
+            "home": "Set $SHARPBENCH_HOME to a writable folder.",
+            "device": "Choose a device this machine has: cpu, cuda or cuda:N where torch.cuda.is_available().",
         }[self.action]
 
 

@@ -64,6 +64,30 @@ def test_fashion_mnist_from_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert all(tuple(r.flatten().tolist()) in rows for r in small[0])     # a subset of the training split
 
 
+@pytest.mark.parametrize("damage,reason", [
+    (lambda raw: raw[: len(raw) // 2], "EOFError: Compressed file ended before the end-of-stream marker"),
+    (lambda raw: b"not gzip at all" + raw, "BadGzipFile: Not a gzipped file"),
+    (lambda raw: raw[:10] + bytes(len(raw) - 10), "error: Error -3 while decompressing data"),
+])
+def test_a_damaged_gz_file_under_the_data_dir_is_one_message_naming_it(tmp_path: Path, capsys, no_system_copy: None,
+                                                                       damage, reason):
+    from sharpbench.cli.main import main
+
+    _fake_fashion(tmp_path / "data" / "fashion-mnist")
+    broken = tmp_path / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    broken.write_bytes(damage(broken.read_bytes()))
+    (tmp_path / "cards" / "collections").mkdir(parents=True)
+    card = (REPO / "registry" / "collections" / "fashion-mnist-cnn.yaml").read_text()
+    (tmp_path / "cards" / "collections" / "tiny-fashion.yaml").write_text(
+        card.replace("name: fashion-mnist-cnn", "name: tiny-fashion").replace("train_size: 1000", "train_size: 30"))
+    code = main(["collection", "build", "tiny-fashion", "--include-path", str(tmp_path / "cards"), "--no-progress",
+                 "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"{broken} cannot be read as an IDX file (gzip) (" in err and reason in err
+    assert "replace it with a good copy" in err and "--data-dir DIR" in err
+
+
 def test_fashion_mnist_from_system_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     arrays = _fake_fashion(tmp_path / "usr-share", seed=3)
     monkeypatch.setattr(fashion, "SYSTEM_DIRS", (str(tmp_path / "usr-share"),))

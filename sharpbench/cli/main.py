@@ -30,6 +30,9 @@ HINT_COMMANDS: dict[HintAction, str] = {
     "leaderboard_dir": "Or pass --leaderboard-dir DIR.",
     "resume": "Run the same command again: it resumes from them.",
     "data_dir": "Pass --data-dir DIR (or set $SHARPBENCH_DATA=DIR).",
+    "home": "Set SHARPBENCH_HOME=DIR to a writable folder (copy or `sharpbench collection pull` the collections "
+            "there).",
+    "device": "Pass --device cpu, or --device cuda on a machine with a GPU.",
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.data.locate import DataNotFoundError, DataPaths
+from sharpbench.data.locate import DataNotFoundError, DataPaths, reading
 
 NAME = "cifar10"
 HUB_ID = "uoft-cs/cifar10"
@@ -27,7 +27,11 @@ _TEST = ("test_batch.bin",)
 
 
 def _read_batches(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    raw = np.concatenate([np.frombuffer(p.read_bytes(), dtype=np.uint8) for p in paths])
+    parts = []
+    for path in paths:
+        with reading(path, "a CIFAR-10 binary batch"):
+            parts.append(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+    raw = np.concatenate(parts)
     if raw.size % 3073:
         raise SharpbenchError(f"{paths[0].parent} holds CIFAR-10 binary files of a wrong size (records are 3073 bytes)")
     records = raw.reshape(-1, 3073)
@@ -81,7 +85,8 @@ def cifar10_c(x: torch.Tensor, params: dict[str, Any], image_shape: tuple[int, .
     folder = paths.find_dir(CORRUPTIONS_NAME, [file])
     if folder is None:
         raise DataNotFoundError(paths.not_found_message(CORRUPTIONS_NAME, [file]) + f"\n  (CIFAR-10-C: {CORRUPTIONS_URL})")
-    array = np.load(folder / file, mmap_mode="r", allow_pickle=False)
+    with reading(folder / file, "a CIFAR-10-C array (.npy)"):
+        array = np.load(folder / file, mmap_mode="r", allow_pickle=False)
     per_severity = array.shape[0] // 5
     if x.shape[0] > per_severity:
         raise SharpbenchError(f"{folder / file} has {per_severity} images per severity, fewer than the {x.shape[0]} "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sharpbench.errors import SharpbenchError
-from sharpbench.data.locate import DataNotFoundError, DataPaths
+from sharpbench.data.locate import DataNotFoundError, DataPaths, reading
 
 NAME = "fashion-mnist"
 SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -27,7 +27,8 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX array (the MNIST file format: magic, dims as big-endian int32, then uint8 data)."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    with reading(path, "an IDX file" + (" (gzip)" if path.suffix == ".gz" else "")):
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise SharpbenchError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]

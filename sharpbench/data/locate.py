@@ -11,10 +11,12 @@ three to provide.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from sharpbench.errors import Hint, SharpbenchError
 
@@ -26,6 +28,24 @@ class DataNotFoundError(SharpbenchError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, hints=[Hint("data_dir")])
+
+
+class DataFileError(SharpbenchError):
+    """A dataset file was found but cannot be read: unreadable, damaged or truncated."""
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn the errors of reading a dataset file (permissions, a damaged or truncated gzip, bad text or JSON) into
+    one DataFileError naming the file and the fix."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError, KeyError) as error:
+        text = str(error).splitlines()[0] if str(error) else "no detail"
+        reason = getattr(error, "strerror", None) or text
+        raise DataFileError(f"{path} cannot be read as {what} ({type(error).__name__}: {reason}); it is damaged, "
+                            f"truncated or not readable: replace it with a good copy, or move it aside so that "
+                            f"another data folder is searched.", hints=[Hint("data_dir")]) from None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from sharpbench.errors import SharpbenchError
 from sharpbench.cards.schema import Param, at_least, non_negative, one_of, permutation_of, positive
-from sharpbench.data.locate import DataNotFoundError, DataPaths
+from sharpbench.data.locate import DataNotFoundError, DataPaths, reading
 from sharpbench.data.sets import TRAIN_EVAL_SIZE, DatasetSplits, EvalSet
 
 NAME = "multinli_1.0"
@@ -94,7 +94,7 @@ def _hub_error(error: Exception) -> str:
 def _read_jsonl(path: Path) -> Pairs:
     """The pairs of an official MultiNLI jsonl file; rows without a gold label ("-") are dropped."""
     premises, hypotheses, labels = [], [], []
-    with path.open(encoding="utf-8") as lines:
+    with reading(path, "MultiNLI jsonl (UTF-8, one JSON object per line)"), path.open(encoding="utf-8") as lines:
         for line in lines:
             if not line.strip():
                 continue
@@ -132,7 +132,8 @@ def _hans_pairs(heuristic: str, hub_id: str, paths: DataPaths) -> Pairs:
     official TSV in a local folder, else the hub."""
     folder = paths.find_dir(HANS_NAME, [HANS_FILE])
     if folder is not None:
-        with (folder / HANS_FILE).open(encoding="utf-8", newline="") as file:
+        with reading(folder / HANS_FILE, "the HANS TSV (UTF-8)"), \
+                (folder / HANS_FILE).open(encoding="utf-8", newline="") as file:
             rows = [(r["sentence1"], r["sentence2"], HANS_CLASSES.index(r["gold_label"]), r["heuristic"])
                     for r in csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE)]
     else:

@@ -152,6 +152,7 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
     evaluation.cached = len(collection.models) - len(missing)
     if not missing:
         return evaluation
+    store.require_writable(len(missing))
 
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
     many = group_models and spec.computes_many

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sharpbench.errors import Hint, SharpbenchError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     measure_key TEXT NOT NULL,
@@ -48,16 +50,48 @@ class StoredValue:
     seconds: float
 
 
+class StoreError(SharpbenchError):
+    """The results store cannot be opened, read or written: names the file and the fix."""
+
+
 class ResultStore:
-    """A thin layer over one SQLite file; safe to open from several processes (SQLite locks it)."""
+    """A thin layer over one SQLite file; safe to open from several processes (SQLite locks it).
+
+    A store in a folder that cannot be written (a read-only home) is opened read-only: it serves the values it
+    holds, and `writable` is False so that a run with values left to compute stops before computing them."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._connection = sqlite3.connect(path, timeout=60)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(_SCHEMA)
-        self._connection.commit()
+        self.path, self.writable = path, True
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(path, timeout=60)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute(_SCHEMA)
+            self._connection.commit()
+        except sqlite3.DatabaseError as error:
+            if "readonly" not in str(error) and "unable to open" not in str(error):
+                raise StoreError(f"results store {path} is not a readable SQLite database ({error}); it only caches "
+                                 f"values: move it aside and evaluate again to recompute them.") from None
+            self._open_read_only(error)
+        except OSError as error:
+            self._open_read_only(error)
+
+    def _open_read_only(self, cause: Exception) -> None:
+        """Open an existing store that cannot be written, for reading only (immutable: nothing else writes it)."""
+        if not self.path.is_file():
+            raise StoreError(f"results store {self.path} cannot be created ({cause}).", hints=[Hint("home")]) from None
+        self.writable = False
+        self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+        try:
+            self._connection.execute("SELECT count(*) FROM results").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"results store {self.path} cannot be read ({error}).", hints=[Hint("home")]) from None
+
+    def require_writable(self, missing: int) -> None:
+        """Refuse, before any compute, a run whose `missing` values could not be stored."""
+        if missing and not self.writable:
+            raise StoreError(f"results store {self.path} is read-only: the {missing} values this run would compute "
+                             f"could not be stored (the values it holds are served).", hints=[Hint("home")])
 
     def get_many(self, key: str) -> dict[str, StoredValue]:
         """Every stored value of one measure key, by checkpoint sha256."""
