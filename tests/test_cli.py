@@ -479,3 +479,59 @@ def test_a_damaged_manifest_is_named_before_any_build(capsys, tmp_path: Path, ti
     assert code == 2 and "Traceback" not in err
     assert "is not valid JSON" in err and "sharpbench collection build tiny-digits --force" in err
     assert "not built yet" not in err                                       # it was never "building it now"
+
+
+def _without_privileges() -> list[str]:
+    """A command prefix under which file permissions hold: none for a normal user; for root, setpriv dropping every
+    capability (root otherwise writes through a read-only folder)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made to bind")
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+def test_a_read_only_home_serves_stored_values_and_refuses_to_compute_before_computing(
+        capsys, tiny_collection_card, sharpbench_home):
+    assert evaluate(capsys, tiny_collection_card, "--set", "rho=0.01")[0] == 0
+    for path in [sharpbench_home, *sharpbench_home.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        command = [*_without_privileges(), sys.executable, "-m", "sharpbench.cli.main", "evaluate", "--measure",
+                   MEASURE, "--collection", "tiny-digits", "--include-path", str(tiny_collection_card),
+                   "--no-progress"]
+        served = subprocess.run(command + ["--set", "rho=0.01"], capture_output=True, text=True, timeout=300)
+        assert served.returncode == 0, served.stderr
+        assert "nothing computed: all" in served.stdout
+        refused = subprocess.run(command + ["--set", "rho=0.02"], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert f"results store {sharpbench_home / 'results.sqlite'} is read-only: the " in refused.stderr
+        assert "Set SHARPBENCH_HOME=DIR to a writable folder" in refused.stderr
+    finally:
+        for path in [sharpbench_home, *sharpbench_home.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+@pytest.mark.parametrize("option,message", [
+    (("--device", "gpu"), "device 'gpu' is not a torch device name (such as cpu, cuda or cuda:1); this machine has"),
+    (("--device", "cuda:7"), "device 'cuda:7' is not available: this machine has cpu"),
+    (("--json", "{folder}"), "--json {folder} is a folder; give a file path, e.g. {folder}/report.json"),
+    (("--json", "{file}/report.json"), "--json {file}/report.json: {file} is a file, not a folder"),
+    (("--publish", "--leaderboard-dir", "{file}"), "--leaderboard-dir {file} is a file, not a folder"),
+])
+def test_an_unusable_device_or_output_is_refused_before_anything_is_computed(capsys, tmp_path, sharpbench_home,
+                                                                              tiny_collection_card, option, message):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    names = {"folder": tmp_path / "a-folder", "file": tmp_path / "a-file"}
+    code, _, err = evaluate(capsys, tiny_collection_card, *(part.format(**names) for part in option))
+    assert code == 2 and "Traceback" not in err and message.format(**names) in err
+    assert not (sharpbench_home / "collections").exists() and not (sharpbench_home / "results.sqlite").exists()
+
+
+def test_collection_build_refuses_a_device_this_machine_lacks_before_training(capsys, tiny_collection_card,
+                                                                              sharpbench_home):
+    code, _, err = run_cli(capsys, "collection", "build", "tiny-digits", "--include-path", str(tiny_collection_card),
+                           "--device", "cuda:7")
+    assert code == 2 and "device 'cuda:7' is not available" in err and "Pass --device cpu" in err
+    assert not (sharpbench_home / "collections" / "tiny-digits").exists()

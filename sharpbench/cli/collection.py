@@ -7,6 +7,7 @@ import argparse
 from sharpbench.cards.discovery import Registry
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import open_collection
+from sharpbench.evaluation.run import resolve_device
 from sharpbench.paths import sharpbench_home
 
 
@@ -41,9 +42,10 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 
 def build(args: argparse.Namespace, registry: Registry) -> int:
     """Train (or fetch and score) the collection's models; resumes unless --force."""
+    device = resolve_device(args.device)
     collection = open_collection(registry.collection(args.name), sharpbench_home(), args.data_paths)
     build_collection(collection, progress=not args.no_progress, force=args.force, workers=args.workers,
-                     device=args.device)
+                     device=device)
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import torch
 from tabulate import tabulate
 
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli.format import interval, number
+from sharpbench.cli.outputs import output_file, output_folder
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.report import Report
-from sharpbench.evaluation.run import Evaluation, default_device, evaluate
+from sharpbench.evaluation.run import Evaluation, evaluate, resolve_device
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
 from sharpbench.leaderboard.results import publish
@@ -72,6 +72,10 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     params = spec.bind(parse_set(args.set))  # mistakes in --set or --sweep surface before any build
     sweep = Sweep.parse(spec, args.sweep) if args.sweep is not None else None
     spec.implementation()  # and so does a broken or misspelled function
+    device = resolve_device(args.device)  # and a device this machine lacks, and an output that cannot be written
+    json_path = output_file(args.json, "--json") if args.json else None
+    if args.publish:
+        output_folder(Path(args.leaderboard_dir), "--leaderboard-dir")
     collection = open_collection(registry.collection(args.collection), sharpbench_home(), args.data_paths)
     if collection.read_manifest() is None:    # a damaged manifest raises here, naming the fix, before any build
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
         build_collection(collection, progress=not args.no_progress)
     store_path = sharpbench_home() / "results.sqlite"
     store = ResultStore(store_path)
-    options: dict[str, Any] = {"device": torch.device(args.device) if args.device else default_device(), "n": args.n,
+    options: dict[str, Any] = {"device": device, "n": args.n,
                                "m": args.m, "seed": args.seed, "progress": not args.no_progress,
                                "group_models": not args.no_grouping, "recompute": args.recompute}
     evaluations = []
@@ -101,12 +105,11 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if sweep is not None:
         _print_sweep(sweep.parameter, evaluations)
     reports = [Report.of(evaluation) for evaluation in evaluations] if args.json or args.publish else []
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         document = reports[0].document() if sweep is None else sweep.document(reports)
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"report written to {path}")
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {json_path}")
     if args.publish:
         for report in reports:
             print(f"result published to {publish(report, Path(args.leaderboard_dir))}")

@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SharpbenchError as error:
         print(f"sharpbench: error: {render_error(error)}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:    # a file or folder that cannot be read or written, met after the checks up front
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"sharpbench: error: {where}{error.strerror or error} ({type(error).__name__}). Values already computed "
+              f"are kept in the results store; fix the path or its permissions and run the command again.",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130

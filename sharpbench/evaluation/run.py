@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sharpbench.collection.collection import Collection, ModelRecord
-from sharpbench.errors import Hint, Interrupted
+from sharpbench.errors import Hint, Interrupted, SharpbenchError
 from sharpbench.evaluation.guard import run_guarded_many
 from sharpbench.kernels.flat import architecture_key
 from sharpbench.cards.measure_card import MeasureSpec
@@ -28,6 +28,27 @@ from sharpbench.version import __version__
 def default_device() -> torch.device:
     """The first GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device a user named ('cpu', 'cuda', 'cuda:1', ...), or the default when None; a name torch does
+    not know, or a device this machine lacks, is an error saying which devices there are."""
+    if name is None:
+        return default_device()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    here = f"this machine has cpu{f' and cuda:0 to cuda:{gpus - 1}' if gpus else ' only (torch sees no GPU)'}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SharpbenchError(f"device '{name}' is not a torch device name (such as cpu, cuda or cuda:1); {here}.",
+                              hints=[Hint("device")]) from None
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise SharpbenchError(f"device '{name}' is not available: {here}.", hints=[Hint("device")])
+    if device.type not in ("cpu", "cuda"):
+        backend = getattr(torch, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise SharpbenchError(f"device '{name}' is not available: {here}.", hints=[Hint("device")])
+    return device
 
 
 def describe_device(device: torch.device) -> str:
