@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -13,8 +14,8 @@ import yaml
 from sharpbench.cards.discovery import Registry
 from sharpbench.cards.include import load_card, merge
 from sharpbench.cards.measure_card import load_measure_spec
-from sharpbench.cards.schema import (Param, at_least, in_range, length, non_negative, one_of, permutation_of,
-                                     positive, validate)
+from sharpbench.cards.schema import (NAME_PATTERN, Param, at_least, in_range, length, non_negative, one_of,
+                                     permutation_of, positive, validate)
 from sharpbench.collection.spec import load_collection_spec
 from sharpbench.errors import CardError, SharpbenchError
 from tiny_cards import tiny_mlp_card
@@ -107,6 +108,18 @@ def test_a_params_allowed_values_are_checked_against_its_default(tmp_path: Path,
     path = write(tmp_path, "bad.yaml", "name: bad\n" + MEASURE + f"params: {params}\n")
     with pytest.raises(CardError, match=f"field '{field}': expected .*{re.escape(message)}"):
         load_measure_spec(path)
+
+
+@pytest.mark.parametrize("name", ["My-Measure", "-leading-dash", "with space", "a+b", "ünïcode"])
+def test_a_measure_name_the_results_schema_refuses_is_a_card_error_when_the_card_loads(tmp_path: Path, name):
+    path = write(tmp_path, f"{name}.yaml", f"name: '{name}'\n" + MEASURE)
+    with pytest.raises(CardError, match="field 'name': expected lower-case letters, digits"):
+        load_measure_spec(path)
+
+
+def test_the_card_name_pattern_is_the_results_schemas():
+    schema = json.loads((REPO / "sharpbench" / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
+    assert schema["$defs"]["name"]["pattern"] == NAME_PATTERN.pattern
 
 
 def test_a_grid_value_outside_the_allowed_values_is_a_card_error(tmp_path: Path):

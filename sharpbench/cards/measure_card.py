@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from sharpbench.cards.include import load_card
-from sharpbench.cards.schema import (Param, check_type, check_value, is_type, one_of, positive, type_name,
+from sharpbench.cards.schema import (Param, card_name, check_type, check_value, is_type, one_of, positive, type_name,
                                      validate)
 from sharpbench.errors import CardError, SharpbenchError
 from sharpbench.measure import MeasureContext
@@ -253,7 +253,7 @@ def _package_origin(module: ModuleType, source: Path) -> str:
 
 
 _CARD_SCHEMA: dict[str, Param] = {
-    "name": Param(str),
+    "name": Param(str, check=card_name, note="it names the result files"),
     "description": Param(str),
     "function": Param(str, note="'module:attribute' or 'file.py:attribute'"),
     "params": Param(dict, default={}),
@@ -310,8 +310,9 @@ def _param_spec(name: str, raw: Any, path: Path) -> ParamSpec:
     kind = _PARAM_TYPES.get(declared, object) if isinstance(declared, str) else object
     numeric = kind in (int, float)
     schema = {"type": Param(str, check=one_of(*_PARAM_TYPES)), "default": Param(kind), "help": Param(str, default=""),
-              "choices": Param(list, default=[], check=lambda items: bool(items) and all(is_type(item, kind) for item in items),
-                  expected=f"a non-empty list of values of the parameter's type ({declared})"),
+              "choices": Param(list, default=[], check=lambda items: bool(items) and all(is_type(i, kind)
+                                                                                          for i in items),
+                               expected=f"a non-empty list of values of the parameter's type ({declared})"),
               "finite": Param(bool, default=True, note="false lets a float parameter take inf, e.g. a norm's p")}
     for bound in _BOUND_FIELDS:
         schema[bound] = Param(float, default=None, check=lambda limit: numeric and math.isfinite(limit),

@@ -8,6 +8,7 @@ architectures, recipes). A constraint is a small named object (`positive`, `in_r
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -40,6 +41,12 @@ class Constraint:
 
 
 positive = Constraint("{} > 0", lambda v: v > 0)
+
+# What a card's name may be: it names a folder, a result file and a variant, so it is the pattern of a name in the
+# results schema (sharpbench/schemas/result.schema.json, $defs/name; a test keeps the two equal).
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+card_name = Constraint("lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+                       lambda v: NAME_PATTERN.match(v) is not None)
 non_negative = Constraint("{} >= 0", lambda v: v >= 0)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sharpbench.cards.include import load_card
-from sharpbench.cards.schema import (Param, check_type, check_value, entries, field, in_range, one_of, positive,
-                                     reject_unknown, validate)
+from sharpbench.cards.schema import (NAME_PATTERN, Param, check_type, check_value, entries, field, in_range, one_of,
+                                     positive, reject_unknown, validate)
 from sharpbench.data.registry import DATASETS, SHIFTS
 from sharpbench.errors import CardError
 from sharpbench.losses import LossFn
@@ -26,7 +26,6 @@ _CARD_FIELDS = {"name", "description", "dataset", "ood_shifts", "architecture", 
 # Sections only a card that is trained has; an imported card (``imported: true``) describes checkpoints
 # trained elsewhere, and its models come from `sharpbench collection import`.
 _TRAINING_FIELDS = ("grid", "seeds", "training", "convergence")
-_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 
@@ -177,7 +176,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
     reject_unknown(card, path, _CARD_FIELDS)
 
     name = field(card, path, "name", str)
-    if not _NAME_PATTERN.match(name):
+    if not NAME_PATTERN.match(name):
         raise CardError(path, "name", "lower-case letters, digits, '.', '_' or '-' (it names a folder)", name)
     description = field(card, path, "description", str)
 
@@ -197,7 +196,7 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         if "name" not in entry:
             raise CardError(path, f"{where}.name", "a string (the field is required)")
         shift_name = check_type(entry["name"], path, f"{where}.name", str)
-        if not _NAME_PATTERN.match(shift_name):
+        if not NAME_PATTERN.match(shift_name):
             raise CardError(path, f"{where}.name", "lower-case letters, digits, '.', '_' or '-'", shift_name)
         if any(s.name == shift_name for s in shifts):
             raise CardError(path, f"{where}.name", "a name not used by another shift", shift_name)
@@ -310,7 +309,7 @@ def _checkpoint_specs(section: list[Any], path: Path, arch_schema: dict[str, Par
     checkpoints: list[CheckpointSpec] = []
     for where, entry in entries(section, path, "checkpoints", ("id", "hparams", "init")):
         model_id = check_type(entry.get("id"), path, f"{where}.id", str)
-        if not _NAME_PATTERN.match(model_id) or any(c.id == model_id for c in checkpoints):
+        if not NAME_PATTERN.match(model_id) or any(c.id == model_id for c in checkpoints):
             raise CardError(path, f"{where}.id", "a unique name of lower-case letters, digits, '.', '_' or '-'",
                             model_id)
         fetched: dict[str, dict[str, Any] | None] = {}
