@@ -21,6 +21,8 @@ def sharpbench_home() -> Path:
     """The home (see :func:`home_path`), created if missing, for commands that write there: built collections,
     imported cards and the results database. A home that is not a writable folder is a one-line error."""
     home = home_path()
+    if home.exists() and not home.is_dir():
+        raise _unwritable(home, "it is a file")
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as error:

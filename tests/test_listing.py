@@ -123,6 +123,12 @@ def test_the_include_path_variable_reaches_compute_measure_and_is_checked(capsys
     batches = [(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))]
     assert sharpbench.compute_measure("sum-env", model, batches, scale=2.0) == pytest.approx(2.0 * 5.0 + 1.0)
 
+    clash = cards_folder(tmp_path / "clash", "sum-env")     # the variable's folders are read before --include-path
+    assert main(["list", "measures", "--include-path", str(clash)]) == 2
+    assert capsys.readouterr().err == (f"sharpbench: error: {clash / 'measures' / 'sum-env.yaml'}: field 'name': "
+                                       f"expected a name not already used by {folder / 'measures' / 'sum-env.yaml'} "
+                                       f"(found 'sum-env')\n")
+
     monkeypatch.setenv("SHARPBENCH_INCLUDE_PATH", os.pathsep.join([str(folder), str(tmp_path / "missing")]))
     assert main(["list", "measures"]) == 2
     err = capsys.readouterr().err
@@ -140,7 +146,7 @@ def test_a_home_that_is_a_file_lists_and_refuses_to_write(capsys, tmp_path, monk
                     ["collection", "build", "tiny-digits"]):
         assert main([*command, "--include-path", str(tiny_collection_card), "--no-progress"]) == 2
         err = capsys.readouterr().err
-        assert err == (f"sharpbench: error: the sharpbench home {home} is not a writable folder (File exists); set "
+        assert err == (f"sharpbench: error: the sharpbench home {home} is not a writable folder (it is a file); set "
                        f"SHARPBENCH_HOME to a writable folder\n")
     assert home.read_text() == "not a folder"
 
