@@ -535,3 +535,11 @@ def test_collection_build_refuses_a_device_this_machine_lacks_before_training(ca
                            "--device", "cuda:7")
     assert code == 2 and "device 'cuda:7' is not available" in err and "Pass --device cpu" in err
     assert not (sharpbench_home / "collections" / "tiny-digits").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    reader = subprocess.Popen([sys.executable, "-m", "sharpbench.cli.main", "list", "measures"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()            # before anything is written, as `| head -0` does: the first write fails
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141 and err == ""

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from sharpbench.cards.include import load_card
+from sharpbench.cards.plugins import plugin_of_package
 from sharpbench.cards.schema import (Param, card_name, check_type, check_value, is_type, one_of, positive, type_name,
                                      validate)
 from sharpbench.errors import CardError, SharpbenchError
@@ -99,7 +100,8 @@ class Implementation:
     key and a published result's provenance)."""
 
     function: str
-    origin: str          # "in-tree module measures/x.py", "include path DIR" or "package module NAME"
+    origin: str          # "in-tree module measures/x.py", "include path DIR", "package module NAME" or
+                         # "plugin NAME (package module NAME)"
     source_sha256: str   # of the module file that holds the function, bytes as stored
     kernels_sha256: str  # of sharpbench's kernel modules (sharpbench.version.KERNEL_MODULES)
     card_version: int
@@ -244,12 +246,14 @@ def _source_file(module: ModuleType, card_path: Path, reference: str) -> Path:
 
 def _package_origin(module: ModuleType, source: Path) -> str:
     """'in-tree module measures/x.py' for the built-in measures (the package sharpbench_measures is the
-    checkout's measures/ folder), else 'package module NAME'."""
+    checkout's measures/ folder), 'plugin NAME (package module X)' for a module of an installed plugin's package
+    where its distribution's files say so, else 'package module X'."""
     package = module.__name__.partition(".")[0]
     if package == "sharpbench_measures":
         root = Path(sys.modules[package].__file__).parent
         return f"in-tree module measures/{source.relative_to(root).as_posix()}"
-    return f"package module {module.__name__}"
+    plugin = plugin_of_package(package)
+    return f"plugin {plugin} (package module {module.__name__})" if plugin else f"package module {module.__name__}"
 
 
 _CARD_SCHEMA: dict[str, Param] = {

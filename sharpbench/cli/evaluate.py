@@ -21,7 +21,7 @@ from sharpbench.evaluation.run import Evaluation, evaluate, resolve_device
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
 from sharpbench.leaderboard.results import publish
-from sharpbench.paths import sharpbench_home
+from sharpbench.paths import readable_home, sharpbench_home
 
 DEFAULT_COLLECTION = "digits-mlp"
 
@@ -76,18 +76,21 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     json_path = output_file(args.json, "--json") if args.json else None
     if args.publish:
         output_folder(Path(args.leaderboard_dir), "--leaderboard-dir")
-    collection = open_collection(registry.collection(args.collection), sharpbench_home(), args.data_paths)
+    home = readable_home()    # a read-only home still serves the values it holds; building needs a writable one
+    collection = open_collection(registry.collection(args.collection), home, args.data_paths)
     if collection.read_manifest() is None:    # a damaged manifest raises here, naming the fix, before any build
+        sharpbench_home()
         print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
               file=sys.stderr)
         build_collection(collection, progress=not args.no_progress)
     elif not collection.is_built():
         raise collection.stale_error("manifest.json")
     elif not collection.has_outcomes and not collection.spec.imported:
+        sharpbench_home()
         print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
               f"every evaluation set (no retraining)", file=sys.stderr)
         build_collection(collection, progress=not args.no_progress)
-    store_path = sharpbench_home() / "results.sqlite"
+    store_path = home / "results.sqlite"
     store = ResultStore(store_path)
     options: dict[str, Any] = {"device": device, "n": args.n,
                                "m": args.m, "seed": args.seed, "progress": not args.no_progress,

@@ -8,6 +8,7 @@ its hints written as the commands to type, and exit status 2 (130 for an interru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -81,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SharpbenchError as error:
         print(f"sharpbench: error: {render_error(error)}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:     # the reader went away (`sharpbench list measures | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so that the exit flush cannot fail again
+        return 141
     except OSError as error:    # a file or folder that cannot be read or written, met after the checks up front
         where = f"{error.filename}: " if error.filename else ""
         print(f"sharpbench: error: {where}{error.strerror or error} ({type(error).__name__}). Values already computed "

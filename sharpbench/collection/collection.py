@@ -23,7 +23,7 @@ from sharpbench.data.sets import DatasetSplits, seeded_subset, stack
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LossFn
 from sharpbench.models.registry import ARCHITECTURES, build_model
-from sharpbench.paths import sharpbench_home
+from sharpbench.paths import home_path
 
 
 class Collection:
@@ -251,6 +251,7 @@ def _bare(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def open_collection(spec: CollectionSpec, home: Path | None = None, paths: DataPaths | None = None) -> Collection:
-    """The collection of ``spec`` under ``home/collections/NAME`` (home defaults to sharpbench_home()), its data
-    found in ``paths`` (default: $SHARPBENCH_DATA)."""
-    return Collection(spec, Path(home if home is not None else sharpbench_home()) / "collections" / spec.name, paths)
+    """The collection of ``spec`` under ``home/collections/NAME`` (home defaults to $SHARPBENCH_HOME, neither
+    created nor required to be writable: opening only reads), its data found in ``paths`` (default:
+    $SHARPBENCH_DATA)."""
+    return Collection(spec, Path(home if home is not None else home_path()) / "collections" / spec.name, paths)

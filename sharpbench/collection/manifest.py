@@ -48,7 +48,7 @@ def read_manifest(path: Path, fix: Sequence[Hint] = ()) -> tuple[dict[str, Any],
     """(manifest, its bytes) of the manifest at ``path``, None when there is none; see :func:`parse_manifest`."""
     try:
         raw = Path(path).read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # nothing there, or a folder above it is a file
         return None
     return parse_manifest(raw, path, fix), raw
 
