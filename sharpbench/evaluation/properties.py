@@ -97,8 +97,10 @@ class CheckReport:
                              f"values")
             lines += [f"unchanged: {name}: {change}" for change in check.changes]
             if check.many_equals_single is False:
-                lines.append(f"many_equals_single: {name}: many-model form gave {check.many_values}, single calls "
-                             f"{check.value} and its twin's (tolerance {self.spec.tolerance:g})")
+                lines.append(f"many_equals_single: {name}: " + (
+                    check.error if check.many_values is None else
+                    f"many-model form gave {check.many_values}, single calls {check.value} and its twin's "
+                    f"(tolerance {self.spec.tolerance:g})"))
         if self.properties["finite"] is False and not any(c.status == "failed" for c in self.models.values()):
             lines.append("finite: the measure is not applicable to any of the tiny models")
         return lines
@@ -187,7 +189,8 @@ def _check(spec: MeasureSpec, params: dict[str, Any], progress: Callable[[str], 
 def _context(check: CheckModel, batches: list[Batch], initial_state: bool = True) -> MeasureContext:
     return MeasureContext(batches=batches, device=torch.device("cpu"),
                           generator=torch.Generator().manual_seed(SEED), num_classes=check.num_classes,
-                          initial_state=check.initial_state if initial_state else None)
+                          initial_state={name: tensor.clone() for name, tensor in check.initial_state.items()}
+                          if initial_state else None)
 
 
 @dataclass
