@@ -273,6 +273,8 @@ def check_sharpbench(argv: list[str], context: CommandContext) -> list[str]:
         names = [("measure", args.measure), ("collection", args.collection)]
     elif args.command == "collection" and args.action in ("build", "pull"):
         names = [("collection", args.name)]
+    elif args.command == "measure" and args.action == "check":
+        names = [("measure", args.name)]
     for kind, name in names:
         if "$" in name:   # a shell variable, e.g. a loop over `sharpbench list measures`
             continue
@@ -593,6 +595,8 @@ def test_checks_can_fail(example_root: Path, tmp_path: Path) -> None:
         "pip install torch==2.1.0 torchvision",                                             # not the pinned torch
         "pytest tests/test_no_such_file.py",                                                # missing test file
         "sharpbench evaluate --measure output-norm --include-path NO_SUCH_DIR",             # missing folder
+        "sharpbench measure check param-nrom",                                              # misspelt measure
+        "sharpbench measure new my-measure --paht DIR",                                     # misspelt flag
     ]
     for mistake in mistakes:
         assert check_shell_block(mistake, context), f"not caught: {mistake}"

@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from sharpbench.cards.discovery import Registry
-from sharpbench.cli import collection, evaluate, leaderboard, listing
+from sharpbench.cli import collection, evaluate, leaderboard, listing, measure
 from sharpbench.data.locate import DATA_ENV, DataPaths
 from sharpbench.errors import Hint, HintAction, SharpbenchError
 from sharpbench.leaderboard.build import DEFAULT_DIR as DEFAULT_LEADERBOARD
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_parser(commands, [common])
     collection.add_parser(commands, [common])
     leaderboard.add_parser(commands, [common, leaderboard_dir])
+    measure.add_parser(commands, [common], leaderboard_dir)
     return parser
 
 

@@ -16,36 +16,37 @@ from sharpbench.measure import Batch, MeasureContext
 from sharpbench.cards.measure_card import MeasureSpec
 
 
-def _state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every weight and buffer, to compare with after a call."""
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def _same_bits(after: torch.Tensor, before: torch.Tensor) -> bool:
+def same_bits(after: torch.Tensor, before: torch.Tensor) -> bool:
     """Whether two tensors are bit for bit equal (NaN-safe, -0.0 differs from 0.0)."""
     after = after.detach()
     return (after.shape == before.shape and after.dtype == before.dtype and
             torch.equal(after.contiguous().reshape(-1).view(torch.uint8), before.reshape(-1).view(torch.uint8)))
 
 
-def _first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | None:
+def first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | None:
     """The name of the first tensor whose bits differ from the snapshot, or None."""
     current = model.state_dict()
     if current.keys() != snapshot.keys():
         return f"the set of tensors ({sorted(set(current) ^ set(snapshot))})"
-    return next((name for name, before in snapshot.items() if not _same_bits(current[name], before)), None)
+    return next((name for name, before in snapshot.items() if not same_bits(current[name], before)), None)
 
 
 def _batches_snapshot(batches: Sequence[Batch]) -> list[Batch]:
     return [(inputs.detach().clone(), labels.detach().clone()) for inputs, labels in batches]
 
 
-def _first_changed_batch(batches: Sequence[Batch], snapshot: list[Batch]) -> str | None:
+def first_changed_batch(batches: Sequence[Batch], snapshot: list[Batch]) -> str | None:
     """Which sharpness batch a measure altered ('batch 3's inputs'), or None when all are as they were."""
     if len(batches) != len(snapshot):
         return f"the list of batches ({len(snapshot)} batches before, {len(batches)} after)"
     for index, (batch, before) in enumerate(zip(batches, snapshot)):
         for part, after, old in (("inputs", batch[0], before[0]), ("labels", batch[1], before[1])):
-            if not _same_bits(after, old):
+            if not same_bits(after, old):
                 return f"batch {index}'s {part}"
     return None
 
@@ -67,7 +68,7 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
     snapshots = []
     for model in models:
         model.eval()
-        snapshots.append(_state_snapshot(model))
+        snapshots.append(state_snapshot(model))
     batches = _batches_snapshot(context.batches)
     names = describe_models(model_ids)
     try:
@@ -77,14 +78,14 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
     except (Exception, SystemExit) as error:      # sys.exit() in a measure must not end the run without a report
         raise MeasureError(f"measure '{spec.name}' failed on {names}: {type(error).__name__}: {error} "
                            f"(implementation {spec.function}, card {spec.path})") from error
-    altered = _first_changed_batch(context.batches, batches)
+    altered = first_changed_batch(context.batches, batches)
     if altered is not None:
         raise MeasureError(
             f"measure '{spec.name}' changed the sharpness batches in place ({altered}) on {names}; every model "
             f"must see the same data, so a measure must only read them: compute on a copy (x = x * 2, not "
             f"x.mul_(2)). Fix {spec.function}; no value was stored for {names}.")
     for model, snapshot, model_id in zip(models, snapshots, model_ids):
-        changed = _first_changed(model, snapshot)
+        changed = first_changed(model, snapshot)
         if changed is not None:
             raise MeasureError(
                 f"measure '{spec.name}' changed the weights of {model_id} (first changed tensor: {changed}); a "
@@ -94,10 +95,10 @@ def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: Measur
     if many and (not isinstance(raw, (list, tuple)) or len(raw) != len(models)):
         raise MeasureError(f"measure '{spec.name}': its many-model form returned {raw!r} for {len(models)} models; "
                            f"it must return one value per model. Fix {spec.function}.many.")
-    return [_finite(spec, value, model_id, params) for value, model_id in zip(raw, model_ids)]
+    return [as_value(spec, value, model_id, params) for value, model_id in zip(raw, model_ids)]
 
 
-def _finite(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
+def as_value(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any]) -> float:
     """The measure's value as a float: a real number (Python's, numpy's) or a one-element real tensor, never a
     str, a bool (numpy's or torch's included) or a complex number."""
     real_tensor = (isinstance(raw, torch.Tensor) and raw.numel() == 1 and not raw.dtype.is_complex

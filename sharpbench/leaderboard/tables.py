@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sharpbench.leaderboard.properties import cost_text, cost_value, invariance_text, invariance_value
 from sharpbench.leaderboard.ranks import rank_intervals
 
 SORT_COLUMN = "tau_test"
@@ -119,6 +120,9 @@ COLUMNS: list[Column] = [
            _tracks_text),
     Column("seconds", "s/model", lambda d: d["provenance"]["seconds_per_model"],
            lambda d: f'{d["provenance"]["seconds_per_model"]:.3g}'),
+    # the measure's checked properties (`sharpbench measure check --publish`), at its card's defaults
+    Column("invariance", "invariant: rescaling / permutation", invariance_value, invariance_text),
+    Column("cost_passes", "cost (passes)", cost_value, cost_text),
 ]
 
 
