@@ -117,6 +117,10 @@ def path_norm(model: nn.Module, context: MeasureContext) -> float:
     (LayerNorm centres its input) can make outputs negative: their absolute values are summed, a heuristic
     extension that equals the path norm wherever the latter is defined.
     """
-    inputs = torch.ones_like(context.batches[0][0][:1], dtype=torch.float64)
+    given = context.batches[0][0]
+    if not given.is_floating_point():
+        raise NotImplementedError(f"path-norm needs real-valued inputs (it feeds the squared network an all-ones "
+                                  f"input); this model takes {given.dtype} inputs (token ids), which have none")
+    inputs = torch.ones_like(given[:1], dtype=torch.float64)
     with torch.no_grad():
         return _squared_network(model)(inputs).abs().sum().sqrt().item()

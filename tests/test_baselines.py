@@ -324,3 +324,10 @@ def test_every_baseline_runs_on_cuda_and_the_deterministic_ones_agree_with_the_c
     assert on_cuda[1] == pytest.approx(on_cuda[0], rel=1e-4)  # cuDNN backward passes need not be bitwise repeatable
     if name not in RANDOMIZED:  # TF32 convolutions and another Lanczos start vector: agreement to 1e-2
         assert on_cuda[0] == pytest.approx(on_cpu, rel=1e-2, abs=1e-6)
+
+
+def test_path_norm_refuses_a_model_of_token_ids_rather_than_feeding_it_floats():
+    model = torch.nn.Sequential(torch.nn.Embedding(20, 4), torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    batches = [(torch.randint(0, 20, (8, 3)), torch.randint(0, 3, (8,)))]
+    with pytest.raises(MeasureError, match="NotImplementedError: path-norm needs real-valued inputs .* torch.int64"):
+        sharpbench.compute_measure("path-norm", model, batches)
