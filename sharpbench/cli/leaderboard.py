@@ -113,6 +113,6 @@ def _lines(check: FileCheck) -> list[str]:
                      f"'{check.document['collection']}' (its manifest sha256 differs from the one built here); its "
                      f"values were compared all the same")
     if check.problem is not None:
-        label = "NOT VERIFIABLE" if not check.mismatches else "ALSO"
+        label = "NOT VERIFIABLE" if check.verdict == "not verifiable" else "NOT FINISHED"
         lines.append(f"{label} {check.path}: {render_error(check.problem)}")
     return lines
