@@ -188,7 +188,9 @@ def test_each_shrunk_sharpness_card_resolves_to_its_old_fields(name: str):
     card = REPO / "registry" / "measures" / name
     assert "include" in yaml.safe_load(card.read_text(encoding="utf-8"))
     old = yaml.safe_load((OLD_SHARPNESS_CARDS / name).read_text(encoding="utf-8"))
-    assert load_card(card).fields == old
+    fields = load_card(card).fields
+    assert isinstance(fields.pop("tolerance"), float)     # stated after the shrink (leaderboard verify)
+    assert fields == old
 
 
 def test_there_are_eight_old_sharpness_cards():
