@@ -105,9 +105,9 @@ def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home:
     implementation = document["provenance"]["implementation"]
     try:
         spec = registry.measure(document["measure"])
-    except UnknownNameError as error:
+    except UnknownNameError:
         raise SharpbenchError(f"measure '{document['measure']}' is not registered here (its code came from "
-                              f"{implementation['origin']}).", hints=error.hints) from None
+                              f"{implementation['origin']}).", hints=[Hint("include_path")]) from None
     collection = open_collection(registry.collection(document["collection"]), home, data_paths)
     if collection.read_manifest() is None:
         raise CollectionError(f"collection '{collection.spec.name}' is not built here (no manifest in "
