@@ -106,6 +106,12 @@ class Implementation:
     kernels_sha256: str  # of sharpbench's kernel modules (sharpbench.version.KERNEL_MODULES)
     card_version: int
 
+    @property
+    def in_tree(self) -> bool:
+        """Whether the code is a built-in measure (this repository's measures/), which anyone with the repository
+        can recompute; a result of any other code is marked external on the leaderboard."""
+        return self.origin.startswith("in-tree module ")
+
 
 @dataclass(frozen=True)
 class MeasureSpec:

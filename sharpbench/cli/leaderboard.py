@@ -1,21 +1,56 @@
-"""`sharpbench leaderboard build`: the leaderboard's README.md and index.html from its result files."""
+"""`sharpbench leaderboard build|verify`: the leaderboard's README.md and index.html from its result files, and
+the recomputation of a sample of each result file's values."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+from tabulate import tabulate
+from tqdm.auto import tqdm
+
 from sharpbench.cards.discovery import Registry
+from sharpbench.evaluation.run import resolve_device
 from sharpbench.leaderboard.build import build as build_leaderboard
+from sharpbench.leaderboard.verify import FileCheck, plan, recompute
+from sharpbench.paths import sharpbench_home
+
+DEFAULT_SAMPLE = 3
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    """The `leaderboard` subcommand and its one action."""
+    """The `leaderboard` subcommand and its actions."""
     actions = commands.add_parser("leaderboard", help="the published leaderboard").add_subparsers(
         dest="action", required=True)
     build_action = actions.add_parser("build", parents=parents,
                                       help="render DIR/README.md and DIR/index.html from DIR/results/*/*.json")
     build_action.set_defaults(run=build)
+    verify_action = actions.add_parser(
+        "verify", parents=parents,
+        help="recompute a seeded sample of the models of every result file under DIR/results/ and compare the "
+             "values within each measure card's tolerance (exit 1 when one differs, 2 when a file cannot be "
+             "checked here)")
+    verify_action.add_argument("--sample", type=sample_size, default=DEFAULT_SAMPLE, metavar="K",
+                               help=f"models per result file, drawn by a seeded generator (default "
+                                    f"{DEFAULT_SAMPLE}); 0 or 'all' for every model")
+    verify_action.add_argument("--seed", type=int, default=0,
+                               help="seed of the sample (default 0): two runs with one seed check the same models")
+    verify_action.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    verify_action.set_defaults(run=verify)
+
+
+def sample_size(text: str) -> int:
+    """--sample K: a count of models, 0 or 'all' for every model."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of models (0 or 'all' for every model), got {text!r}")
+    return count
 
 
 def build(args: argparse.Namespace, registry: Registry) -> int:
@@ -23,3 +58,60 @@ def build(args: argparse.Namespace, registry: Registry) -> int:
     for path in build_leaderboard(Path(args.leaderboard_dir)):
         print(f"wrote {path}")
     return 0
+
+
+def verify(args: argparse.Namespace, registry: Registry) -> int:
+    """Recompute each result file's sample, print a table of verdicts and a line per failure, note or problem;
+    exit 0 when every file verified, 1 when a value differs beyond its tolerance, 2 when a file could not be
+    checked here (and none differs)."""
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    checks = plan(Path(args.leaderboard_dir), registry, sample=args.sample, seed=args.seed, home=sharpbench_home(),
+                  data_paths=args.data_paths)
+    total = sum(len(check.models) for check in checks if check.problem is None)
+    with tqdm(total=total, desc="verifying", unit="model", disable=args.no_progress) as bar:
+        for check in checks:
+            if check.problem is None:
+                bar.set_postfix_str(f"{check.document['collection']}/{check.document['variant']}")
+                recompute(check, device, bar.update)
+    print(tabulate([_row(check) for check in checks],
+                   headers=["file", "models checked", "max relative difference", "tolerance", "verdict"],
+                   tablefmt="github", disable_numparse=True, colalign=("left", "right", "right", "right", "left")))
+    for check in checks:
+        for line in _lines(check):
+            print(line)
+    verdicts = [check.verdict for check in checks]
+    failed, unverifiable = verdicts.count("failed"), verdicts.count("not verifiable")
+    sample = "every model" if args.sample == 0 else f"up to {args.sample} models each"
+    print(f"{verdicts.count('verified')} of {len(checks)} result files verified ({sample}, sample seed "
+          f"{args.seed}, on {device}) in {time.perf_counter() - start:.0f} s; {failed} failed; {unverifiable} not "
+          f"verifiable here")
+    return 1 if failed else 2 if unverifiable else 0
+
+
+def _row(check: FileCheck) -> list[str]:
+    largest = check.max_relative
+    return [str(check.path), f"{len(check.differences)} of {len(check.document['models'])}",
+            "n/a" if largest is None else f"{largest:.1e}",
+            "n/a" if check.tolerance is None else f"{check.tolerance:g}", check.verdict]
+
+
+def _lines(check: FileCheck) -> list[str]:
+    """What a user reads under the table about one file: each failing model, other code, the fix."""
+    # main imports this module to register the subcommand
+    from sharpbench.cli.main import render_error
+
+    lines = [f"FAILED {check.path}: model '{mismatch.model}': stored {mismatch.stored!r}, recomputed "
+             f"{mismatch.recomputed!r} (relative difference {mismatch.relative:.1e} > tolerance {check.tolerance:g})"
+             for mismatch in check.mismatches]
+    if check.other_code:
+        lines.append(f"note: {check.path} was computed by other code ({', '.join(check.other_code)} differ from "
+                     f"this checkout's); its values were compared all the same")
+    if check.other_collection:
+        lines.append(f"note: {check.path} was computed on another build of collection "
+                     f"'{check.document['collection']}' (its manifest sha256 differs from the one built here); its "
+                     f"values were compared all the same")
+    if check.problem is not None:
+        label = "NOT VERIFIABLE" if check.verdict == "not verifiable" else "NOT FINISHED"
+        lines.append(f"{label} {check.path}: {render_error(check.problem)}")
+    return lines

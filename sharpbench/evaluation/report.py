@@ -46,12 +46,14 @@ class Report:
     replicates: dict[str, list[float | None]]
     models: dict[str, dict[str, Any]]
     provenance: dict[str, Any]
+    external: dict[str, str] | None = None   # {"origin": ...} for a measure whose code is not in measures/
 
     @classmethod
     def of(cls, evaluation: Evaluation) -> Report:
         """The report of a finished evaluation (scores it, once, if it was not scored yet)."""
         spec, collection = evaluation.spec, evaluation.collection
         seconds = evaluation.seconds
+        implementation = spec.implementation()
         return cls(
             collection=collection.spec.name,
             collection_description=collection.spec.description,
@@ -74,18 +76,23 @@ class Report:
                 "git_commit": git_commit(),
                 "measure_key": evaluation.key,
                 "measure_card_sha256": spec.card_sha256,
-                "implementation": asdict(spec.implementation()),
+                "implementation": asdict(implementation),
                 "collection_card_sha256": collection.spec.card_sha256,
                 "manifest_sha256": collection.manifest_sha256,
                 "protocol": evaluation.protocol,
                 "device": evaluation.device,
                 "seconds_per_model": sum(seconds.values()) / len(seconds) if seconds else None,
             },
+            external=None if implementation.in_tree else {"origin": implementation.origin},
         )
 
     def document(self) -> dict[str, Any]:
-        """The JSON document: its format first, then the fields in order, every non-finite number as null."""
-        return finite_or_none({"format": FORMAT, **asdict(self)})
+        """The JSON document: its format first, then the fields in order, every non-finite number as null; the
+        `external` field only for an external result (a file without it is in-tree)."""
+        fields = asdict(self)
+        if fields["external"] is None:
+            del fields["external"]
+        return finite_or_none({"format": FORMAT, **fields})
 
 
 def _model_entry(record: ModelRecord, value: float, seconds: float) -> dict[str, Any]:

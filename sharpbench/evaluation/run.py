@@ -175,14 +175,17 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
         return evaluation
     store.require_writable(len(missing))
 
-    batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
-    many = group_models and spec.computes_many
     bar = tqdm(total=len(missing), desc=f"{spec.name} on {collection.spec.name}", unit="model",
                disable=not progress)
     try:
-        for group in _groups(collection, missing, device, many):
-            _evaluate_group(evaluation, group, batches, device, seed, store)
-            bar.update(len(group))
+        for records, values, seconds in compute_values(spec, collection, missing, params, device=device, n=n, m=m,
+                                                       seed=seed, many=group_models and spec.computes_many):
+            for record, value in zip(records, values):
+                store.put(key, record.sha256, value, seconds, measure=spec.name, params=params,
+                          protocol=protocol, device=evaluation.device, version=__version__)
+                evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
+            evaluation.computed += len(records)
+            bar.update(len(records))
     except KeyboardInterrupt:
         bar.close()
         done = evaluation.cached + evaluation.computed
@@ -190,6 +193,19 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
                           f"in the results store.", hints=[Hint("resume")]) from None
     bar.close()
     return evaluation
+
+
+def compute_values(spec: MeasureSpec, collection: Collection, records: list[ModelRecord], params: dict[str, Any], *,
+                   device: torch.device, n: int | None, m: int | None, seed: int,
+                   many: bool) -> Iterator[tuple[list[ModelRecord], list[float], float]]:
+    """Compute the measure on `records` with neither a lookup nor a write of the results store: yields (records,
+    their values, seconds per model) group by group, each value checked by the integrity guard. What `evaluate`
+    stores and `sharpbench leaderboard verify` compares with a published result; with `many`, same-architecture
+    models go through the measure's many-model form together (the same values as one at a time)."""
+    batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
+    for group in _groups(collection, records, device, many):
+        values, seconds = _compute_group(spec, collection, params, group, batches, device, seed)
+        yield [record for record, _ in group], values, seconds
 
 
 # A group of models evaluated together holds at most this many parameter bytes (their stacked copies, and the
@@ -216,10 +232,11 @@ def _groups(collection: Collection, records: list[ModelRecord], device: torch.de
     yield from pending.values()
 
 
-def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch],
-                    device: torch.device, seed: int, store: ResultStore) -> None:
-    """Compute, check and store the measure's values on one model, or on a group of same-architecture ones."""
-    collection, spec, params = evaluation.collection, evaluation.spec, evaluation.params
+def _compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, Any],
+                   group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch], device: torch.device,
+                   seed: int) -> tuple[list[float], float]:
+    """The guarded values of the measure on one model, or on a group of same-architecture ones, and the seconds
+    per model."""
     records, models = [record for record, _ in group], [model for _, model in group]
     single = len(group) == 1
     initial = collection.load_initial_state(records[0]) if single else None
@@ -236,9 +253,4 @@ def _evaluate_group(evaluation: Evaluation, group: list[tuple[ModelRecord, nn.Mo
                               many=not single)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / len(group)
-    for record, value in zip(records, values):
-        store.put(evaluation.key, record.sha256, value, seconds, measure=spec.name, params=params,
-                  protocol=evaluation.protocol, device=evaluation.device, version=__version__)
-        evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
-        evaluation.computed += 1
+    return values, (time.perf_counter() - start) / len(group)

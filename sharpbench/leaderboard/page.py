@@ -9,7 +9,14 @@ import math
 from typing import Any
 
 from sharpbench.leaderboard.plots import scatter_svg
-from sharpbench.leaderboard.tables import COLUMNS, ORDER_NOTE, SORT_COLUMN, by_collection, ceiling_text
+from sharpbench.leaderboard.tables import (
+    COLUMNS,
+    ORDER_NOTE,
+    SORT_COLUMN,
+    by_collection,
+    ceiling_text,
+    external_notes,
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -94,6 +101,7 @@ def render_page(documents: list[dict[str, Any]], intro: str) -> str:
                 f"<p>{html.escape(ceiling_text(group[0]))}</p>",
                 f"<p>{group[0]['n_models']} models. {html.escape(ORDER_NOTE)} Click a header to sort.</p>"]
         out += _table(collection, group)
+        out += [f'<p class="external">{html.escape(note)}</p>' for note in external_notes(group)]
         out.append("<h3>Measure against test error and OOD error, colored by the hyperparameter it tracks "
                    "most</h3>")
         out += [_figure(document) for document in group]

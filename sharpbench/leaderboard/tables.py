@@ -92,12 +92,25 @@ def _rank_text(document: dict[str, Any]) -> str:
 
 
 def _label(document: dict[str, Any]) -> str:
-    """The variant; for one that is not the defaults, also its parameters and sharpness-data protocol."""
+    """The variant, marked when external; for one that is not the defaults, also its parameters and sharpness-data
+    protocol."""
+    name = document["variant"] + (EXTERNAL_MARK if document.get("external") else "")
     if document["variant"] == document["measure"]:
-        return document["variant"]
+        return name
     protocol = document["provenance"]["protocol"]
     settings = [f"{k}={v}" for k, v in document["params"].items()] + [f"{k}={protocol[k]}" for k in ("n", "m")]
-    return f"{document['variant']} ({', '.join(settings)})"
+    return f"{name} ({', '.join(settings)})"
+
+
+EXTERNAL_MARK = "†"
+
+
+def external_notes(documents: list[dict[str, Any]]) -> list[str]:
+    """The footnote of each external result of a table (its measure's code is not in this repository's measures/,
+    as RobustBench marks external evaluations): what the mark after its name means and where the code came from."""
+    return [f"{EXTERNAL_MARK} {document['variant']}: external: computed from code outside this repository "
+            f"({document['external']['origin']}); not verifiable without it."
+            for document in documents if document.get("external")]
 
 
 COLUMNS: list[Column] = [
@@ -193,4 +206,5 @@ def markdown_tables(documents: list[dict[str, Any]]) -> str:
         out += ["| " + " | ".join(markdown_text(column.text(document)) for column in COLUMNS) + " |"
                 for document in group]
         out.append("")
+        out += [line for note in external_notes(group) for line in (markdown_text(note), "")]
     return "\n".join(out)
