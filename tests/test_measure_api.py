@@ -151,6 +151,11 @@ def user_registry(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def cpu_context(batches) -> sharpbench.MeasureContext:
+    return sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"), generator=torch.Generator(),
+                                     num_classes=3)
+
+
 def mlp_and_batches():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3))
@@ -284,8 +289,7 @@ def test_a_failure_in_a_many_model_call_names_the_first_model_and_how_many_more(
     registry = Registry.discover([user_registry])
     models = [mlp_and_batches()[0] for _ in range(3)]
     _, batches = mlp_and_batches()
-    context = sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"),
-                                        generator=torch.Generator(), num_classes=3)
+    context = cpu_context(batches)
     spec = registry.measure("exits-together")
     with pytest.raises(MeasureError, match="failed on model 'a' and 2 more: SystemExit"):
         run_guarded_many(spec, models, context, {}, ["model 'a'", "model 'b'", "model 'c'"])
@@ -310,8 +314,7 @@ def test_the_guard_checks_every_model_of_a_many_model_call(user_registry):
     registry = Registry.discover([user_registry])
     models = [mlp_and_batches()[0] for _ in range(2)]
     _, batches = mlp_and_batches()
-    context = sharpbench.MeasureContext(batches=batches, device=torch.device("cpu"),
-                                        generator=torch.Generator(), num_classes=3)
+    context = cpu_context(batches)
     with pytest.raises(MeasureError, match="changed the weights of model 'b'"):
         run_guarded_many(registry.measure("sums"), models, context, {}, ["model 'a'", "model 'b'"])
     with pytest.raises(MeasureError, match="one value per model"):

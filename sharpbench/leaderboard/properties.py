@@ -6,34 +6,24 @@ file checked another implementation than the one the result was computed with)."
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 
 from sharpbench.evaluation.properties import REQUIRED
-from sharpbench.leaderboard.results import LeaderboardError, dump
+from sharpbench.leaderboard.results import LeaderboardError, dump, packaged_schema, schema_violation
 
 PROPERTIES = "properties"
 NOT_CHECKED, STALE = "not checked", "stale"
 
 
-@lru_cache(maxsize=1)
-def properties_schema() -> dict[str, Any]:
-    """The JSON Schema of a properties file (shipped with the package: sharpbench/schemas/properties.schema.json)."""
-    return json.loads(resources.files("sharpbench").joinpath("schemas/properties.schema.json").read_text("utf-8"))
-
-
 def validate_properties(document: Any, where: Path | str) -> None:
-    """Raise LeaderboardError naming the file and the first field that does not match the schema."""
-    validator = jsonschema.Draft202012Validator(properties_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
-    if error is not None:
-        field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
-        raise LeaderboardError(f"{where}: field '{field}': {error.message}. Properties files are written by "
-                               f"`measure check --publish`, never by hand.")
+    """Raise LeaderboardError naming the file and the first field that does not match the schema
+    (sharpbench/schemas/properties.schema.json)."""
+    violation = schema_violation(document, packaged_schema("properties.schema.json"))
+    if violation is not None:
+        raise LeaderboardError(f"{where}: {violation}. Properties files are written by `measure check --publish`, "
+                               f"never by hand.")
 
 
 def publish_properties(document: dict[str, Any], root: Path) -> Path:

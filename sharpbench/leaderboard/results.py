@@ -25,20 +25,31 @@ class LeaderboardError(SharpbenchError):
     """A leaderboard file is malformed or missing: names the file, what is wrong and the fix."""
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def packaged_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema shipped with the package (sharpbench/schemas/NAME)."""
+    return json.loads(resources.files("sharpbench").joinpath(f"schemas/{name}").read_text("utf-8"))
+
+
 def result_schema() -> dict[str, Any]:
-    """The JSON Schema of a result file (shipped with the package: sharpbench/schemas/result.schema.json)."""
-    return json.loads(resources.files("sharpbench").joinpath("schemas/result.schema.json").read_text("utf-8"))
+    """The JSON Schema of a result file (sharpbench/schemas/result.schema.json)."""
+    return packaged_schema("result.schema.json")
+
+
+def schema_violation(document: Any, schema: dict[str, Any]) -> str | None:
+    """"field 'PATH': MESSAGE" for the violation of `schema` that best explains what is wrong, or None."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if error is None:
+        return None
+    return f"field '{'/'.join(str(part) for part in error.absolute_path) or '<top level>'}': {error.message}"
 
 
 def validate_result(document: Any, where: Path | str) -> None:
     """Raise LeaderboardError naming the file and the first field that does not match the schema."""
-    validator = jsonschema.Draft202012Validator(result_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
-    if error is not None:
-        field = "/".join(str(part) for part in error.absolute_path) or "<top level>"
-        raise LeaderboardError(f"{where}: field '{field}': {error.message}. Result files are written by "
-                               f"publishing an evaluation.", hints=[Hint("publish")])
+    violation = schema_violation(document, result_schema())
+    if violation is not None:
+        raise LeaderboardError(f"{where}: {violation}. Result files are written by publishing an evaluation.",
+                               hints=[Hint("publish")])
 
 
 def publish(report: Report, root: Path) -> Path:
