@@ -109,8 +109,8 @@ def as_value(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any])
     try:
         value = float(raw)
     except OverflowError:       # an int beyond the float range, e.g. 10**400
-        raise MeasureError(f"measure '{spec.name}' returned a {type(raw).__name__} beyond the range of a float "
-                           f"({len(str(abs(int(raw))))} digits) for {model_id} with parameters {params}; no value was "
+        raise MeasureError(f"measure '{spec.name}' returned a number beyond the range of a float (a "
+                           f"{type(raw).__name__} of {len(str(abs(int(raw))))} digits) for {model_id} with parameters {params}; no value was "
                            f"stored. Fix {spec.function}.") from None
     if not math.isfinite(value):
         raise MeasureError(f"measure '{spec.name}' returned {value} for {model_id} with parameters {params}; "
