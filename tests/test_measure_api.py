@@ -220,7 +220,7 @@ def test_an_unknown_measure_name_suggests_the_close_ones():
     ("numpy-bool", "'numpy-bool' returned bool \\(np.True_\\) for the model"),
     ("complex-value", "returned complex"),
     ("two-elements", "returned Tensor"),
-    ("huge", "'huge' returned a number beyond the range of a float \\(a int of 401 digits\\)"),
+    ("huge", "'huge' returned a number beyond the range of a float \\(int, 401 digits\\)"),
     ("exits", "'exits' failed on the model: SystemExit"),
     ("scales-batches", "'scales-batches' changed the sharpness batches in place \\(batch 0's inputs\\)"),
     ("drops-a-batch", "changed the sharpness batches in place \\(the list of batches \\(2 batches before, 1 after"),

@@ -109,9 +109,10 @@ def as_value(spec: MeasureSpec, raw: Any, model_id: str, params: dict[str, Any])
     try:
         value = float(raw)
     except OverflowError:       # an int beyond the float range, e.g. 10**400
-        raise MeasureError(f"measure '{spec.name}' returned a number beyond the range of a float (a "
-                           f"{type(raw).__name__} of {len(str(abs(int(raw))))} digits) for {model_id} with parameters {params}; no value was "
-                           f"stored. Fix {spec.function}.") from None
+        digits = len(str(abs(int(raw))))
+        raise MeasureError(f"measure '{spec.name}' returned a number beyond the range of a float ({type(raw).__name__}, "
+                           f"{digits} digits) for {model_id} with parameters {params}; no value was stored. Fix "
+                           f"{spec.function}.") from None
     if not math.isfinite(value):
         raise MeasureError(f"measure '{spec.name}' returned {value} for {model_id} with parameters {params}; "
                            f"no value was stored. Check the parameters (is rho too large?) or {spec.function}.")
