@@ -4,7 +4,7 @@
 it takes (a collection card's ``architecture`` section holds fixed values of them; its grid may vary
 them). ``build_model(arch, hparams)`` merges the two, so a grid can vary ``width`` while the card fixes
 ``depth``. Kinds: built-in small nets (mlp, cnn, diag_linear), any timm model by name with keyword
-overrides (timm), CLIP's image tower with model-soups' head (clip_classifier), and a Hugging Face
+overrides (timm), the study's pre-activation ResNet (preact_resnet), CLIP's image tower with model-soups' head (clip_classifier), and a Hugging Face
 transformers config for sequence classification (transformers).
 Fields such as ``num_classes`` and ``image_shape`` come from the dataset. Every model maps a batch of
 inputs (as the dataset gives them) to outputs, so the measures need no per-model code.
@@ -26,6 +26,7 @@ from sharpbench.models.diagonal import DiagonalLinearNet
 from sharpbench.models.image_models import build_timm
 from sharpbench.models.layers import ACTIVATIONS
 from sharpbench.models.mlp import build_mlp
+from sharpbench.models.preact_resnet import build_preact_resnet
 from sharpbench.models.text import build_transformers
 
 
@@ -68,6 +69,17 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "downsample": Param(str, default="maxpool", check=one_of("maxpool", "stride")),
         },
         "small convolutional network: conv-activation-maxpool blocks, linear head",
+    ),
+    "preact_resnet": ArchitectureKind(
+        build_preact_resnet,
+        {
+            "image_shape": _IMAGE_SHAPE,
+            "num_classes": _NUM_CLASSES,
+            "width": Param(int, default=64, check=positive, note="the first stage's channels; 64 in the study"),
+            "blocks": Param(list, default=[2, 2, 2, 2], check=length(4, int, positive),
+                            note="blocks per stage; [2, 2, 2, 2] is PreActResNet-18"),
+        },
+        "the study's pre-activation ResNet (PreActResNet-18 by default): CIFAR stem, BN-ReLU-conv blocks",
     ),
     "timm": ArchitectureKind(
         build_timm,
