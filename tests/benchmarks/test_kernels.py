@@ -12,7 +12,7 @@ from sharpbench.kernels.flat import FlatModel
 from sharpbench.kernels.scaling import Scaling
 from sharpbench.kernels.sharpness import Execution, average_case_sharpness, make_objective, worst_case_sharpness
 
-ITERATION_MODELS = ["small-cnn", "resnet18", "vit-s", "digits-mlp"]
+ITERATION_MODELS = ["small-cnn", "resnet18", "vit-s", "digits-mlp", "preact-resnet18", "timm-resnet18"]
 
 
 def timed(benchmark, setup, function, rounds: int):
