@@ -203,3 +203,15 @@ def test_publish_writes_a_validated_properties_file_with_the_implementations_dig
 def test_an_unknown_measure_is_a_user_error(capsys):
     assert main(["measure", "check", "param-nrom", "--no-progress"]) == 2
     assert "Did you mean: param-norm" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_refused_before_any_model_is_built(capsys, tmp_path, monkeypatch):
+    import sharpbench.cli.measure as command
+
+    monkeypatch.setattr(command, "check_measure", lambda *a, **k: pytest.fail("the check ran"))
+    (tmp_path / "a-file").write_text("x")
+    assert main(["measure", "check", "param-norm", "--no-progress", "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder" in capsys.readouterr().err
+    assert main(["measure", "check", "param-norm", "--no-progress", "--publish", "--leaderboard-dir",
+                 str(tmp_path / "a-file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from tabulate import tabulate
 from tqdm.auto import tqdm
 
 from sharpbench.cards.discovery import Registry
+from sharpbench.cli.outputs import output_file, output_folder
 from sharpbench.cards.scaffold import write_scaffold
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.check_models import ARCHITECTURES
@@ -68,6 +69,9 @@ def run_check(args: argparse.Namespace, registry: Registry) -> int:
     property fails."""
     spec = registry.measure(args.name)
     spec.implementation()   # a broken card or implementation is a user error (2), before any model is built
+    json_path = output_file(args.json, "--json") if args.json else None   # so is an output that cannot be written
+    if args.publish:
+        output_folder(Path(args.leaderboard_dir), "--leaderboard-dir")
     steps = len(ARCHITECTURES) * (2 if spec.computes_many else 1) + 1
     with tqdm(total=steps, desc=f"checking {spec.name}", unit="step", disable=args.no_progress,
               leave=False) as bar:
@@ -81,11 +85,10 @@ def run_check(args: argparse.Namespace, registry: Registry) -> int:
         bar.update(1)
     _print_report(report)
     document = report.document()
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"properties written to {path}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"properties written to {json_path}")
     if args.publish:
         print(f"properties published to {publish_properties(document, Path(args.leaderboard_dir))}")
         print("run `sharpbench leaderboard build` to show them beside the scores")
