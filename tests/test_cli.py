@@ -543,3 +543,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     reader.stdout.close()            # before anything is written, as `| head -0` does: the first write fails
     err = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 141 and err == ""
+
+
+def test_a_measure_that_alters_the_batches_stops_at_the_first_model_of_a_collection(capsys, tiny_collection_card,
+                                                                                    tmp_path, sharpbench_home):
+    (tmp_path / "measures").mkdir()
+    (tmp_path / "measures" / "scales.py").write_text(
+        "def scales(model, context):\n    context.batches[0][0].mul_(1000.0)\n    return 1.0\n")
+    (tmp_path / "measures" / "scales-batches.yaml").write_text(
+        "name: scales-batches\ndescription: x\nfunction: scales.py:scales\nsource: x\nhigher_means: worse\n")
+    code, _, err = run_cli(capsys, "evaluate", "--measure", "scales-batches", "--collection", "tiny-digits",
+                           "--include-path", str(tiny_collection_card), "--include-path", str(tmp_path),
+                           "--no-progress")
+    assert code == 2 and "changed the sharpness batches in place (batch 0's inputs) on model '000" in err
+    with sqlite3.connect(sharpbench_home / "results.sqlite") as connection:
+        assert connection.execute("SELECT count(*) FROM results").fetchone() == (0,)

@@ -36,7 +36,8 @@ def first_changed(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> str | 
     return next((name for name, before in snapshot.items() if not same_bits(current[name], before)), None)
 
 
-def _batches_snapshot(batches: Sequence[Batch]) -> list[Batch]:
+def batches_snapshot(batches: Sequence[Batch]) -> list[Batch]:
+    """A copy of the sharpness batches, to compare with after each call."""
     return [(inputs.detach().clone(), labels.detach().clone()) for inputs, labels in batches]
 
 
@@ -63,13 +64,16 @@ def run_guarded(spec: MeasureSpec, model: nn.Module, context: MeasureContext, pa
 
 
 def run_guarded_many(spec: MeasureSpec, models: list[nn.Module], context: MeasureContext, params: dict[str, Any],
-                     model_ids: list[str], many: bool = True) -> list[float]:
-    """`run_guarded` for same-architecture models through the measure's many-model form (one call for all)."""
+                     model_ids: list[str], many: bool = True, batches: Sequence[Batch] | None = None) -> list[float]:
+    """`run_guarded` for same-architecture models through the measure's many-model form (one call for all).
+
+    `batches` is a snapshot of the context's batches (`batches_snapshot`) that a caller making many calls on the
+    same batches takes once; without it, they are copied for this call."""
     snapshots = []
     for model in models:
         model.eval()
         snapshots.append(state_snapshot(model))
-    batches = _batches_snapshot(context.batches)
+    batches = batches_snapshot(context.batches) if batches is None else batches
     names = describe_models(model_ids)
     try:
         raw = spec.call_many(models, context, params) if many else [spec.call(models[0], context, params)]

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from sharpbench.collection.collection import Collection, ModelRecord
 from sharpbench.errors import Hint, Interrupted, SharpbenchError
-from sharpbench.evaluation.guard import run_guarded_many
+from sharpbench.evaluation.guard import batches_snapshot, run_guarded_many
 from sharpbench.kernels.flat import architecture_key
 from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.measure import Batch, MeasureContext
@@ -203,8 +203,9 @@ def compute_values(spec: MeasureSpec, collection: Collection, records: list[Mode
     stores and `sharpbench leaderboard verify` compares with a published result; with `many`, same-architecture
     models go through the measure's many-model form together (the same values as one at a time)."""
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
+    reference = batches_snapshot(batches)    # once, outside the timed calls: every call is compared with it
     for group in _groups(collection, records, device, many):
-        values, seconds = _compute_group(spec, collection, params, group, batches, device, seed)
+        values, seconds = _compute_group(spec, collection, params, group, batches, reference, device, seed)
         yield [record for record, _ in group], values, seconds
 
 
@@ -233,15 +234,15 @@ def _groups(collection: Collection, records: list[ModelRecord], device: torch.de
 
 
 def _compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, Any],
-                   group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch], device: torch.device,
-                   seed: int) -> tuple[list[float], float]:
+                   group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch], reference: list[Batch],
+                   device: torch.device, seed: int) -> tuple[list[float], float]:
     """The guarded values of the measure on one model, or on a group of same-architecture ones, and the seconds
     per model."""
     records, models = [record for record, _ in group], [model for _, model in group]
     single = len(group) == 1
     initial = collection.load_initial_state(records[0]) if single else None
     context = MeasureContext(
-        batches=batches,
+        batches=list(batches),      # a list of its own: a measure that drops a batch is caught, not inherited
         device=device,
         generator=torch.Generator(device=device).manual_seed(seed),
         num_classes=collection.num_classes,
@@ -250,7 +251,7 @@ def _compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, 
     )
     start = time.perf_counter()
     values = run_guarded_many(spec, models, context, params, [f"model '{record.id}'" for record in records],
-                              many=not single)
+                              many=not single, batches=reference)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return values, (time.perf_counter() - start) / len(group)
