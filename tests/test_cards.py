@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sharpbench.cards.discovery import Registry
-from sharpbench.cards.include import load_card, merge
+from sharpbench.cards.include import load_card, merge, read_card
 from sharpbench.cards.measure_card import load_measure_spec
 from sharpbench.cards.schema import (NAME_PATTERN, Param, at_least, in_range, length, non_negative, one_of,
                                      permutation_of, positive, validate)
@@ -176,6 +176,26 @@ def test_the_card_wins_over_every_base_and_a_mapping_replaces_a_scalar(tmp_path:
     card = write(tmp_path, "card.yaml", "include: _a.yaml\nx: 5\ny: {b: 2}\nz: {c: 3}\n")
     assert load_card(card).fields == {"x": 5, "y": {"b": 2}, "z": {"c": 3}}
     assert merge({"a": {"b": 1}}, {"a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
+
+
+def test_a_parsed_card_is_reused_only_for_the_same_bytes_and_never_shared(tmp_path: Path):
+    """Cards are parsed once per distinct content: an edited file is parsed again (same size, same second:
+    the cache is keyed by the bytes, not the file's metadata), and a caller that changes what it got does not
+    change what the next caller gets."""
+    card = write(tmp_path, "card.yaml", "name: a\nparams: {rho: {default: 1}}\n")
+    first = read_card(card)
+    first["params"]["rho"]["default"] = 99
+    assert read_card(card) == {"name": "a", "params": {"rho": {"default": 1}}}
+    card.write_text("name: b\nparams: {rho: {default: 2}}\n", encoding="utf-8")
+    assert read_card(card) == {"name": "b", "params": {"rho": {"default": 2}}}
+
+
+def test_libyaml_and_the_python_parser_read_every_builtin_card_alike():
+    """The fast parser (libyaml, when PyYAML has it) gives what yaml.safe_load gives, card by card."""
+    files = sorted((Path(__file__).parents[1] / "registry").rglob("*.yaml"))
+    assert len(files) >= 30
+    for path in files:
+        assert read_card(path) == yaml.safe_load(path.read_text(encoding="utf-8")), path.name
 
 
 def test_a_base_may_include_another_relative_to_its_own_folder(tmp_path: Path):
