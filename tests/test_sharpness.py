@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import brentq
 from torch import nn
 
-from sharpbench.kernels.ascent import WorstCaseConfig, apgd_checkpoints, worst_case_increase
+from sharpbench.kernels.ascent import WorstCaseAscent, WorstCaseConfig, apgd_checkpoints, worst_case_increase
 from sharpbench.kernels.flat import FlatModel
-from sharpbench.kernels.perturb import PerturbationSet
+from sharpbench.kernels.perturb import PerturbationSet, sample_noise
 from sharpbench.kernels.scaling import Scaling
 from sharpbench.kernels.sharpness import average_case_sharpness, worst_case_sharpness
 
@@ -145,6 +145,46 @@ def test_the_best_perturbation_stays_in_its_set_and_raises_the_loss(norm, adapti
         assert torch.all(best[:, c == 0] == 0)
 
 
+def ascent_of(norm: str, host: bool, problems: int = 3) -> WorstCaseAscent:
+    model, batches = small_mlp(0)
+    flat = FlatModel.of(model)
+    c = Scaling(adaptive=True).vector(flat)
+
+    def objective(w, x, y):
+        return nn.functional.cross_entropy(flat.logits(w, x), y)
+
+    inputs = torch.stack([x for x, _ in batches[:problems]])
+    labels = torch.stack([y for _, y in batches[:problems]])
+    config = WorstCaseConfig(rho=0.05 if norm == "linf" else 0.5, norm=norm)
+    return WorstCaseAscent(objective, flat.w0.expand(problems, -1), c, inputs, labels, config, host=host)
+
+
+@pytest.mark.parametrize("problems", [1, 3])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_host_decisions_and_device_bookkeeping_give_the_same_bits(norm, problems):
+    """The CPU form (branches on the host, reused buffers) and the GPU form (torch.where, fresh tensors) are
+    one algorithm: equal increases and best points, bit for bit, including the checkpoints' halvings (with
+    three problems, some rows improve or halve while others do not)."""
+    increase_host, best_host = ascent_of(norm, host=True, problems=problems).run()
+    increase_device, best_device = ascent_of(norm, host=False, problems=problems).run()
+    assert torch.equal(increase_host, increase_device)
+    assert torch.equal(best_host, best_device)
+
+
+def test_a_state_stays_valid_after_the_ascent_moves_on():
+    """advance and checkpoint write only buffers their state does not refer to: the state's iterates are
+    unchanged afterwards, and the same state advanced twice gives the same iterate (the kernel benchmarks
+    time one iteration this way)."""
+    ascent = ascent_of("linf", host=True)
+    state = ascent.advance(ascent.advance(ascent.start()))
+    kept = {name: getattr(state, name).clone() for name in ("delta", "previous", "best_delta", "step_scale")}
+    first = ascent.advance(state).delta.clone()
+    ascent.checkpoint(state, iterations=100)  # every problem halves and restarts from its best point
+    assert torch.equal(ascent.advance(state).delta, first)
+    for name, value in kept.items():
+        assert torch.equal(getattr(state, name), value), name
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     values=st.lists(st.floats(-10, 10), min_size=1, max_size=12),
@@ -224,3 +264,16 @@ def test_the_kernels_do_not_touch_the_model():
     worst_case_sharpness(model, batches, rho=0.05, norm="l2")
     average_case_sharpness(model, batches, rho=0.1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_noise_drawn_into_a_buffer_equals_noise_drawn_alone(norm):
+    """The average case draws into reused buffers wider than c (a stack's carried buffers): the same numbers,
+    in the same order, as fresh rows, and the extra columns untouched."""
+    c = torch.rand(7, dtype=torch.float64)
+    alone = sample_noise(c, norm, torch.Generator().manual_seed(5), samples=3)
+    buffer = torch.full((3, 9), 42.0, dtype=torch.float64)
+    into = sample_noise(c, norm, torch.Generator().manual_seed(5), samples=3, out=buffer)
+    assert into is buffer
+    assert torch.equal(buffer[:, :7], alone)
+    assert torch.all(buffer[:, 7:] == 42.0)

@@ -7,8 +7,9 @@ bookkeeping are a few fused operations for all of them.
 
 The worst case is the study's APGD-style ascent, run on u = delta / c (see perturb), with the reference
 code's defects fixed: the loss of each iterate comes from the same forward pass that gives its gradient,
-the best point and its gradient are tracked on the device with `torch.where` (no host synchronisation, no
-state-dict copies), and after a step-size halving the ascent really continues from the best point.
+the best point and its gradient are tracked without state-dict copies (on the device with `torch.where`,
+or by host decisions on a CPU), and after a step-size halving the ascent really continues from the best
+point.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Callable
 import torch
 from torch.func import grad_and_value, vmap
 
+from sharpbench.kernels.objective import FlatObjective
 from sharpbench.kernels.perturb import PerturbationSet, check_norm
 
 # objective(w, inputs, labels) -> scalar loss of the model at flat parameters w on one batch.
@@ -42,11 +44,17 @@ def over_problems(function: Callable, problems: int, in_dims: tuple = (0, 0, 0))
 def gradient_over_problems(objective: Objective, problems: int) -> Callable:
     """(grad, loss) of `objective` at each problem's point: vmap(grad_and_value) for several problems; for one,
     plain reverse-mode autograd, whose per-call overhead on a small model is a fraction of torch.func's
-    (digits MLP: 3.7 ms against 5.9 ms per pass, the plain pass being 3.3 ms; tests/benchmarks/README.md)."""
+    (digits MLP: 3.7 ms against 5.9 ms per pass, the plain pass being 3.3 ms; tests/benchmarks/README.md), with
+    the gradient written into `out` when it is given and the objective is a FlatObjective."""
     if problems > 1:
-        return vmap(grad_and_value(objective))
+        batched = vmap(grad_and_value(objective))
+        return lambda w, inputs, labels, out=None: batched(w, inputs, labels)
 
-    def single(w: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def single(w: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor,
+               out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if out is not None and isinstance(objective, FlatObjective):
+            loss = objective.value_and_grad_into(w[0], inputs[0], labels[0], out[0])
+            return out, loss.unsqueeze(0)
         with torch.enable_grad():
             point = w[0].detach().requires_grad_(True)
             loss = objective(point, inputs[0], labels[0])
@@ -104,21 +112,38 @@ class AscentState:
 
 class WorstCaseAscent:
     """The APGD-style ascent for N problems: `start`, then `advance` once per iteration (with `checkpoint`
-    at APGD's checkpoints). `run` does all of it; the pieces exist so that one iteration can be timed."""
+    at APGD's checkpoints). `run` does all of it; the pieces exist so that one iteration can be timed.
+
+    Two forms compute the same values bit for bit. On a GPU (`host=False`) the bookkeeping stays on the device
+    and never synchronises: the best point and its gradient are picked with `torch.where`. On a CPU
+    (`host=True`, the default there) the losses are on the host anyway, so each decision is a Python branch
+    that usually skips the copy (when every problem improves, the best point is the new iterate itself), and
+    the new point is written into reused buffers: each fresh parameter-sized tensor costs its page faults,
+    and on ResNet-18 a `torch.where` into a fresh tensor took 11x a sweep into a reused one. Buffers a state
+    refers to are never written, so a state stays valid while the ascent moves on.
+    """
 
     def __init__(self, objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
-                 labels: torch.Tensor, config: WorstCaseConfig, initial: torch.Tensor | None = None) -> None:
+                 labels: torch.Tensor, config: WorstCaseConfig, initial: torch.Tensor | None = None,
+                 host: bool | None = None) -> None:
         self.value_and_grad = gradient_over_problems(objective, len(origin))
         self.forward = over_problems(objective, len(origin))
         self.origin, self.inputs, self.labels, self.config = origin, inputs, labels, config
         self.set = PerturbationSet.of(c, config.rho, config.norm)
         self.initial = initial
+        self.host = origin.device.type == "cpu" if host is None else host
+        # host form: storage of the iterates, gradients and step scales, reused
+        self._iterates: list[torch.Tensor] = []
+        self._grads: list[torch.Tensor] = []
+        self._scales: list[torch.Tensor] = []
+        self._scratch: torch.Tensor | None = None
+        self._point: torch.Tensor | None = None
 
     def start(self) -> AscentState:
         """The first pass, at the initial perturbation (delta = 0 unless a random start was given): its loss
         and gradient."""
         if self.initial is None:
-            delta = torch.zeros_like(self.origin)
+            delta = torch.zeros(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device)
             grad, loss = self.value_and_grad(self.origin, self.inputs, self.labels)
         else:
             delta = self.initial
@@ -130,20 +155,27 @@ class WorstCaseAscent:
     def advance(self, state: AscentState, last: bool = False) -> AscentState:
         """One iteration: step, project, average, one pass at the new point (forward only when `last`), and
         keep the best point with its gradient."""
-        target = self.set.project(self.set.step(state.delta, state.grad, state.step_scale))
-        # momentum * target + (1 - momentum) * previous: both lie in the convex set, so their average does too.
-        delta = torch.lerp(state.previous, target, self.config.momentum)
-        if last:
-            grad, loss = state.grad, self.forward(self.origin + delta, self.inputs, self.labels)
+        if self.host:
+            target = self.set.target(state.delta, state.grad, state.step_scale, out=self._scratch_buffer())
+            # momentum * target + (1 - momentum) * previous: both lie in the convex set, so their average does too.
+            free = self._free_buffer(self._iterates, (state.delta, state.previous, state.best_delta))
+            delta = torch.lerp(state.previous, target, self.config.momentum, out=free)
+            point = torch.add(self.origin, delta, out=self._point_buffer())
         else:
-            grad, loss = self.value_and_grad(self.origin + delta, self.inputs, self.labels)
+            target = self.set.target(state.delta, state.grad, state.step_scale)
+            delta = torch.lerp(state.previous, target, self.config.momentum)
+            point = self.origin + delta
+        if last:
+            grad, loss = state.grad, self.forward(point, self.inputs, self.labels)
+        else:
+            out = self._free_buffer(self._grads, (state.grad, state.best_grad)) if self.host else None
+            grad, loss = self.value_and_grad(point, self.inputs, self.labels, out)
         improved = loss > state.best_loss
-        rows = improved.unsqueeze(-1)
+        best_loss, best_delta, best_grad = _pick(improved, lambda: (loss, delta, grad),
+                                                 (state.best_loss, state.best_delta, state.best_grad), self.host)
         return AscentState(
             delta=delta, previous=state.delta, grad=grad, loss=loss,
-            best_loss=torch.where(improved, loss, state.best_loss),
-            best_delta=torch.where(rows, delta, state.best_delta),
-            best_grad=torch.where(rows, grad, state.best_grad),
+            best_loss=best_loss, best_delta=best_delta, best_grad=best_grad,
             step_size=state.step_size, step_scale=state.step_scale, improvements=state.improvements + improved,
             step_at_checkpoint=state.step_at_checkpoint, best_at_checkpoint=state.best_at_checkpoint,
         )
@@ -155,17 +187,41 @@ class WorstCaseAscent:
         too_few = state.improvements < self.config.min_improvement_ratio * iterations
         stalled = ((state.step_at_checkpoint == state.step_size).squeeze(-1)
                    & (state.best_at_checkpoint == state.best_loss))
-        halve = (too_few | stalled).unsqueeze(-1)
+        halve = too_few | stalled
+
+        def halved() -> tuple[torch.Tensor, ...]:
+            scale = self._free_buffer(self._scales, (state.step_scale,)) if self.host else None
+            return (state.best_delta, state.best_delta, state.best_grad, state.step_size / 2,
+                    torch.div(state.step_scale, 2, out=scale))
+
+        delta, previous, grad, step_size, step_scale = _pick(
+            halve, halved, (state.delta, state.previous, state.grad, state.step_size, state.step_scale), self.host)
         return AscentState(
-            delta=torch.where(halve, state.best_delta, state.delta),
-            previous=torch.where(halve, state.best_delta, state.previous),
-            grad=torch.where(halve, state.best_grad, state.grad),
+            delta=delta, previous=previous, grad=grad,
             loss=state.loss, best_loss=state.best_loss, best_delta=state.best_delta, best_grad=state.best_grad,
-            step_size=torch.where(halve, state.step_size / 2, state.step_size),
-            step_scale=torch.where(halve, state.step_scale / 2, state.step_scale),
-            improvements=torch.zeros_like(state.improvements),
+            step_size=step_size, step_scale=step_scale, improvements=torch.zeros_like(state.improvements),
             step_at_checkpoint=state.step_size, best_at_checkpoint=state.best_loss,
         )
+
+    def _scratch_buffer(self) -> torch.Tensor:
+        if self._scratch is None:
+            self._scratch = torch.empty(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device)
+        return self._scratch
+
+    def _point_buffer(self) -> torch.Tensor:
+        if self._point is None:
+            self._point = torch.empty(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device)
+        return self._point
+
+    def _free_buffer(self, pool: list[torch.Tensor], taken: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """A buffer of `pool` that none of `taken` is, added to the pool if there is none (the iterates' pool
+        never holds more than four: delta, previous and the best point may be three different ones; the
+        gradients' three)."""
+        for buffer in pool:
+            if all(buffer is not tensor for tensor in taken):
+                return buffer
+        pool.append(torch.empty(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device))
+        return pool[-1]
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All iterations; returns the increase over the unperturbed loss (N,) and the best perturbation
@@ -186,28 +242,44 @@ class WorstCaseAscent:
         return state.best_loss - initial_loss, state.best_delta
 
 
+def _pick(condition: torch.Tensor, chosen: Callable[[], tuple[torch.Tensor, ...]], kept: tuple[torch.Tensor, ...],
+          host: bool) -> tuple[torch.Tensor, ...]:
+    """Row-wise `chosen()` where `condition` (N,) holds, else `kept`: with `torch.where` on the device, or,
+    with host decisions, the tensors themselves when all rows or none agree (no copy; `chosen` is not even
+    computed when no row needs it) and `torch.where` into fresh tensors only for a mixed condition."""
+    if host:
+        flags = condition.tolist()
+        if not any(flags):
+            return kept
+        if all(flags):
+            return chosen()
+    return tuple(torch.where(condition.view(-1, *[1] * (a.dim() - 1)), a, b) for a, b in zip(chosen(), kept))
+
+
 def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
-                        labels: torch.Tensor, config: WorstCaseConfig,
-                        initial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        labels: torch.Tensor, config: WorstCaseConfig, initial: torch.Tensor | None = None,
+                        host: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For each problem i, max over the set of L_i(origin_i + delta) - L_i(origin_i): the best loss over the
     ascent's iterates, shape (N,), and the best perturbation, shape (N, P).
 
     origin has shape (N, P) (an expanded view is fine), c shape (P,) or (N, P); `initial` (N, P), inside the
-    set, is a random start (default delta = 0, which makes the increase >= 0). Cost: `steps` batched
-    forward+backward passes and one batched forward pass (two from a random start).
+    set, is a random start (default delta = 0, which makes the increase >= 0); `host` chooses the form of the
+    bookkeeping (see WorstCaseAscent). Cost: `steps` batched forward+backward passes and one batched forward pass
+    (two from a random start).
     """
-    return WorstCaseAscent(objective, origin, c, inputs, labels, config, initial).run()
+    return WorstCaseAscent(objective, origin, c, inputs, labels, config, initial, host).run()
 
 
 def average_case_losses(objective: Objective, origin: torch.Tensor, scale: torch.Tensor, xi: torch.Tensor,
-                        inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                        inputs: torch.Tensor, labels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """For each problem i, the sum over its noise rows of L_i(origin_i + scale * xi_is), shape (N,).
 
-    origin: (N, P); scale: rho * c, (P,) or (N, P); xi: (N, S, P); forward passes only. Sums, so that the
-    caller can split the rows of a problem into several calls.
+    origin: (N, P); scale: rho * c, (P,) or (N, P); xi: (N, S, P); forward passes only; `out`, (N, S, P), takes
+    the perturbed weights (a buffer the caller reuses). Sums, so that the caller can split the rows of a problem
+    into several calls.
     """
     per_sample = over_problems(objective, xi.shape[1], in_dims=(0, None, None))
     scale = scale if scale.dim() == 1 else scale.unsqueeze(1)
     with torch.no_grad():
-        return over_problems(per_sample, len(origin))(torch.addcmul(origin.unsqueeze(1), scale, xi), inputs,
-                                                      labels).sum(dim=1)
+        perturbed = torch.addcmul(origin.unsqueeze(1), scale, xi, out=out)
+        return over_problems(per_sample, len(origin))(perturbed, inputs, labels).sum(dim=1)

@@ -87,11 +87,15 @@ class FlatModel:
 
     def logits(self, w: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The module's output at parameters `w`, computed functionally (the module is never modified)."""
-        tensors = {**self.fixed, **self.unflatten(w)}
+        tensors = self.unflatten(w)
         if self.carried:  # a stack's carried buffers are constants, outside autograd
             constants = self.unflatten(w.detach())
             tensors.update({name: constants[name] for name in self.carried})
-        return functional_call(self.module, tensors, (inputs,))
+        return self.call(tensors, inputs)
+
+    def call(self, tensors: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """The module's output with `tensors` (every name of `names`) in place of its own, the rest fixed."""
+        return functional_call(self.module, {**self.fixed, **tensors}, (inputs,))
 
 
 

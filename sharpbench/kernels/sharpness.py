@@ -17,7 +17,8 @@ from torch import nn
 
 from sharpbench.kernels.ascent import Objective, WorstCaseConfig, average_case_losses, over_problems, worst_case_increase
 from sharpbench.kernels.flat import FlatModel
-from sharpbench.losses import LossFn, cross_entropy, with_normalized_logits
+from sharpbench.kernels.objective import FlatObjective
+from sharpbench.losses import LossFn, cross_entropy
 from sharpbench.kernels.perturb import check_norm, sample_noise, sample_start
 from sharpbench.kernels.scaling import Scaling
 
@@ -32,7 +33,7 @@ class Execution:
     float32); compile: torch.compile the batched pass (on a GPU, mode "reduce-overhead" adds CUDA graphs);
     chunk: problems (batches, or batch x noise-sample pairs) per vmapped call, None to fit `memory_budget`
     bytes (default: half the free GPU memory, or a quarter of the free RAM up to 256 MiB per call; on a CPU, one at a
-    time for models whose pass holds more than 32 MiB).
+    time for models whose pass holds more than 32 MiB, and for fewer than 16 problems in all).
     """
 
     bf16: bool = False
@@ -41,19 +42,9 @@ class Execution:
     memory_budget: int | None = None
 
 
-def make_objective(flat: FlatModel, loss_fn: LossFn, normalize_logits: bool, bf16: bool) -> Objective:
+def make_objective(flat: FlatModel, loss_fn: LossFn, normalize_logits: bool, bf16: bool) -> FlatObjective:
     """The loss at flat parameters w on one batch, with the study's logit normalization when asked."""
-    loss = with_normalized_logits(loss_fn) if normalize_logits else loss_fn
-    device_type = flat.w0.device.type
-
-    def objective(w: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if not bf16:
-            return loss(flat.logits(w, inputs), labels)
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-            logits = flat.logits(w, inputs)
-        return loss(logits.float(), labels)
-
-    return objective
+    return FlatObjective(flat, loss_fn, normalize_logits, bf16)
 
 
 # On a CPU, one vmapped call pays off while its problems' state stays near the caches: for 16 digits MLPs
@@ -89,12 +80,18 @@ def _bytes_per_problem(objective: Objective, w0: torch.Tensor, batch: Batch) -> 
 # a ResNet-18 at CIFAR shape, vmapped (grouped) convolutions were 1.5x slower than one batch at a time,
 # while a digits MLP ran 2x faster vmapped (tests/benchmarks/README.md).
 _CPU_VMAP_LIMIT = 32 << 20
+# ... and while a call has enough problems to amortize vmap's per-call cost: for the digits MLP (one thread),
+# 8 problems ran faster one at a time (0.44-0.49 s against 0.52-0.54 s for 8 batches x 20 steps), 16 alike, and
+# 32 or 64 faster vmapped (0.38-0.42 s per model against 0.44-0.51).
+_CPU_VMAP_MIN_PROBLEMS = 16
 
 
 def _chunk_size(execution: Execution, objective: Objective, w0: torch.Tensor, batch: Batch, problems: int) -> int:
     if execution.chunk is not None:
         return max(1, execution.chunk)
     if problems == 1:
+        return 1
+    if w0.device.type == "cpu" and problems < _CPU_VMAP_MIN_PROBLEMS:
         return 1
     per_problem = _bytes_per_problem(objective, w0, batch)
     if w0.device.type == "cpu" and per_problem > _CPU_VMAP_LIMIT:
@@ -195,7 +192,9 @@ def worst_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Bat
             if any(rs):  # restart r > 0 starts at c * u, u drawn inside the unit-scale set
                 u = torch.stack([starts[b][r - 1] if r else torch.zeros_like(origins[0]) for b, r in zip(bs, rs)])
                 initial = rows.scale() * u
-            increase, _ = kernel(objective, rows.origin(), rows.scale(), inputs, labels, config, initial)
+            # compiled, the device form: one graph without host decisions
+            increase, _ = kernel(objective, rows.origin(), rows.scale(), inputs, labels, config, initial,
+                                 False if execution.compile else None)
             increases[ks, bs, rs] = increase.to(increases.dtype)
     return increases.amax(dim=2).mean(dim=1).tolist()
 
@@ -234,6 +233,15 @@ def average_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[B
     batches_per_call = max(1, budget // (samples_per_call * len(models))) if models_per_call == len(models) else 1
     kernel = torch.compile(average_case_losses, dynamic=False) if execution.compile else average_case_losses
     increases = torch.empty(len(models), len(batches), device=origins.device, dtype=origins.dtype)
+    reused: dict[tuple, torch.Tensor] = {}
+
+    def reusable(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A buffer kept for the calls of one shape (on a CPU, each fresh one costs its page faults); zeroed
+        once, so the noise's columns over a stack's carried buffers stay zero."""
+        if (name, shape) not in reused:
+            reused[name, shape] = torch.zeros(shape, device=origins.device, dtype=origins.dtype)
+        return reused[name, shape]
+
     for run in _same_shape_runs(batches):
         for start in range(0, len(run), batches_per_call):
             chunk_batches = run[start:start + batches_per_call]
@@ -241,15 +249,17 @@ def average_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[B
             initial = torch.zeros_like(totals)
             for first in range(0, samples, samples_per_call):
                 count = min(samples_per_call, samples - first)
-                xi = _padded(torch.stack([sample_noise(scales[0, :flat.trainable], norm, generator, count)
-                                          for _ in chunk_batches]), origins.shape[1])
+                xi = reusable("noise", (len(chunk_batches), count, origins.shape[1]))
+                for j in range(len(chunk_batches)):
+                    sample_noise(scales[0, :flat.trainable], norm, generator, count, out=xi[j])
                 for low in range(0, len(models), models_per_call):
                     ks = list(range(low, min(len(models), low + models_per_call)))
                     pairs = [(k, j) for k in ks for j in range(len(chunk_batches))]
                     rows = _Problems(origins, scales, [k for k, _ in pairs])
                     inputs, labels = _stacked(batches, [chunk_batches[j] for _, j in pairs])
-                    noise = xi[[j for _, j in pairs]]
-                    losses = kernel(objective, rows.origin(), rows.scale(), noise, inputs, labels)
+                    noise = xi if len(ks) == 1 else xi[[j for _, j in pairs]]
+                    perturbed = None if execution.compile else reusable("perturbed", tuple(noise.shape))
+                    losses = kernel(objective, rows.origin(), rows.scale(), noise, inputs, labels, perturbed)
                     totals[ks] += losses.view(len(ks), len(chunk_batches)).to(totals.dtype)
                     if first == 0:
                         with torch.no_grad():
