@@ -33,7 +33,7 @@ class Execution:
     float32); compile: torch.compile the batched pass (on a GPU, mode "reduce-overhead" adds CUDA graphs);
     chunk: problems (batches, or batch x noise-sample pairs) per vmapped call, None to fit `memory_budget`
     bytes (default: half the free GPU memory, or a quarter of the free RAM up to 256 MiB per call; on a CPU, one at a
-    time for models whose pass holds more than 32 MiB, and for fewer than 16 problems in all).
+    time for models whose pass holds more than 32 MiB).
     """
 
     bf16: bool = False
@@ -80,18 +80,12 @@ def _bytes_per_problem(objective: Objective, w0: torch.Tensor, batch: Batch) -> 
 # a ResNet-18 at CIFAR shape, vmapped (grouped) convolutions were 1.5x slower than one batch at a time,
 # while a digits MLP ran 2x faster vmapped (tests/benchmarks/README.md).
 _CPU_VMAP_LIMIT = 32 << 20
-# ... and while a call has enough problems to amortize vmap's per-call cost: for the digits MLP (one thread),
-# 8 problems ran faster one at a time (0.44-0.49 s against 0.52-0.54 s for 8 batches x 20 steps), 16 alike, and
-# 32 or 64 faster vmapped (0.38-0.42 s per model against 0.44-0.51).
-_CPU_VMAP_MIN_PROBLEMS = 16
 
 
 def _chunk_size(execution: Execution, objective: Objective, w0: torch.Tensor, batch: Batch, problems: int) -> int:
     if execution.chunk is not None:
         return max(1, execution.chunk)
     if problems == 1:
-        return 1
-    if w0.device.type == "cpu" and problems < _CPU_VMAP_MIN_PROBLEMS:
         return 1
     per_problem = _bytes_per_problem(objective, w0, batch)
     if w0.device.type == "cpu" and per_problem > _CPU_VMAP_LIMIT:
