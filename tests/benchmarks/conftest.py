@@ -21,12 +21,18 @@ RATIOS = [
     ("oracle", "fast", "straightforward oracle / fast path (speed-up)", ">= 1.6 ResNet-18, >= 2 / >= 5 MLP L-inf / L2"),
     ("sequential", "vmapped", "one batch at a time / vmapped batches (speed-up)", "> 1 where vmap is used"),
     ("one-at-a-time", "grouped", "one model at a time / same-architecture models together", "> 1 small models"),
+    ("whole-call", "passes", "one whole call / the passes it makes, done plainly", "<= 1.5 digits MLP compute_measure"),
+    ("average", "forwards", "average case / its plain forwards + noise draws", "<= 1.15"),
+    ("study", "sharpbench", "the study's released code / sharpbench (speed-up)", "> 1"),
 ]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench-device", default="cpu", help="device of the kernel benchmarks (cpu or cuda)")
     parser.addoption("--bench-json", default=None, help="write the ratio table to this JSON file")
+    parser.addoption("--study-code", default=None,
+                     help="a checkout of the study's released code (tml-epfl/sharpness-vs-generalization), to time "
+                          "its eval_APGD_sharpness beside sharpbench's; those benchmarks are skipped without it")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Setup:
 
     device: torch.device
     full: bool
+    study_code: Path | None = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -46,7 +53,9 @@ def setup(request: pytest.FixtureRequest) -> Setup:
     device = torch.device(request.config.getoption("--bench-device"))
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("--bench-device cuda asked for, but no GPU is available")
-    return Setup(device=device, full=bool(request.config.getoption("benchmark_only")))
+    study_code = request.config.getoption("--study-code")
+    return Setup(device=device, full=bool(request.config.getoption("benchmark_only")),
+                 study_code=Path(study_code) if study_code else None)
 
 
 @pytest.fixture()

@@ -7,21 +7,13 @@ import pytest
 import torch.nn.functional as F
 
 from benchmarks.models import LARGE, model_and_batches
+from benchmarks.timing import timed
 from sharpbench.kernels.ascent import WorstCaseAscent, WorstCaseConfig
 from sharpbench.kernels.flat import FlatModel
 from sharpbench.kernels.scaling import Scaling
 from sharpbench.kernels.sharpness import Execution, average_case_sharpness, make_objective, worst_case_sharpness
 
 ITERATION_MODELS = ["small-cnn", "resnet18", "vit-s", "digits-mlp", "preact-resnet18", "timm-resnet18"]
-
-
-def timed(benchmark, setup, function, rounds: int):
-    def run():
-        result = function()
-        setup.sync()
-        return result
-
-    return benchmark.pedantic(run, rounds=rounds if setup.full else 1, warmup_rounds=1 if setup.full else 0)
 
 
 @pytest.mark.parametrize("name", ITERATION_MODELS)
