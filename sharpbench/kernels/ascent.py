@@ -119,8 +119,9 @@ class WorstCaseAscent:
     (`host=True`, the default there) the losses are on the host anyway, so each decision is a Python branch
     that usually skips the copy (when every problem improves, the best point is the new iterate itself), and
     the new point is written into reused buffers: each fresh parameter-sized tensor costs its page faults,
-    and on ResNet-18 a `torch.where` into a fresh tensor took 11x a sweep into a reused one. Buffers a state
-    refers to are never written, so a state stays valid while the ascent moves on.
+    and on ResNet-18 a `torch.where` into a fresh tensor took 11x a sweep into a reused one. `advance` and
+    `checkpoint` never write the buffers of the state they are given (so one state can be advanced twice), but
+    may reuse those of older states.
     """
 
     def __init__(self, objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
@@ -132,12 +133,12 @@ class WorstCaseAscent:
         self.set = PerturbationSet.of(c, config.rho, config.norm)
         self.initial = initial
         self.host = origin.device.type == "cpu" if host is None else host
-        # host form: storage of the iterates, gradients and step scales, reused
+        # host form: reused storage of the iterates, gradients, step scales, the projected step and the point
         self._iterates: list[torch.Tensor] = []
         self._grads: list[torch.Tensor] = []
         self._scales: list[torch.Tensor] = []
-        self._scratch: torch.Tensor | None = None
-        self._point: torch.Tensor | None = None
+        self._scratch: list[torch.Tensor] = []
+        self._point: list[torch.Tensor] = []
 
     def start(self) -> AscentState:
         """The first pass, at the initial perturbation (delta = 0 unless a random start was given): its loss
@@ -156,11 +157,11 @@ class WorstCaseAscent:
         """One iteration: step, project, average, one pass at the new point (forward only when `last`), and
         keep the best point with its gradient."""
         if self.host:
-            target = self.set.target(state.delta, state.grad, state.step_scale, out=self._scratch_buffer())
+            target = self.set.target(state.delta, state.grad, state.step_scale, out=self._free_buffer(self._scratch, ()))
             # momentum * target + (1 - momentum) * previous: both lie in the convex set, so their average does too.
             free = self._free_buffer(self._iterates, (state.delta, state.previous, state.best_delta))
             delta = torch.lerp(state.previous, target, self.config.momentum, out=free)
-            point = torch.add(self.origin, delta, out=self._point_buffer())
+            point = torch.add(self.origin, delta, out=self._free_buffer(self._point, ()))
         else:
             target = self.set.target(state.delta, state.grad, state.step_scale)
             delta = torch.lerp(state.previous, target, self.config.momentum)
@@ -203,20 +204,10 @@ class WorstCaseAscent:
             step_at_checkpoint=state.step_size, best_at_checkpoint=state.best_loss,
         )
 
-    def _scratch_buffer(self) -> torch.Tensor:
-        if self._scratch is None:
-            self._scratch = torch.empty(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device)
-        return self._scratch
-
-    def _point_buffer(self) -> torch.Tensor:
-        if self._point is None:
-            self._point = torch.empty(self.origin.shape, dtype=self.origin.dtype, device=self.origin.device)
-        return self._point
-
     def _free_buffer(self, pool: list[torch.Tensor], taken: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """A buffer of `pool` that none of `taken` is, added to the pool if there is none (the iterates' pool
         never holds more than four: delta, previous and the best point may be three different ones; the
-        gradients' three)."""
+        gradients' three; with nothing taken, the pool's one buffer)."""
         for buffer in pool:
             if all(buffer is not tensor for tensor in taken):
                 return buffer
