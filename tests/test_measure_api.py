@@ -14,7 +14,7 @@ import sharpbench
 from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownNameError
 from sharpbench.evaluation.guard import run_guarded_many
 from sharpbench.cards.measure_card import load_measure_spec
-from sharpbench.cards.discovery import Registry
+from sharpbench.cards.discovery import Registry, find_measure
 
 BUILTIN_MEASURES = {
     "param-norm", "train-loss", "pac-bayes-flatness", "pac-bayes-mag-flatness", "hessian-max-eigenvalue",
@@ -244,6 +244,21 @@ def test_a_users_card_cannot_shadow_a_builtin_one(tmp_path):
     user_card(tmp_path, "param-norm", "whatever")
     with pytest.raises(CardError, match="not already used by"):
         Registry.discover([tmp_path])
+    with pytest.raises(CardError, match="not already used by"):
+        find_measure("param-norm", [tmp_path])
+
+
+def test_find_measure_gives_discoverys_card_without_reading_collection_cards(user_registry):
+    registry = Registry.discover([user_registry])
+    for name, spec in registry.measures.items():
+        assert find_measure(name, [user_registry]) == spec
+    with pytest.raises(UnknownNameError, match="Did you mean: sharpness-worst-linf-adaptive"):
+        sharpbench.compute_measure("sharpness-worst-linf-adaptiv", *mlp_and_batches())
+    (user_registry / "collections").mkdir(exist_ok=True)
+    (user_registry / "collections" / "broken.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(CardError):
+        Registry.discover([user_registry])
+    assert find_measure("param-norm", [user_registry]) == registry.measures["param-norm"]
 
 
 @pytest.mark.parametrize("body,field", [

@@ -49,20 +49,7 @@ class Registry:
     def discover(cls, include_paths: Iterable[Path | str] = ()) -> Registry:
         """Scan every root (built-in, plugins, $SHARPBENCH_INCLUDE_PATH, `include_paths`, imported), validating
         every card; a folder met twice is read once."""
-        roots = [Root(builtin_registry(), "built-in")]
-        for plugin in installed_plugins():
-            _add(roots, _checked(Root(plugin.root, plugin.origin), plugin.where, plugin.fix, plugin.fix))
-        from_env = [entry for entry in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if entry]
-        for extra, source in [*((entry, f" (from ${INCLUDE_ENV})") for entry in from_env),
-                              *((entry, "") for entry in include_paths)]:
-            root = Path(extra).expanduser()
-            _add(roots, _checked(Root(root, f"include path {root}"), f"include path {extra}{source}",
-                                 "give a folder that holds measures/ and/or collections/ with YAML cards",
-                                 f"put measure cards in {root / 'measures'} and collection cards in "
-                                 f"{root / 'collections'}"))
-        imported = home_path() / "imported"
-        if imported.is_dir():
-            _add(roots, Root(imported, "imported"))
+        roots = _roots(include_paths)
         origins: dict[Path, str] = {}
         return cls(
             measures=_scan(roots, "measures", load_measure_spec, origins),
@@ -85,6 +72,36 @@ class Registry:
     def origin(self, spec: MeasureSpec | CollectionSpec) -> str:
         """Where a discovered card was found: 'built-in', 'plugin NAME', 'include path DIR' or 'imported'."""
         return self.origins[spec.path]
+
+
+def find_measure(name: str, include_paths: Iterable[Path | str] = ()) -> MeasureSpec:
+    """The measure card called `name` from every root's measure cards, checked as `Registry.discover` checks
+    them, without reading the collection cards (a third of discovery's time, which a notebook's
+    `compute_measure` on a small model pays on every call)."""
+    measures = _scan(_roots(include_paths), "measures", load_measure_spec, {})
+    if name not in measures:
+        raise UnknownNameError("measure", name, sorted(measures))
+    return measures[name]
+
+
+def _roots(include_paths: Iterable[Path | str]) -> list[Root]:
+    """The registry roots in discovery order (built-in, plugins, $SHARPBENCH_INCLUDE_PATH, `include_paths`,
+    imported), each folder once."""
+    roots = [Root(builtin_registry(), "built-in")]
+    for plugin in installed_plugins():
+        _add(roots, _checked(Root(plugin.root, plugin.origin), plugin.where, plugin.fix, plugin.fix))
+    from_env = [entry for entry in os.environ.get(INCLUDE_ENV, "").split(os.pathsep) if entry]
+    for extra, source in [*((entry, f" (from ${INCLUDE_ENV})") for entry in from_env),
+                          *((entry, "") for entry in include_paths)]:
+        root = Path(extra).expanduser()
+        _add(roots, _checked(Root(root, f"include path {root}"), f"include path {extra}{source}",
+                             "give a folder that holds measures/ and/or collections/ with YAML cards",
+                             f"put measure cards in {root / 'measures'} and collection cards in "
+                             f"{root / 'collections'}"))
+    imported = home_path() / "imported"
+    if imported.is_dir():
+        _add(roots, Root(imported, "imported"))
+    return roots
 
 
 def _checked(root: Root, where: str, missing_fix: str, empty_fix: str) -> Root:

@@ -26,9 +26,9 @@ def compute_measure(name: str, model: nn.Module, batches: Sequence[Batch], *, se
     are checked to be unchanged afterwards; each module's train/eval mode is restored, even when the measure
     fails. Batches are moved to the model's device.
     """
-    from sharpbench.cards.discovery import Registry  # the cards' registry loads every dataset and architecture
+    from sharpbench.cards.discovery import find_measure  # the cards' registry loads every dataset and architecture
 
-    spec = Registry.discover(include_paths).measure(name)
+    spec = find_measure(name, include_paths)
     values = spec.bind(params)
     device = next(model.parameters()).device
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in batches]
