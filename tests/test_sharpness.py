@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import brentq
 from torch import nn
 
-from sharpbench.kernels.ascent import WorstCaseAscent, WorstCaseConfig, apgd_checkpoints, worst_case_increase
+from sharpbench.kernels.ascent import (AscentState, WorstCaseAscent, WorstCaseConfig, apgd_checkpoints,
+                                       worst_case_increase)
 from sharpbench.kernels.flat import FlatModel
 from sharpbench.kernels.perturb import PerturbationSet, sample_noise
 from sharpbench.kernels.scaling import Scaling
@@ -183,6 +185,33 @@ def test_a_state_stays_valid_after_the_ascent_moves_on():
     assert torch.equal(ascent.advance(state).delta, first)
     for name, value in kept.items():
         assert torch.equal(getattr(state, name), value), name
+
+
+def test_no_step_writes_the_state_it_was_given_with_mixed_decisions():
+    """When some problems improve (or halve) and others do not, the host form writes the picked rows into
+    reused buffers: never into one the given state refers to. Every state of a whole ascent is unchanged by
+    the step that follows it, and the run meets mixed improvements and mixed halvings."""
+    ascent = ascent_of("linf", host=True, problems=3)
+    fields = [field.name for field in dataclasses.fields(AscentState)]
+    state, mixed_improvements, mixed_halvings, last_checkpoint = ascent.start(), 0, 0, 0
+    for i in range(ascent.config.steps):
+        for step in ("advance", "checkpoint"):
+            if step == "checkpoint" and i not in apgd_checkpoints(ascent.config.steps):
+                continue
+            before = {name: getattr(state, name).clone() for name in fields}
+            if step == "advance":
+                new = ascent.advance(state)
+                flags = (new.loss > state.best_loss).tolist()
+                mixed_improvements += any(flags) and not all(flags)
+            else:
+                new = ascent.checkpoint(state, i - last_checkpoint)
+                last_checkpoint = i
+                flags = (new.step_size < state.step_size).view(-1).tolist()
+                mixed_halvings += any(flags) and not all(flags)
+            for name in fields:
+                assert torch.equal(getattr(state, name), before[name]), (i, step, name)
+            state = new
+    assert mixed_improvements > 0 and mixed_halvings > 0
 
 
 @settings(max_examples=200, deadline=None)

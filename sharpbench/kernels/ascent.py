@@ -172,8 +172,10 @@ class WorstCaseAscent:
             out = self._free_buffer(self._grads, (state.grad, state.best_grad)) if self.host else None
             grad, loss = self.value_and_grad(point, self.inputs, self.labels, out)
         improved = loss > state.best_loss
+        taken = (state.delta, state.previous, state.best_delta, delta, state.grad, state.best_grad, grad)
         best_loss, best_delta, best_grad = _pick(improved, lambda: (loss, delta, grad),
-                                                 (state.best_loss, state.best_delta, state.best_grad), self.host)
+                                                 (state.best_loss, state.best_delta, state.best_grad), self.host,
+                                                 self._rows_into((None, self._iterates, self._grads), taken))
         return AscentState(
             delta=delta, previous=state.delta, grad=grad, loss=loss,
             best_loss=best_loss, best_delta=best_delta, best_grad=best_grad,
@@ -195,8 +197,10 @@ class WorstCaseAscent:
             return (state.best_delta, state.best_delta, state.best_grad, state.step_size / 2,
                     torch.div(state.step_scale, 2, out=scale))
 
+        taken = (state.delta, state.previous, state.best_delta, state.grad, state.best_grad, state.step_scale)
         delta, previous, grad, step_size, step_scale = _pick(
-            halve, halved, (state.delta, state.previous, state.grad, state.step_size, state.step_scale), self.host)
+            halve, halved, (state.delta, state.previous, state.grad, state.step_size, state.step_scale), self.host,
+            self._rows_into((self._iterates, self._iterates, self._grads, None, self._scales), taken))
         return AscentState(
             delta=delta, previous=previous, grad=grad,
             loss=state.loss, best_loss=state.best_loss, best_delta=state.best_delta, best_grad=state.best_grad,
@@ -204,10 +208,24 @@ class WorstCaseAscent:
             step_at_checkpoint=state.step_size, best_at_checkpoint=state.best_loss,
         )
 
+    def _rows_into(self, pools: tuple[list[torch.Tensor] | None, ...], taken: tuple[torch.Tensor, ...]):
+        """For `_pick` in the host form: where a condition is mixed, the i-th picked tensor is written into a
+        buffer of pools[i] that is none of `taken` (the given state's and the new state's tensors) nor of the
+        tensors `_pick` has in use (None: a fresh tensor, for the per-problem scalars); a `torch.where` into a fresh (8, P)
+        tensor on the digits MLP cost its page faults, 0.35 ms a call and 7 calls an iteration."""
+        if not self.host:
+            return None
+
+        def into(i: int, in_use: list[torch.Tensor]) -> torch.Tensor | None:
+            return None if pools[i] is None else self._free_buffer(pools[i], (*taken, *in_use))
+
+        return into
+
     def _free_buffer(self, pool: list[torch.Tensor], taken: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """A buffer of `pool` that none of `taken` is, added to the pool if there is none (the iterates' pool
-        never holds more than four: delta, previous and the best point may be three different ones; the
-        gradients' three; with nothing taken, the pool's one buffer)."""
+        never holds more than five: a mixed checkpoint writes delta and previous while the given state's delta,
+        previous and best point are read; the gradients' four, the step scales' three; with nothing taken, the
+        pool's one buffer)."""
         for buffer in pool:
             if all(buffer is not tensor for tensor in taken):
                 return buffer
@@ -234,17 +252,23 @@ class WorstCaseAscent:
 
 
 def _pick(condition: torch.Tensor, chosen: Callable[[], tuple[torch.Tensor, ...]], kept: tuple[torch.Tensor, ...],
-          host: bool) -> tuple[torch.Tensor, ...]:
+          host: bool, into: Callable[[int, list[torch.Tensor]], torch.Tensor | None] | None = None
+          ) -> tuple[torch.Tensor, ...]:
     """Row-wise `chosen()` where `condition` (N,) holds, else `kept`: with `torch.where` on the device, or,
     with host decisions, the tensors themselves when all rows or none agree (no copy; `chosen` is not even
-    computed when no row needs it) and `torch.where` into fresh tensors only for a mixed condition."""
+    computed when no row needs it) and `torch.where` only for a mixed condition, the i-th result written into
+    into(i, tensors in use) when that gives a buffer (in use: the chosen tensors and the results so far)."""
     if host:
         flags = condition.tolist()
         if not any(flags):
             return kept
         if all(flags):
             return chosen()
-    return tuple(torch.where(condition.view(-1, *[1] * (a.dim() - 1)), a, b) for a, b in zip(chosen(), kept))
+    candidates, picked = chosen(), []
+    for i, (a, b) in enumerate(zip(candidates, kept)):
+        out = None if into is None else into(i, [*candidates, *picked])
+        picked.append(torch.where(condition.view(-1, *[1] * (a.dim() - 1)), a, b, out=out))
+    return tuple(picked)
 
 
 def worst_case_increase(objective: Objective, origin: torch.Tensor, c: torch.Tensor, inputs: torch.Tensor,
