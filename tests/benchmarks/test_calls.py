@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.models import model_and_batches
+from benchmarks.passes import forwards_and_draws, plain_passes
 from benchmarks.timing import timed
 from sharpbench import compute_measure
 from sharpbench.kernels.sharpness import average_case_sharpness, worst_case_sharpness
@@ -25,6 +26,8 @@ RHO = 0.002      # worst-case adaptive L-inf, the middle of the study's ResNet-1
 SIGMA = 0.1      # average-case adaptive L2
 # (model, batches): timm's resnet18 at 32x32 and the digits MLP on a CPU; on a GPU the study's PreActResNet-18 too
 CALL_CASES = [("timm-resnet18", 1), ("digits-mlp", 8), ("preact-resnet18", 1)]
+# a digits-MLP call takes 0.1-0.5 s and moves by a third between rounds on a shared CPU: more rounds for its median
+ROUNDS = {"digits-mlp": 15}
 
 
 def _case(setup, name: str, batches: int):
@@ -35,22 +38,10 @@ def _case(setup, name: str, batches: int):
     return model, data, steps, f"{name}, {batches} x m={len(data[0][1])}"
 
 
-def plain_passes(model, data, backward: int, forward: int) -> None:
-    """Per batch, `backward` plain forward+backward passes and `forward` forward passes of the unmodified model."""
-    for inputs, labels in data:
-        for _ in range(backward):
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(inputs), labels).backward()
-        with torch.no_grad():
-            for _ in range(forward):
-                F.cross_entropy(model(inputs), labels)
-    model.zero_grad(set_to_none=True)
-
-
 @pytest.mark.parametrize("name,batches", CALL_CASES)
 def test_worst_case_call(benchmark, setup, record, name, batches):
     model, data, steps, case = _case(setup, name, batches)
-    timed(benchmark, setup, lambda: worst_case_sharpness(model, data, rho=RHO, steps=steps), rounds=3)
+    timed(benchmark, setup, lambda: worst_case_sharpness(model, data, rho=RHO, steps=steps), rounds=ROUNDS.get(name, 3))
     record("whole-call", f"{case}, worst-case kernel", "whole-call")
     record("study", case, "sharpbench")
 
@@ -58,7 +49,7 @@ def test_worst_case_call(benchmark, setup, record, name, batches):
 @pytest.mark.parametrize("name,batches", CALL_CASES)
 def test_worst_case_passes(benchmark, setup, record, name, batches):
     model, data, steps, case = _case(setup, name, batches)
-    timed(benchmark, setup, lambda: plain_passes(model, data, backward=steps, forward=1), rounds=3)
+    timed(benchmark, setup, lambda: plain_passes(model, data, backward=steps, forward=1), rounds=ROUNDS.get(name, 3))
     record("whole-call", f"{case}, worst-case kernel", "passes")
     record("whole-call", f"{case}, compute_measure", "passes")
 
@@ -68,31 +59,25 @@ def test_compute_measure_call(benchmark, setup, record, name, batches):
     """What a notebook user runs: the card looked up, the guard's snapshots and checks around the kernel."""
     model, data, steps, case = _case(setup, name, batches)
     timed(benchmark, setup, lambda: compute_measure("sharpness-worst-linf-adaptive", model, data, rho=RHO,
-                                                    steps=steps), rounds=3)
+                                                    steps=steps), rounds=ROUNDS.get(name, 3))
     record("whole-call", f"{case}, compute_measure", "whole-call")
 
 
 @pytest.mark.parametrize("name,batches", CALL_CASES)
 def test_average_case_call(benchmark, setup, record, name, batches):
     model, data, steps, case = _case(setup, name, batches)
-    timed(benchmark, setup, lambda: average_case_sharpness(model, data, rho=SIGMA, samples=steps), rounds=3)
+    timed(benchmark, setup, lambda: average_case_sharpness(model, data, rho=SIGMA, samples=steps),
+          rounds=ROUNDS.get(name, 3))
     record("average", case, "average")
 
 
 @pytest.mark.parametrize("name,batches", CALL_CASES)
 def test_average_case_forwards_and_draws(benchmark, setup, record, name, batches):
     model, data, steps, case = _case(setup, name, batches)
-    size = sum(p.numel() for p in model.parameters())
     generator = torch.Generator(device=setup.device).manual_seed(0)
-    noise = torch.empty(size, device=setup.device)
-
-    def forwards_and_draws():  # each draw into one reused buffer: on a CPU a fresh one costs its page faults
-        for _ in data:
-            for _ in range(steps):
-                torch.randn(size, generator=generator, out=noise)
-        plain_passes(model, data, backward=0, forward=steps + 1)
-
-    timed(benchmark, setup, forwards_and_draws, rounds=3)
+    noise = torch.empty(sum(p.numel() for p in model.parameters()), device=setup.device)
+    timed(benchmark, setup, lambda: forwards_and_draws(model, data, steps, generator, noise),
+          rounds=ROUNDS.get(name, 3))
     record("average", case, "forwards")
 
 
@@ -126,5 +111,5 @@ def test_study_code(benchmark, setup, record, monkeypatch, name, batches):
         study.eval_APGD_sharpness(model, batches_of_five, F.cross_entropy, None, None, rho=RHO, n_iters=steps,
                                   adaptive=True, norm="linf", rand_init=False)
 
-    timed(benchmark, setup, run, rounds=3)
+    timed(benchmark, setup, run, rounds=ROUNDS.get(name, 3))
     record("study", case, "study")
