@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,63 @@ def test_the_commit_is_dirty_when_code_or_cards_differ_from_it(checkout, path, d
     with (checkout / path).open("a") as file:
         file.write("changed\n")
     assert git_commit() == head + ("-dirty" if dirty else "")
+
+
+def _put(store: ResultStore, key: str, sha: str, value: float) -> None:
+    store.put(key, sha, value, 0.1, measure="m", params={}, protocol={}, device="cpu", version="0")
+
+
+def test_a_claimed_checkpoint_is_skipped_by_another_run_until_its_value_is_put(tmp_path):
+    first, second = ResultStore(tmp_path / "r.sqlite"), ResultStore(tmp_path / "r.sqlite")
+    assert first.claim("k", ["a", "b"]) == {"a", "b"}
+    assert second.claim("k", ["a", "b", "c"]) == {"c"}          # a and b are the first run's
+    assert second.claimed_by_others("k") == {"a", "b"} and first.claimed_by_others("k") == {"c"}
+    _put(first, "k", "a", 1.0)                                   # the value lands and the claim goes with it
+    assert second.claimed_by_others("k") == {"b"}
+    assert second.claim("k", ["a", "b"]) == {"c"}               # a is done, b still the first run's
+    assert second.claim("k", ["a"], over_values=True) == {"a", "c"}   # a recompute claims done ones too
+    assert first.claim("k", ["z"]) == {"b", "z"}                # another measure key is another namespace
+    assert first.claim("other", ["a"]) == {"a"}
+
+
+def test_the_claims_of_a_run_that_died_or_lapsed_are_taken_over(tmp_path):
+    path = tmp_path / "r.sqlite"
+    dead = _exited_pid()
+    store, other = ResultStore(path), ResultStore(path)
+    other.pid = dead                         # a run of this host whose process is gone
+    assert other.claim("k", ["a"]) == {"a"}
+    assert store.claim("k", ["a"]) == {"a"}
+    lapsed = ResultStore(path)
+    lapsed.host = "another-host"             # a run elsewhere: only its lease tells whether it lives
+    assert lapsed.claim("k", ["b"]) == {"b"}
+    assert store.claim("k", ["b"]) == {"a"}
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE claims SET expires = 0 WHERE checkpoint_sha256 = 'b'")
+    assert store.claim("k", ["b"]) == {"a", "b"}
+
+
+def test_holding_claims_renews_them_and_drops_what_is_left(tmp_path, monkeypatch):
+    import sharpbench.evaluation.store as store_module
+
+    monkeypatch.setattr(store_module, "_RENEW_SECONDS", 0.05)
+    store = ResultStore(tmp_path / "r.sqlite")
+    with pytest.raises(KeyError):
+        with store.holding_claims():
+            store.claim("k", ["a", "b"])
+            _put(store, "k", "a", 1.0)
+            with sqlite3.connect(tmp_path / "r.sqlite") as connection:
+                connection.execute("UPDATE claims SET expires = 0")
+            time.sleep(0.5)
+            with sqlite3.connect(tmp_path / "r.sqlite") as connection:
+                [[expires]] = connection.execute("SELECT expires FROM claims WHERE checkpoint_sha256 = 'b'")
+            assert expires > 0                          # renewed by the thread
+            raise KeyError("the run fails")
+    assert ResultStore(tmp_path / "r.sqlite").claimed_by_others("k") == set()
+    assert set(store.get_many("k")) == {"a"}
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
