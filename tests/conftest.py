@@ -56,6 +56,14 @@ def tiny_collection_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cards
 
 
+@pytest.fixture()
+def cards(tiny_collection_card: Path, tmp_path: Path) -> Path:
+    """The tiny collection's card and the Ray tests' measures (tests/cluster_cards.py), as one include path."""
+    from cluster_cards import cluster_cards
+
+    return cluster_cards(tiny_collection_card, tmp_path / "cards")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Let tests import their helpers (tests/oracle.py) by module name; run each benchmark once, at a small

@@ -145,6 +145,11 @@ class MeasureSpec:
             values[name] = self.params[name].parse(raw, f"measure '{self.name}'")
         return values
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a cluster's worker) without the imported implementation: a contributor's file is a module
+        of this process only, and the worker imports the card's function itself."""
+        return {**self.__dict__, "_loaded": []}
+
     def _load(self) -> tuple[Callable[..., Any], Implementation]:
         if not self._loaded:
             self._loaded.append(_load_implementation(self.function, self.path, self.version))

@@ -48,11 +48,49 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     command.add_argument("--no-grouping", action="store_true",
                          help="evaluate one model at a time even when the measure can do same-architecture models "
                               "together (the values are the same)")
+    add_executor_options(command)
     command.add_argument("--recompute", action="store_true",
                          help="ignore the values in the results store: compute every model again and overwrite them")
     command.add_argument("--publish", action="store_true",
                          help="also write the result to DIR/results/COLLECTION/MEASURE.json for the leaderboard")
     command.set_defaults(run=run)
+
+
+def add_executor_options(command: argparse.ArgumentParser) -> None:
+    """--executor and the Ray options, shared by `evaluate` and `collection build`."""
+    command.add_argument("--executor", choices=["local", "ray"], default="local",
+                         help="compute in this process (local, the default) or as tasks on a Ray cluster (ray; "
+                              "needs pip install \"sharpbench[ray]\")")
+    command.add_argument("--ray-address", metavar="ADDRESS",
+                         help="the Ray cluster to use, e.g. ray://head:10001 or auto (default: start a local one)")
+    command.add_argument("--cpus-per-task", type=float, default=1.0, metavar="C",
+                         help="CPUs each Ray task asks for, and its torch threads (default 1)")
+    command.add_argument("--gpus-per-task", type=float, default=0.0, metavar="G",
+                         help="GPUs each Ray task asks for (default 0); a task with a GPU computes on it")
+
+
+def ray_executor(args: argparse.Namespace) -> Any:
+    """The RayExecutor the options ask for, or None for --executor local (where the Ray options are refused)."""
+    ray_options = {"--ray-address": args.ray_address is not None, "--cpus-per-task": args.cpus_per_task != 1.0,
+                   "--gpus-per-task": args.gpus_per_task != 0.0}
+    if args.executor == "local":
+        given = [name for name, set_ in ray_options.items() if set_]
+        if given:
+            raise SharpbenchError(f"{', '.join(given)} only apply with --executor ray; add --executor ray or leave "
+                                  f"them out.")
+        return None
+    if getattr(args, "device", None) is not None:
+        raise SharpbenchError("--device does not apply with --executor ray: a task computes on a GPU when "
+                              "--gpus-per-task gives it one, else on its CPUs; leave out --device.")
+    if args.cpus_per_task <= 0 or args.gpus_per_task < 0:
+        raise SharpbenchError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0 (got {args.cpus_per_task:g} "
+                              f"and {args.gpus_per_task:g}).")
+    from sharpbench.evaluation.cluster import RayExecutor, connect, require_ray
+
+    require_ray()       # a missing Ray, or a cluster given that cannot be reached, is said before any work
+    if args.ray_address is not None:
+        connect(args.ray_address)
+    return RayExecutor(args.ray_address, args.cpus_per_task, args.gpus_per_task)
 
 
 def parse_set(items: Sequence[str]) -> dict[str, str]:
@@ -72,6 +110,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     params = spec.bind(parse_set(args.set))  # mistakes in --set or --sweep surface before any build
     sweep = Sweep.parse(spec, args.sweep) if args.sweep is not None else None
     spec.implementation()  # and so does a broken or misspelled function
+    executor = ray_executor(args)     # and a missing Ray, an unreachable cluster, --device with Ray
     device = resolve_device(args.device)  # and a device this machine lacks, and an output that cannot be written
     json_path = output_file(args.json, "--json") if args.json else None
     if args.publish:
@@ -94,7 +133,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     store = ResultStore(store_path)
     options: dict[str, Any] = {"device": device, "n": args.n,
                                "m": args.m, "seed": args.seed, "progress": not args.no_progress,
-                               "group_models": not args.no_grouping, "recompute": args.recompute}
+                               "group_models": not args.no_grouping, "recompute": args.recompute,
+                               "executor": executor}
     evaluations = []
     try:
         runs: Iterable[Evaluation] = (
@@ -134,10 +174,12 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
     spec, collection = evaluation.spec, evaluation.collection
     params = ", ".join(f"{k}={v}" for k, v in evaluation.params.items()) or "no parameters"
     print(f"{spec.name} on {collection.spec.name}: {len(collection.models)} models ({params})")
-    if evaluation.computed == 0:
+    if evaluation.computed == 0 and evaluation.elsewhere == 0:
         print(f"nothing computed: all {evaluation.cached} values came from the results store ({store_path})")
     else:
-        print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})")
+        meanwhile = f", {evaluation.elsewhere} computed meanwhile by another run" if evaluation.elsewhere else ""
+        print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})"
+              f"{meanwhile}")
     rows = [(target, number(score["kendall_tau"]), interval(score["kendall_tau_ci"]),
              interval(score["kendall_tau_ci_models"]), number(score["oriented"]["kendall_tau"]),
              number(score["noise_ceiling"]), number(score["kendall_tau_of_ceiling"]), number(score["spearman"]),

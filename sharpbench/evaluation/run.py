@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.measure import Batch, MeasureContext
 from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
 from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
-from sharpbench.evaluation.store import ResultStore, measure_key
+from sharpbench.evaluation.store import ResultStore, StoredValue, measure_key
 from sharpbench.version import __version__
 
 
@@ -72,8 +72,20 @@ class Evaluation:
     seconds: dict[str, float] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
+    elsewhere: int = 0          # computed meanwhile by another run on the same store
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     _scores: Scores | None = field(default=None, repr=False)
+
+    def take(self, stored: dict[str, StoredValue], records: list[ModelRecord] | None = None) -> list[ModelRecord]:
+        """Take the stored values of `records` (default: every model); returns those of them without one."""
+        left = []
+        for record in self.collection.models if records is None else records:
+            if record.sha256 in stored:
+                self.values[record.id] = stored[record.sha256].value
+                self.seconds[record.id] = stored[record.sha256].seconds
+            else:
+                left.append(record)
+        return left
 
     @property
     def orientation(self) -> int:
@@ -148,47 +160,97 @@ def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
             for name, outcomes in collection.outcome_sets().items()}
 
 
+# Computed values as an executor yields them: (records, their values, seconds per model, the device's description).
+GroupValues = tuple[list[ModelRecord], list[float], float, str]
+
+
+class Executor(Protocol):
+    """Where a run's values are computed: this process (`LocalExecutor`) or a Ray cluster
+    (`sharpbench.evaluation.cluster.RayExecutor`). Either yields each group's guarded values as it finishes; the
+    caller alone writes the results store."""
+
+    description: str
+
+    def compute(self, spec: MeasureSpec, collection: Collection, records: list[ModelRecord],
+                params: dict[str, Any], *, n: int | None, m: int | None, seed: int,
+                many: bool) -> Iterator[GroupValues]: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Computes in this process, on one device."""
+
+    device: torch.device
+
+    @property
+    def description(self) -> str:
+        return describe_device(self.device)
+
+    def compute(self, spec: MeasureSpec, collection: Collection, records: list[ModelRecord],
+                params: dict[str, Any], *, n: int | None, m: int | None, seed: int,
+                many: bool) -> Iterator[GroupValues]:
+        for done, values, seconds in compute_values(spec, collection, records, params, device=self.device, n=n,
+                                                    m=m, seed=seed, many=many):
+            yield done, values, seconds, self.description
+
+
+# How often a run waiting for models that other runs claimed looks for their values.
+_POLL_SECONDS = 1.0
+
+
 def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
              overrides: dict[str, Any] | None = None, device: torch.device | None = None,
              n: int | None = None, m: int | None = None, seed: int = 0, progress: bool = True,
-             group_models: bool = True, recompute: bool = False) -> Evaluation:
+             group_models: bool = True, recompute: bool = False, executor: Executor | None = None) -> Evaluation:
     """Compute the measure on every model of the collection that the store does not already hold.
 
     The key is computed once per call, before any lookup: it imports the implementation, so a broken one is an
     error even when every value is stored. With `recompute`, stored values are ignored and overwritten. With
     `group_models`, a measure with a many-model form gets same-architecture models together (up to a memory
-    cap); each group's values are stored as soon as it is done.
+    cap); each group's values are stored as soon as it is done. `executor` computes them (default: this
+    process, on `device`). Models that another run on the same store has claimed are not computed again: this
+    run waits for their values (and takes over the claims of a run that died).
     """
     params = spec.bind(overrides)
-    device = device or default_device()
+    executor = executor or LocalExecutor(device or default_device())
     protocol = {**collection.protocol(n, m), "measure_seed": seed}
     key = measure_key(spec.name, params, protocol, spec.key_inputs())
-    evaluation = Evaluation(collection, spec, params, protocol, key, describe_device(device))
-    stored = {} if recompute else store.get_many(key)
-    missing = [record for record in collection.models if record.sha256 not in stored]
-    for record in collection.models:
-        if record.sha256 in stored:
-            evaluation.values[record.id] = stored[record.sha256].value
-            evaluation.seconds[record.id] = stored[record.sha256].seconds
+    evaluation = Evaluation(collection, spec, params, protocol, key, executor.description)
+    missing = collection.models if recompute else evaluation.take(store.get_many(key))
     evaluation.cached = len(collection.models) - len(missing)
     if not missing:
         return evaluation
     store.require_writable(len(missing))
-
+    many = group_models and spec.computes_many
     bar = tqdm(total=len(missing), desc=f"{spec.name} on {collection.spec.name}", unit="model",
                disable=not progress)
     try:
-        for records, values, seconds in compute_values(spec, collection, missing, params, device=device, n=n, m=m,
-                                                       seed=seed, many=group_models and spec.computes_many):
-            for record, value in zip(records, values):
-                store.put(key, record.sha256, value, seconds, measure=spec.name, params=params,
-                          protocol=protocol, device=evaluation.device, version=__version__)
-                evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
-            evaluation.computed += len(records)
-            bar.update(len(records))
+        with store.holding_claims():
+            first = True
+            while missing:
+                mine = store.claim(key, [record.sha256 for record in missing], over_values=recompute and first)
+                todo = [record for record in missing if record.sha256 in mine]
+                for records, values, seconds, where in executor.compute(spec, collection, todo, params, n=n, m=m,
+                                                                        seed=seed, many=many):
+                    for record, value in zip(records, values):
+                        store.put(key, record.sha256, value, seconds, measure=spec.name, params=params,
+                                  protocol=protocol, device=where, version=__version__)
+                        evaluation.values[record.id], evaluation.seconds[record.id] = value, seconds
+                    evaluation.computed += len(records)
+                    bar.update(len(records))
+                left = [record for record in missing if record.id not in evaluation.values]
+                others = store.claimed_by_others(key)
+                # what other runs finished: a value whose claim is gone (a recompute waits for the new value)
+                evaluation.take(store.get_many(key), [record for record in left if record.sha256 not in others])
+                missing = [record for record in left if record.id not in evaluation.values]
+                evaluation.elsewhere += len(left) - len(missing)
+                bar.update(len(left) - len(missing))
+                if missing and not todo:
+                    time.sleep(_POLL_SECONDS)
+                first = False
     except KeyboardInterrupt:
         bar.close()
-        done = evaluation.cached + evaluation.computed
+        done = len(evaluation.values)
         raise Interrupted(f"interrupted after {done} of {len(collection.models)} models; their values are kept "
                           f"in the results store.", hints=[Hint("resume")]) from None
     bar.close()
@@ -205,7 +267,7 @@ def compute_values(spec: MeasureSpec, collection: Collection, records: list[Mode
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
     reference = batches_snapshot(batches)    # once, outside the timed calls: every call is compared with it
     for group in _groups(collection, records, device, many):
-        values, seconds = _compute_group(spec, collection, params, group, batches, reference, device, seed)
+        values, seconds = compute_group(spec, collection, params, group, batches, reference, device, seed)
         yield [record for record, _ in group], values, seconds
 
 
@@ -213,6 +275,15 @@ def compute_values(spec: MeasureSpec, collection: Collection, records: list[Mode
 # ascent's state, scale with it) and this many models.
 _GROUP_BYTES = 256 << 20
 _GROUP_MODELS = 64
+
+
+def plan_groups(collection: Collection, records: list[ModelRecord], many: bool) -> list[list[ModelRecord]]:
+    """The groups of `records` that a local run evaluates together (see `_groups`), without keeping the models:
+    each is loaded on the CPU once to learn its architecture (what a cluster's driver does before sending the
+    groups out, so that a value does not depend on the executor)."""
+    if not many:
+        return [[record] for record in records]
+    return [[record for record, _ in group] for group in _groups(collection, records, torch.device("cpu"), many)]
 
 
 def _groups(collection: Collection, records: list[ModelRecord], device: torch.device,
@@ -233,11 +304,11 @@ def _groups(collection: Collection, records: list[ModelRecord], device: torch.de
     yield from pending.values()
 
 
-def _compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, Any],
+def compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, Any],
                    group: list[tuple[ModelRecord, nn.Module]], batches: list[Batch], reference: list[Batch],
                    device: torch.device, seed: int) -> tuple[list[float], float]:
     """The guarded values of the measure on one model, or on a group of same-architecture ones, and the seconds
-    per model."""
+    per model (where a cluster's worker computes too)."""
     records, models = [record for record, _ in group], [model for _, model in group]
     single = len(group) == 1
     initial = collection.load_initial_state(records[0]) if single else None
