@@ -3,6 +3,7 @@ out of memory inside a task, and a driver killed mid-run (a cluster of two nodes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -17,7 +18,10 @@ import torch
 ray = pytest.importorskip("ray")
 
 from cluster_cards import SHARPNESS, built_collection, evaluate_into, one_thread  # noqa: E402
+from sharpbench.cards.discovery import Registry  # noqa: E402
 from sharpbench.cli.main import main  # noqa: E402
+from sharpbench.collection.builder import build_collection  # noqa: E402
+from sharpbench.collection.collection import open_collection  # noqa: E402
 from sharpbench.evaluation.cluster import RayExecutor  # noqa: E402
 from sharpbench.evaluation.run import LocalExecutor  # noqa: E402
 
@@ -120,3 +124,27 @@ def _stored(path: Path) -> int:
         return sqlite3.connect(path).execute("SELECT count(*) FROM results").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_a_ray_build_writes_the_files_of_a_local_build(local_ray, cards, tmp_path):
+    """Each model trained in a task of its own (one thread, deterministic, as a local build's workers), every
+    file written by the driver: checkpoints, initial weights and outcomes byte for byte a local build's."""
+    spec = Registry.discover([cards]).collection("tiny-digits")
+    local = build_collection(open_collection(spec, tmp_path / "local-home"), progress=False)
+    on_ray = build_collection(open_collection(spec, tmp_path / "ray-home"), progress=False, executor=RayExecutor())
+    files = sorted(path.relative_to(local.root) for path in local.root.rglob("*.safetensors"))
+    assert len(files) == 3 * len(local.models) == 18           # weights, initial weights, outcomes
+    assert files == sorted(path.relative_to(on_ray.root) for path in on_ray.root.rglob("*.safetensors"))
+    for relative in files:
+        assert (local.root / relative).read_bytes() == (on_ray.root / relative).read_bytes(), relative
+    provenance = {"device", "seconds"}
+    assert [{k: v for k, v in record.items() if k not in provenance} for record in on_ray.manifest["models"]] == \
+        [{k: v for k, v in record.items() if k not in provenance} for record in local.manifest["models"]]
+    records = [json.loads(path.read_text()) for path in sorted((on_ray.root / "records").glob("*.json"))]
+    assert len(records) == 6 and all(record["device"].startswith("cpu on Ray node ") for record in records)
+
+
+def test_workers_with_a_ray_build_are_refused(cards, capsys):
+    code = main(["collection", "build", "tiny-digits", "--include-path", str(cards), "--executor", "ray",
+                 "--workers", "2"])
+    assert code == 2 and "--workers does not apply with --executor ray" in capsys.readouterr().err

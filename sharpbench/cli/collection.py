@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from sharpbench.cards.discovery import Registry
+from sharpbench.cli.executor import add_executor_options, ray_executor
 from sharpbench.collection.builder import build_collection
 from sharpbench.collection.collection import open_collection
 from sharpbench.evaluation.run import resolve_device
+from sharpbench.errors import SharpbenchError
 from sharpbench.paths import sharpbench_home
 
 
@@ -23,8 +25,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     build_action.add_argument("--workers", type=int, default=1, metavar="K",
                               help="train K models at a time in separate processes (default 1); for a card of "
                                    "pretrained checkpoints, K processes load its data")
-    build_action.add_argument("--device", default="cpu",
-                              help="torch device to train or score on (default cpu; e.g. cuda)")
+    build_action.add_argument("--device", help="torch device to train or score on (default cpu; e.g. cuda)")
+    add_executor_options(build_action)
     build_action.set_defaults(run=build)
     pull_action = actions.add_parser("pull", parents=parents,
                                      help="fetch a published collection, verifying every sha256")
@@ -42,10 +44,14 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 
 def build(args: argparse.Namespace, registry: Registry) -> int:
     """Train (or fetch and score) the collection's models; resumes unless --force."""
-    device = resolve_device(args.device)
+    executor = ray_executor(args)
+    if executor is not None and args.workers != 1:
+        raise SharpbenchError("--workers does not apply with --executor ray: each model is a task of its own "
+                              "(as many at once as the cluster has CPUs, or GPUs with --gpus-per-task).")
+    device = resolve_device(args.device or "cpu")
     collection = open_collection(registry.collection(args.name), sharpbench_home(), args.data_paths)
     build_collection(collection, progress=not args.no_progress, force=args.force, workers=args.workers,
-                     device=device)
+                     device=device, executor=executor)
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0

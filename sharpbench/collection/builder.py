@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -32,7 +32,8 @@ from sharpbench.version import __version__
 
 
 def build_collection(collection: Collection, progress: bool = True, force: bool = False, workers: int = 1,
-                     device: torch.device | str = "cpu", source: ModelSource | None = None) -> Collection:
+                     device: torch.device | str = "cpu", source: ModelSource | None = None,
+                     executor: BuildExecutor | None = None) -> Collection:
     """Produce every model of the collection's source that no earlier build finished, then write manifest.json.
 
     Does nothing when the collection is already built from this card (unless ``force``, which deletes the folder
@@ -40,22 +41,45 @@ def build_collection(collection: Collection, progress: bool = True, force: bool 
     kept: each kept model is scored from its verified checkpoint, never trained. ``workers`` > 1 trains that many
     models at a time in separate processes (one thread each: the same bits as one worker); for a card of
     checkpoints, ``workers`` processes read its data. ``device`` trains and scores there (e.g. cuda); files are
-    saved from the CPU. ``source`` defaults to the card's (:func:`sharpbench.collection.sources.source_for`)."""
+    saved from the CPU. ``source`` defaults to the card's (:func:`sharpbench.collection.sources.source_for`).
+    ``executor`` produces the models elsewhere (a Ray cluster: :class:`sharpbench.evaluation.cluster.RayExecutor`);
+    this process still saves every file and record as models come back."""
     if workers < 1:
         raise CollectionError(f"--workers must be at least 1 (got {workers})")
     builder = Builder(collection, source or source_for(collection.spec, collection.paths), torch.device(device),
-                      workers, progress)
+                      workers, progress, executor)
     builder.run(force)
     return collection
+
+
+class BuildExecutor(Protocol):
+    """Produces models away from this process (a Ray cluster), yielding each (point, what was produced, seconds,
+    the device it was produced on) as it finishes; the builder saves them."""
+
+    def produce(self, collection: Collection, source: ModelSource, points: list[ModelPoint],
+                score: bool) -> Iterator[tuple[ModelPoint, Produced, float, str]]: ...
+
+
+def produce_remote(collection: Collection, source: ModelSource, point: ModelPoint, device: torch.device,
+                   score: bool) -> tuple[Produced, float]:
+    """Produce one model as a build worker does (its own builder, the data on the device, deterministic for a
+    trained card), without saving it: what a cluster's task runs. Returns it with the seconds it took."""
+    builder = Builder(collection, source, device, 1, False)
+    data = _worker_data(collection, device) if score else None
+    started = time.perf_counter()
+    with deterministic(device) if collection.spec.trained else contextlib.nullcontext():
+        produced = source.produce(point, data, builder.score)  # type: ignore[arg-type]
+    return produced, time.perf_counter() - started
 
 
 class Builder:
     """One build of one collection from one source."""
 
     def __init__(self, collection: Collection, source: ModelSource, device: torch.device, workers: int,
-                 progress: bool) -> None:
+                 progress: bool, executor: BuildExecutor | None = None) -> None:
         self.collection, self.spec, self.root = collection, collection.spec, collection.root
         self.source, self.device, self.workers, self.progress = source, device, workers, progress
+        self.executor = executor
 
     def run(self, force: bool, score: bool = True) -> None:
         """Build (see :func:`build_collection`); without ``score``, models that a source does not score keep no
@@ -125,6 +149,10 @@ class Builder:
     def _produce(self, todo: list[ModelPoint], score: bool) -> Iterator[dict[str, Any]]:
         """Produce the points in this process, or train them in ``workers`` spawned processes; yields each record.
         Only a grid is trained in worker processes; a source that fetches or imports runs here."""
+        if self.executor is not None:
+            for point, produced, seconds, device in self.executor.produce(self.collection, self.source, todo, score):
+                yield self.save(point, produced, seconds, device)
+            return
         data = self.collection.data() if score else None
         if self.workers == 1 or len(todo) == 1 or not self.spec.trained:
             trained = self.spec.trained        # fetched or imported models are not trained: no deterministic mode
@@ -166,11 +194,16 @@ class Builder:
         """Produce one model and save it: its files, then its record (the model counts as finished from there)."""
         started = time.perf_counter()
         produced = self.source.produce(point, data, self.score)  # type: ignore[arg-type]
+        return self.save(point, produced, time.perf_counter() - started, str(self.device))
+
+    def save(self, point: ModelPoint, produced: Produced, seconds: float, device: str) -> dict[str, Any]:
+        """Save one produced model (here, or where a cluster's worker produced it on `device` in `seconds`): its
+        files, then its record, from which the model counts as finished."""
         record: dict[str, Any] = {
             "id": point.id, "index": point.index, "hparams": point.hparams, "seed": point.seed,
             "card_sha256": self.spec.card_sha256, "converged": produced.converged,
             "train_error": produced.train_error, "train_loss": produced.train_loss, "epochs": produced.epochs,
-            "device": str(self.device),
+            "device": device,
         }
         if produced.converged:
             record.update(self._save_checkpoints(point.id, produced))
@@ -178,7 +211,7 @@ class Builder:
                 record.update(self._save_outcomes(point.id, record["sha256"], produced.outcomes))
             if produced.reported is not None:
                 record.update(produced.reported)
-        record["seconds"] = time.perf_counter() - started
+        record["seconds"] = seconds
         record = finite_or_none(record)
         atomic_write(self._record_path(point.id), json.dumps(record, indent=1, allow_nan=False).encode())
         return record
@@ -322,6 +355,16 @@ class Builder:
 
 
 _WORKER: tuple[Builder, DatasetSplits] | None = None
+_DATA: dict[tuple[str, str, str], DatasetSplits] = {}
+
+
+def _worker_data(collection: Collection, device: torch.device) -> DatasetSplits:
+    """The collection's data on `device`, loaded once per worker process (a cluster reuses its workers)."""
+    key = (collection.spec.card_sha256, str(collection.root), str(device))
+    if key not in _DATA:
+        data = collection.data()
+        _DATA[key] = data.to(device) if collection.spec.trained else data
+    return _DATA[key]
 
 
 def _worker_start(collection: Collection, source: ModelSource, device: torch.device) -> None:

@@ -1,6 +1,8 @@
-"""Computing a run's values on a Ray cluster: each group of models (the groups a local run forms) is one Ray task
-that loads its checkpoints from the collection's folder (every one sha256-verified), computes the guarded values
-and sends them back; the driver alone writes the results store, as results arrive.
+"""Computing a run's values, or building a collection, on a Ray cluster. An evaluation sends each group of models
+(the groups a local run forms) as one Ray task that loads its checkpoints from the collection's folder (every one
+sha256-verified), computes the guarded values and sends them back; a build sends each model to train or fetch as
+one task, which returns the weights and outcomes unsaved. The driver alone writes the results store and the
+collection's files, as results arrive.
 
 Ray is an optional dependency (`pip install "sharpbench[ray]"`). A worker must see the collection root and the
 files of any include-path measure at the driver's paths (one machine, or a shared file system) and have the same
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
+from sharpbench.collection.builder import produce_remote
 from sharpbench.collection.collection import Collection
 from sharpbench.collection.records import ModelRecord
-from sharpbench.collection.spec import CollectionSpec
+from sharpbench.collection.sources import ModelSource, Produced
+from sharpbench.collection.spec import CollectionSpec, ModelPoint
 from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.data.locate import DataPaths
 from sharpbench.errors import Hint, MeasureError, SharpbenchError
@@ -60,14 +64,37 @@ class RayExecutor:
         code = spec.key_inputs()
         pending = {task.remote(spec, code, collection.spec, collection.root, collection.paths, group, params,
                                batches, seed, self.threads): group for group in groups}
+        for group, (values, seconds, where) in self._as_finished(
+                ray, pending, lambda group: f"the Ray task of {spec.name} on model(s) "
+                                            f"{', '.join(record.id for record in group)}"):
+            yield group, values, seconds, where
+
+    def produce(self, collection: Collection, source: ModelSource, points: list[ModelPoint],
+                score: bool) -> Iterator[tuple[ModelPoint, Produced, float, str]]:
+        """Train (or fetch) each model of a build as one Ray task, one thread each as a local build's workers, and
+        yield what each produced as it finishes; the builder saves it (`BuildExecutor`)."""
+        if not points:
+            return
+        ray = connect(self.address)
+        self._check_resources(ray)
+        task = ray.remote(_produce_task).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+                                                 max_retries=self.retries, retry_exceptions=False)
+        pending = {task.remote(collection.spec, collection.root, collection.paths, source, point, score): point
+                   for point in points}
+        for point, (produced, seconds, where) in self._as_finished(
+                ray, pending, lambda point: f"the Ray task building model {point.id} of {collection.spec.name}"):
+            yield point, produced, seconds, where
+
+    def _as_finished(self, ray: Any, pending: dict[Any, Any], what: Callable[[Any], str]) -> Iterator[tuple[Any, Any]]:
+        """(item, its task's result) as tasks finish; a failed task is the run's error, said by `_result`, and
+        whatever ends the loop (a failure, an interrupt, a closed generator) cancels the tasks left."""
         try:
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
-                group = pending.pop(ready)
-                values, seconds, where = _result(ray, ready, group, spec, self.retries)
-                yield group, values, seconds, where
+                item = pending.pop(ready)
+                yield item, _result(ray, ready, what(item), self.retries)
         finally:
-            for ref in pending:      # a failure, an interrupt or a closed generator: nothing keeps running
+            for ref in pending:
                 ray.cancel(ref, force=True)
 
     @property
@@ -110,12 +137,11 @@ def require_ray() -> Any:
     return ray
 
 
-def _result(ray: Any, ref: Any, group: list[ModelRecord], spec: MeasureSpec,
-            retries: int) -> tuple[list[float], float, str]:
-    """A finished task's values, or the run's error as sharpbench says it (naming the models it was on)."""
+def _result(ray: Any, ref: Any, task: str, retries: int) -> Any:
+    """A finished task's result, or the run's error as sharpbench says it (`task` names the task: what it
+    computed and on which models)."""
     from ray import exceptions
 
-    models = ", ".join(record.id for record in group)
     try:
         return ray.get(ref)
     except exceptions.RayTaskError as error:
@@ -123,16 +149,15 @@ def _result(ray: Any, ref: Any, group: list[ModelRecord], spec: MeasureSpec,
         if isinstance(cause, SharpbenchError):
             raise cause from None
         if _out_of_memory(cause):
-            raise _memory_error(spec, models, f"{type(cause).__name__}: {str(cause).splitlines()[0]}") from None
-        raise SharpbenchError(f"the Ray task of {spec.name} on model(s) {models} failed: {type(cause).__name__}: "
-                              f"{str(cause).splitlines()[0] if str(cause) else '(no message)'}; values already "
-                              f"computed are kept.", hints=[Hint("resume")]) from None
+            raise _memory_error(task, f"{type(cause).__name__}: {str(cause).splitlines()[0]}") from None
+        raise SharpbenchError(f"{task} failed: {type(cause).__name__}: "
+                              f"{str(cause).splitlines()[0] if str(cause) else '(no message)'}; what finished "
+                              f"before is kept.", hints=[Hint("resume")]) from None
     except exceptions.OutOfMemoryError:
-        raise _memory_error(spec, models, "Ray's memory monitor stopped it") from None
+        raise _memory_error(task, "Ray's memory monitor stopped it") from None
     except exceptions.WorkerCrashedError:
-        raise SharpbenchError(f"the worker computing {spec.name} on model(s) {models} died {retries + 1} times "
-                              f"(killed, or crashed in native code); values already computed are kept.",
-                              hints=[Hint("resume")]) from None
+        raise SharpbenchError(f"{task}: its worker died {retries + 1} times (killed, or crashed in native code); "
+                              f"what finished before is kept.", hints=[Hint("resume")]) from None
 
 
 def _out_of_memory(error: BaseException | None) -> bool:
@@ -144,11 +169,10 @@ def _out_of_memory(error: BaseException | None) -> bool:
                                                 or "can't allocate memory" in text)
 
 
-def _memory_error(spec: MeasureSpec, models: str, how: str) -> SharpbenchError:
-    return SharpbenchError(f"the Ray task of {spec.name} on model(s) {models} ran out of memory ({how}); give each "
-                           f"task more memory (fewer tasks per node: raise --cpus-per-task or --gpus-per-task) or "
-                           f"evaluate one model per task with --no-grouping; values already computed are kept.",
-                           hints=[Hint("resume")])
+def _memory_error(task: str, how: str) -> SharpbenchError:
+    return SharpbenchError(f"{task} ran out of memory ({how}); give each task more memory (fewer tasks per node: "
+                           f"raise --cpus-per-task or --gpus-per-task), or for an evaluation one model per task "
+                           f"with --no-grouping; what finished before is kept.", hints=[Hint("resume")])
 
 
 def _compute_task(spec: MeasureSpec, code: dict[str, Any], collection_spec: CollectionSpec, root: Path,
@@ -163,7 +187,7 @@ def _compute_task(spec: MeasureSpec, code: dict[str, Any], collection_spec: Coll
                               f"{spec.key_inputs()['kernels_sha256'][:12]} against {code['kernels_sha256'][:12]}); "
                               f"install the same sharpbench and card files on every node.")
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and _has_gpu() else "cpu")
+    device = _task_device()
     collection = Collection(collection_spec, root, paths)
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in batches]
     reference = batches_snapshot(batches)
@@ -172,11 +196,26 @@ def _compute_task(spec: MeasureSpec, code: dict[str, Any], collection_spec: Coll
         values, seconds = compute_group(spec, collection, params, group, batches, reference, device, seed)
     except MeasureError as error:     # the guard names the measure's exception; memory is the task's to say
         if _out_of_memory(error.__cause__):
-            cause = error.__cause__
-            raise _memory_error(spec, ", ".join(record.id for record in records),
-                                f"{type(cause).__name__} on {describe_device(device)}") from None
+            models = ", ".join(record.id for record in records)
+            raise _memory_error(f"the Ray task of {spec.name} on model(s) {models}",
+                                f"{type(error.__cause__).__name__} on {describe_device(device)}") from None
         raise
     return values, seconds, f"{describe_device(device)} on Ray node {_node()}"
+
+
+def _produce_task(collection_spec: CollectionSpec, root: Path, paths: DataPaths | None, source: ModelSource,
+                  point: ModelPoint, score: bool) -> tuple[Produced, float, str]:
+    """One Ray task of a build: one model trained (or fetched) and scored, returned unsaved."""
+    device = _task_device()
+    produced, seconds = produce_remote(Collection(collection_spec, root, paths), source, point, device, score)
+    return produced, seconds, f"{device} on Ray node {_node()}"
+
+
+def _task_device() -> torch.device:
+    """The task's GPU when Ray gave it one, else the CPU (a task without one must not use a GPU its node has)."""
+    import ray
+
+    return torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
 
 
 def _node() -> str:
@@ -184,10 +223,3 @@ def _node() -> str:
     import ray
 
     return f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
-
-
-def _has_gpu() -> bool:
-    """Whether Ray gave this task a GPU (a task without one must not use a GPU its node happens to have)."""
-    import ray
-
-    return bool(ray.get_gpu_ids())
