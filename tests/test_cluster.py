@@ -148,3 +148,22 @@ def test_workers_with_a_ray_build_are_refused(cards, capsys):
     code = main(["collection", "build", "tiny-digits", "--include-path", str(cards), "--executor", "ray",
                  "--workers", "2"])
     assert code == 2 and "--workers does not apply with --executor ray" in capsys.readouterr().err
+
+
+def test_a_worker_verifies_each_checkpoint_it_reads(local_ray, cards, capsys):
+    """A checkpoint damaged on the shared storage stops the run with the file's name; the models finished
+    before are kept."""
+    _, collection = built_collection(cards)
+    damaged = collection.root / collection.models[-1].file
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    code, _, err = _cli(capsys, cards, "weight-norm", "--no-grouping")
+    assert code == 2 and err.count("\n") == 1
+    assert f"checkpoint {damaged} fails its integrity check" in err
+
+
+def test_a_ray_run_shows_the_progress_bar_of_a_local_one(local_ray, cards, capsys):
+    built_collection(cards)
+    code = main(["evaluate", "--measure", "weight-norm", "--collection", "tiny-digits", "--include-path", str(cards),
+                 "--executor", "ray", "--no-grouping"])
+    err = capsys.readouterr().err
+    assert code == 0 and "weight-norm on tiny-digits: 100%" in err and "6/6" in err

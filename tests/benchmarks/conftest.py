@@ -24,7 +24,10 @@ RATIOS = [
     ("whole-call", "passes", "one whole call / the passes it makes, done plainly", "<= 1.5 digits MLP compute_measure"),
     ("average", "forwards", "average case / its plain forwards + noise draws", "<= 1.15"),
     ("study", "sharpbench", "the study's released code / sharpbench (speed-up)", "> 1"),
+    ("ray", "local", "Ray executor (2 workers) / local executor", "< 1 one model per task"),
 ]
+# (group, the larger label, the smaller, what the difference per model says): seconds, not ratios
+DIFFERENCES = [("overhead", "ray", "local", "Ray's overhead per task (s), param-norm one model per task")]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,6 +81,12 @@ def ratio_rows() -> list[dict]:
             top, bottom = _MEDIANS.get((group, case, group)), _MEDIANS.get((group, case, denominator))
             if top is not None and bottom is not None:
                 rows.append({"ratio": meaning, "case": case, "value": top / bottom, "target": target,
+                             "numerator_s": top, "denominator_s": bottom})
+    for group, larger, smaller, meaning in DIFFERENCES:
+        for case in sorted({case for (g, case, label) in _MEDIANS if g == group}):
+            top, bottom = _MEDIANS.get((group, case, larger)), _MEDIANS.get((group, case, smaller))
+            if top is not None and bottom is not None:
+                rows.append({"ratio": meaning, "case": case, "value": top - bottom, "target": "",
                              "numerator_s": top, "denominator_s": bottom})
     for (group, case, label), median in sorted(_MEDIANS.items()):
         if group == "collection":
