@@ -278,8 +278,11 @@ def test_each_shrunk_sharpness_card_resolves_to_its_old_fields(name: str):
     old = yaml.safe_load((OLD_SHARPNESS_CARDS / name).read_text(encoding="utf-8"))
     fields = load_card(card).fields
     assert isinstance(fields.pop("tolerance"), float)     # stated after the shrink (leaderboard verify)
-    # the allowed values (choices, bounds) were declared after the split into bases; nothing else changed
+    # the allowed values (choices, bounds) were declared after the split into bases, and the worst case's
+    # reference_compat added (default false: the ascent the old cards ran); nothing else changed
     allowed = {"choices", "min", "max", "exclusive_min", "exclusive_max"}
+    compat = fields["params"].pop("reference_compat", None)
+    assert compat is None or (name.startswith("sharpness-worst") and compat["default"] is False)
     fields["params"] = {name: {k: v for k, v in param.items() if k not in allowed}
                         for name, param in fields["params"].items()}
     assert fields == old

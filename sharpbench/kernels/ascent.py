@@ -73,6 +73,9 @@ class WorstCaseConfig:
     steps: int = 20
     momentum: float = 0.75
     min_improvement_ratio: float = 0.75
+    # the released code's iterates: its L2 step and adaptive L2 projection (`PerturbationSet`), and at a
+    # halving the gradient of the best point with the step continuing from the current perturbation
+    reference_compat: bool = False
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
@@ -130,7 +133,7 @@ class WorstCaseAscent:
         self.value_and_grad = gradient_over_problems(objective, len(origin))
         self.forward = over_problems(objective, len(origin))
         self.origin, self.inputs, self.labels, self.config = origin, inputs, labels, config
-        self.set = PerturbationSet.of(c, config.rho, config.norm)
+        self.set = PerturbationSet.of(c, config.rho, config.norm, reference=config.reference_compat)
         self.initial = initial
         self.host = origin.device.type == "cpu" if host is None else host
         # host form: reused storage of the iterates, gradients, step scales, the projected step and the point
@@ -194,7 +197,11 @@ class WorstCaseAscent:
 
         def halved() -> tuple[torch.Tensor, ...]:
             scale = self._free_buffer(self._scales, (state.step_scale,)) if self.host else None
-            return (state.best_delta, state.best_delta, state.best_grad, state.step_size / 2,
+            # the released code reloads the best weights, whose gradient the next step takes, but keeps its
+            # perturbation and momentum: the step continues from where the ascent was
+            delta, previous = ((state.delta, state.previous) if self.config.reference_compat else
+                               (state.best_delta, state.best_delta))
+            return (delta, previous, state.best_grad, state.step_size / 2,
                     torch.div(state.step_scale, 2, out=scale))
 
         taken = (state.delta, state.previous, state.best_delta, state.grad, state.best_grad, state.step_scale)
@@ -211,8 +218,8 @@ class WorstCaseAscent:
     def _rows_into(self, pools: tuple[list[torch.Tensor] | None, ...], taken: tuple[torch.Tensor, ...]):
         """For `_pick` in the host form: where a condition is mixed, the i-th picked tensor is written into a
         buffer of pools[i] that is none of `taken` (the given state's and the new state's tensors) nor of the
-        tensors `_pick` has in use (None: a fresh tensor, for the per-problem scalars); a `torch.where` into a fresh (8, P)
-        tensor on the digits MLP cost its page faults, 0.35 ms a call and 7 calls an iteration."""
+        tensors `_pick` has in use (None: a fresh tensor, for the per-problem scalars); a `torch.where` into a
+        fresh (8, P) tensor on the digits MLP cost its page faults, 0.35 ms a call and 7 calls an iteration."""
         if not self.host:
             return None
 

@@ -36,15 +36,16 @@ class PerturbationSet:
     inverse: torch.Tensor       # 1 / c where c > 0, else 0
     bound: torch.Tensor         # rho * c, the half-width of the box
     lower: torch.Tensor         # -rho * c
+    reference: bool = False     # the released code's L2 step and adaptive L2 projection (see `step`, `project`)
 
     @classmethod
-    def of(cls, c: torch.Tensor, rho: float, norm: str) -> "PerturbationSet":
+    def of(cls, c: torch.Tensor, rho: float, norm: str, reference: bool = False) -> "PerturbationSet":
         check_norm(norm)
         movable = c > 0
         inverse = torch.where(movable, 1 / torch.where(movable, c, torch.ones_like(c)), torch.zeros_like(c))
         bound = rho * c
         return cls(c=c, rho=rho, norm=norm, movable=movable, fixed=~movable, inverse=inverse, bound=bound,
-                   lower=-bound)
+                   lower=-bound, reference=reference)
 
     def weighted_norm(self, delta: torch.Tensor) -> torch.Tensor:
         """||delta / c||_p over the last dimension, with 0/0 taken as 0 (and x/0 for x != 0 as +inf)."""
@@ -63,6 +64,8 @@ class PerturbationSet:
         z = z if in_place else z.clone()
         if self.norm == "linf":
             return torch.minimum(torch.maximum(z, self.lower, out=z), self.bound, out=z)
+        if self.reference and not bool((self.c == 1).all()):
+            return self._released_ellipsoid(z)
         radius = (z * self.inverse).norm(dim=-1, keepdim=True)
         factor = torch.clamp(self.rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
         return z.mul_(factor).masked_fill_(self.fixed, 0.0)
@@ -82,9 +85,40 @@ class PerturbationSet:
         if self.norm == "linf":
             signs = torch.sign(grad, out=out)
             return torch.addcmul(delta, signs, step_scale, out=signs)
+        if self.reference:      # the released code's step: eta * c * g / ||g||_2
+            scaled = torch.div(grad, grad.norm(dim=-1, keepdim=True) + 1e-12, out=out)
+            return torch.addcmul(delta, step_scale, scaled, out=scaled)
         scaled = torch.mul(self.c, grad, out=out)
         scaled.div_(scaled.norm(dim=-1, keepdim=True) + 1e-12)
         return torch.addcmul(delta, step_scale, scaled, out=scaled)
+
+    def _released_ellipsoid(self, z: torch.Tensor) -> torch.Tensor:
+        """The released code's adaptive L2 projection, row by row, in place: the Euclidean projection in delta
+        space, delta_i / (1 + 2 lambda / c_i^2), with lambda found by its bisection (from 0.1 in [0, 10], the
+        upper end doubling when approached, until the weighted norm is within 1e-5 of rho). Its defect is kept:
+        with a parameter at exactly 0 its weighted norm is 0/0 = NaN, no comparison holds, and nothing is
+        projected. Written by hand: it is the released algorithm, iteration for iteration, that is wanted."""
+        if bool(self.fixed.any()):
+            return z
+        inverse_squared = self.inverse.square()
+        rows = z.view(-1, z.shape[-1])
+        weights = inverse_squared.view(-1, z.shape[-1]).expand_as(rows)
+        for row, weight in zip(rows, weights):
+            new_norm = (row * weight.sqrt()).norm()
+            if not new_norm > self.rho:
+                continue
+            low, lmbd, high, limit = 0.0, 0.1, 10.0, 10.0
+            while abs(float(new_norm) - self.rho) > 1e-5:
+                shrunk = row / (1 + 2 * lmbd * weight)
+                new_norm = (shrunk * weight.sqrt()).norm()
+                if new_norm > self.rho:
+                    lmbd, low = (lmbd + high) / 2, lmbd
+                else:
+                    lmbd, high = (low + lmbd) / 2, lmbd
+                if limit - high < 1e-2:
+                    limit, high = limit * 2, high * 2
+            row.copy_(shrunk)
+        return z
 
     def target(self, delta: torch.Tensor, grad: torch.Tensor, step_scale: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:

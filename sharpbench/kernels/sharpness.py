@@ -154,7 +154,8 @@ def worst_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Bat
                               normalize_logits: bool = False, scaling: str = "elementwise",
                               perturb_norm_layers: bool = True, perturb_head: bool = True,
                               generator: torch.Generator | None = None, loss_fn: LossFn = cross_entropy,
-                              execution: Execution = Execution(), scale: torch.Tensor | None = None) -> list[float]:
+                              execution: Execution = Execution(), scale: torch.Tensor | None = None,
+                              reference_compat: bool = False) -> list[float]:
     """Worst-case sharpness of each same-architecture model, all solved as one set of problems.
 
     c is |w| (adaptive) or 1, element- or filter-wise, and 0 on the parameter groups left out; `scale` gives it
@@ -162,8 +163,15 @@ def worst_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Bat
     such as Keskar et al.'s box rho (|w| + 1)). Restart 0 starts at delta = 0; each further restart at a random
     point of the set, drawn from `generator` batch after batch (the same draws for every model, so a value does
     not depend on which models are evaluated together); each batch keeps its best restart.
+
+    `reference_compat` reproduces the iterates of the study's released code (tml-epfl/sharpness-vs-generalization,
+    `eval_APGD_sharpness` as its scripts call it): its L2 step eta * c * g / ||g||, its adaptive L2 projection by
+    bisection in delta space (no projection at all when a parameter is exactly 0), and its continuation after a
+    halving. It is for reproducing the paper's numbers: the default ascent is the corrected one.
     """
-    config = WorstCaseConfig(rho=rho, norm=norm, steps=steps)
+    if reference_compat:
+        _check_reference_compat(restarts, scaling, perturb_norm_layers, perturb_head, scale, execution)
+    config = WorstCaseConfig(rho=rho, norm=norm, steps=steps, reference_compat=reference_compat)
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     flat = FlatModel.stack(models)
@@ -191,6 +199,20 @@ def worst_case_sharpness_many(models: Sequence[nn.Module], batches: Sequence[Bat
                                  False if execution.compile else None)
             increases[ks, bs, rs] = increase.to(increases.dtype)
     return increases.amax(dim=2).mean(dim=1).tolist()
+
+
+def _check_reference_compat(restarts: int, scaling: str, perturb_norm_layers: bool, perturb_head: bool,
+                            scale: torch.Tensor | None, execution: Execution) -> None:
+    """The released code has one start (its random start is never used), perturbs every parameter elementwise,
+    and decides on the host: refuse what it cannot reproduce."""
+    departures = [text for text, departs in [
+        ("restarts > 1 (its random start is never used)", restarts != 1),
+        ("scaling other than elementwise", scaling != "elementwise"),
+        ("perturb_norm_layers false", not perturb_norm_layers), ("perturb_head false", not perturb_head),
+        ("a given scale", scale is not None), ("compile", execution.compile)] if departs]
+    if departures:
+        raise ValueError(f"reference_compat reproduces the released code, which has none of: "
+                         f"{', '.join(departures)}")
 
 
 def average_case_sharpness(model: nn.Module, batches: Sequence[Batch], **options) -> float:
