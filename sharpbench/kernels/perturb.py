@@ -67,7 +67,9 @@ class PerturbationSet:
         if self.reference and not bool((self.c == 1).all()):
             return self._released_ellipsoid(z)
         radius = (z * self.inverse).norm(dim=-1, keepdim=True)
-        factor = torch.clamp(self.rho / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
+        # a tensor over a tensor: `rho / radius` with rho a Python float is computed as rho * (1 / radius), which
+        # scaled a point on the boundary by 1 - 1e-16 (float64), so projecting it moved it
+        factor = torch.clamp(radius.new_tensor(self.rho) / radius.clamp_min(torch.finfo(z.dtype).tiny), max=1.0)
         return z.mul_(factor).masked_fill_(self.fixed, 0.0)
 
     def step(self, delta: torch.Tensor, grad: torch.Tensor, step_scale: torch.Tensor,
