@@ -558,3 +558,35 @@ def test_a_measure_that_alters_the_batches_stops_at_the_first_model_of_a_collect
     assert code == 2 and "changed the sharpness batches in place (batch 0's inputs) on model '000" in err
     with sqlite3.connect(sharpbench_home / "results.sqlite") as connection:
         assert connection.execute("SELECT count(*) FROM results").fetchone() == (0,)
+
+
+def test_collection_show_prints_the_card_with_its_parameter_count_and_builds_nothing(capsys, tiny_collection_card,
+                                                                                      sharpbench_home, tmp_path):
+    code, out, _ = run_cli(capsys, "collection", "show", "tiny-digits", "--json", "--include-path",
+                           str(tiny_collection_card))
+    summary = json.loads(out)
+    assert code == 0 and summary["name"] == "tiny-digits"
+    assert summary["ood"] == ["noise", "shift"] and summary["num_classes"] == 10
+    assert summary["architecture"]["parameters"] == (64 * 16 + 16) + (16 * 10 + 10)    # the MLP 64-16-10
+    assert summary["hyperparameters"] == {"learning_rate": [0.05, 0.1, 0.2], "batch_size": [32, 64]}
+    assert summary["n_models"] == 6 and summary["protocol"] == {"n": 64, "m": 16, "seed": 0}
+    assert not (sharpbench_home / "collections").exists()
+    study = tmp_path / "study" / "collections"
+    study.mkdir(parents=True)
+    (study / "preact.yaml").write_text(TINY_DIGITS_PREACT, encoding="utf-8")
+    code, out, _ = run_cli(capsys, "collection", "show", "preact", "--include-path", str(study.parent))
+    assert code == 0 and "11,172,170 parameters" in out    # the study's PreActResNet-18, 10 classes
+
+
+TINY_DIGITS_PREACT = """\
+name: preact
+description: the study's PreActResNet-18 on CIFAR-10 (shown, never built here)
+dataset: {name: cifar10}
+ood_shifts: []
+architecture: {kind: preact_resnet, image_shape: [3, 32, 32]}
+grid: {learning_rate: [0.1]}
+seeds: [0]
+training: {optimizer: sgd, epochs: 1, batch_size: 128}
+convergence: {max_train_error: 1.0}
+sharpness_data: {n: 64, m: 16, seed: 0}
+"""

@@ -100,7 +100,7 @@ def test_a_driver_killed_mid_run_resumes_from_the_store(local_ray, cards, sharpb
     _, collection = built_collection(cards)
     command = [sys.executable, "-m", "sharpbench.cli.main", "evaluate", "--measure", "slow", "--collection",
                "tiny-digits", "--include-path", str(cards), "--no-progress", "--executor", "ray", "--ray-address",
-               local_ray, "--no-grouping", "--set", "pause=1.0"]
+               local_ray, "--no-grouping", "--set", "pause=0.5"]
     environment = {**os.environ, "SHARPBENCH_HOME": str(sharpbench_home)}
     driver = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     store_path = sharpbench_home / "results.sqlite"

@@ -1,8 +1,9 @@
-"""`sharpbench collection build|pull|import`: make a collection's checkpoints and manifest."""
+"""`sharpbench collection build|show|pull|import`: make a collection's checkpoints and manifest, or show its card."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli.executor import add_executor_options, ray_executor
@@ -28,6 +29,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     build_action.add_argument("--device", help="torch device to train or score on (default cpu; e.g. cuda)")
     add_executor_options(build_action)
     build_action.set_defaults(run=build)
+    show_action = actions.add_parser("show", parents=parents,
+                                     help="print a collection card as loaded (dataset, shifts, architecture and its "
+                                          "parameter count, hyperparameters, models, protocol); builds nothing")
+    show_action.add_argument("name")
+    show_action.add_argument("--json", action="store_true", help="print it as JSON")
+    show_action.set_defaults(run=show)
     pull_action = actions.add_parser("pull", parents=parents,
                                      help="fetch a published collection, verifying every sha256")
     pull_action.add_argument("name")
@@ -55,6 +62,40 @@ def build(args: argparse.Namespace, registry: Registry) -> int:
     print(f"{collection.spec.name}: {len(collection.models)} models kept, {len(collection.excluded)} excluded "
           f"(did not converge), under {collection.root}")
     return 0
+
+
+def show(args: argparse.Namespace, registry: Registry) -> int:
+    """Print the card as loaded, so that a setting can be checked without building it."""
+    from sharpbench.collection.summary import card_summary
+
+    summary = card_summary(registry.collection(args.name))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    architecture = dict(summary["architecture"])
+    parameters = architecture.pop("parameters")
+    architecture.pop("parameters_by_model", None)
+    count = (f"{parameters:,}" if isinstance(parameters, int) else
+             f"{parameters['min']:,} to {parameters['max']:,}" if parameters else "given by the imported table")
+    lines = [
+        f"{summary['name']}: {summary['description']}",
+        f"card: {summary['card']}",
+        f"dataset: {_fields(summary['dataset'])} ({summary['num_classes']} classes)",
+        f"out of distribution: {', '.join(summary['ood']) or 'none'}",
+        f"architecture: {_fields(architecture)}; {count} parameters",
+        f"models: {summary['n_models']}" + (f" (seeds {summary['seeds']})" if summary["seeds"] else ""),
+        *(f"  {name}: {values}" for name, values in summary["hyperparameters"].items()),
+        *([f"training: {_fields(summary['training'])}"] if summary["training"] else []),
+        f"kept when train error <= {summary['max_train_error']}; loss {summary['loss']}",
+        f"sharpness protocol: n = {summary['protocol']['n']} points in batches of m = {summary['protocol']['m']} "
+        f"(seed {summary['protocol']['seed']})",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _fields(mapping: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in mapping.items())
 
 
 def pull(args: argparse.Namespace, registry: Registry) -> int:

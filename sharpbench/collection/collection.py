@@ -191,7 +191,7 @@ class Collection:
         """The model of ``record``: sha256 verified, weights loaded strictly, eval mode, CPU, float32."""
         state = self._verified_tensors(record.file, record.sha256)
         # the bare architecture: the checkpoint's weights replace any pretrained ones, so nothing is downloaded
-        bare = _bare(self.spec.architecture)
+        bare = bare_architecture(self.spec.architecture)
         model = build_model({**self.spec.architecture, **bare},
                             {k: v for k, v in record.hparams.items() if k not in bare}, self.paths)
         try:
@@ -244,7 +244,7 @@ class Collection:
                 for name, size in self.set_sizes().items()}
 
 
-def _bare(arch: dict[str, Any]) -> dict[str, Any]:
+def bare_architecture(arch: dict[str, Any]) -> dict[str, Any]:
     """The architecture fields that fetch pretrained weights, at their defaults (nothing fetched)."""
     params = ARCHITECTURES[arch["kind"]].params
     return {"pretrained": params["pretrained"].default} if "pretrained" in params else {}
