@@ -4,7 +4,7 @@
 it takes (a collection card's ``architecture`` section holds fixed values of them; its grid may vary
 them). ``build_model(arch, hparams)`` merges the two, so a grid can vary ``width`` while the card fixes
 ``depth``. Kinds: built-in small nets (mlp, cnn, diag_linear), any timm model by name with keyword
-overrides (timm), the study's pre-activation ResNet (preact_resnet), CLIP's image tower with model-soups' head (clip_classifier), and a Hugging Face
+overrides (timm), the study's pre-activation ResNet (preact_resnet) and SimpleViT (simple_vit), CLIP's image tower with model-soups' head (clip_classifier), and a Hugging Face
 transformers config for sequence classification (transformers).
 Fields such as ``num_classes`` and ``image_shape`` come from the dataset. Every model maps a batch of
 inputs (as the dataset gives them) to outputs, so the measures need no per-model code.
@@ -27,6 +27,7 @@ from sharpbench.models.image_models import build_timm
 from sharpbench.models.layers import ACTIVATIONS
 from sharpbench.models.mlp import build_mlp
 from sharpbench.models.preact_resnet import build_preact_resnet
+from sharpbench.models.simple_vit import build_simple_vit
 from sharpbench.models.text import build_transformers
 
 
@@ -80,6 +81,21 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
                             note="blocks per stage; [2, 2, 2, 2] is PreActResNet-18"),
         },
         "the study's pre-activation ResNet (PreActResNet-18 by default): CIFAR stem, BN-ReLU-conv blocks",
+    ),
+    "simple_vit": ArchitectureKind(
+        build_simple_vit,
+        {
+            "image_shape": _IMAGE_SHAPE,
+            "num_classes": _NUM_CLASSES,
+            "patch_size": Param(int, default=4, check=positive, note="must divide the image's height and width"),
+            "dim": Param(int, default=512, check=positive),
+            "depth": Param(int, default=6, check=positive),
+            "heads": Param(int, default=16, check=positive),
+            "mlp_dim": Param(int, default=1024, check=positive),
+            "dim_head": Param(int, default=64, check=positive),
+        },
+        "the study's CIFAR-10 ViT: vit-pytorch's SimpleViT (defaults: patch 4, width 512, depth 6, 16 heads, MLP "
+        "1024)",
     ),
     "timm": ArchitectureKind(
         build_timm,
