@@ -175,3 +175,26 @@ def test_parameters_are_float32_proj_has_no_bias_and_the_tower_is_openai(tmp_pat
     tower = model.tower                                       # the default name's config, shrunk by the kwargs
     assert type(tower.blocks[0].mlp.act).__name__ == "QuickGELU"
     assert isinstance(tower.norm_pre, torch.nn.LayerNorm) and tower.patch_embed.proj.bias is None
+
+
+def test_the_card_records_each_fine_tunes_hyperparameters_from_model_soups():
+    """model-soups' hparam_info.json, transcribed: spot values, the linear-probe start as no fine-tuning, and
+    every column numeric (so that Psi, conditional MI and the sign error are defined on the collection)."""
+    from sharpbench.cards.discovery import Registry
+    from sharpbench.scoring.scores import numeric_hparams
+
+    spec = Registry.discover().collection("clip-imagenet-finetuned")
+    hparams = {point.id: point.hparams for point in spec.model_points()}
+    assert len(hparams) == 72
+    assert hparams["model-01"] == {"pretrained": "model-soups/model_1.pt", "learning_rate": 6.229787713239867e-06,
+                                   "weight_decay": 0.0008694458412822906, "epochs": 4,
+                                   "label_smoothing": 0.10939680281567313, "mixup_alpha": 0.38128931940501426,
+                                   "randaugment_ops": 1, "randaugment_magnitude": 12}      # "rand-m12-n1"
+    assert hparams["model-00"]["epochs"] == 0 and hparams["model-00"]["learning_rate"] == 0.0
+    assert {k: v for k, v in hparams["model-04"].items() if k != "pretrained"} == \
+        {k: v for k, v in hparams["model-05"].items() if k != "pretrained"}          # identical in model-soups
+    recorded = [{k: v for k, v in h.items() if k not in spec.weight_fields} for h in hparams.values()]
+    columns = numeric_hparams(recorded, {})
+    assert sorted(columns) == sorted(["learning_rate", "weight_decay", "epochs", "label_smoothing", "mixup_alpha",
+                                      "randaugment_ops", "randaugment_magnitude"])
+    assert columns["learning_rate"] == [float(h["learning_rate"]) for h in recorded]   # numbers, not grid positions
