@@ -141,6 +141,17 @@ def test_hans_heuristic_filter_and_label_groups(data_dir, tokenizer_dir):
     assert x[0].tolist() == tokens + [PAD] * (16 - len(tokens))
 
 
+def test_hans_label_filter_keeps_one_label_of_a_heuristic(data_dir, tokenizer_dir):
+    """The study's target: the lexical-overlap pairs that are not entailed (label 1 in HANS's order)."""
+    ood = [("lo-non", "hans", {"heuristic": "lexical_overlap", "label": "non-entailment"}),
+           ("all-ent", "hans", {"label": "entailment"})]
+    data = load_mnli(_cfg(tokenizer_dir, label_order=ORDER), ood)
+    rows = [row for row in HANS if row[3] == "lexical_overlap" and row[0] == "non-entailment"]
+    assert data.ood["lo-non"].dataset.premises == [row[1] for row in rows] and len(rows) == 2
+    assert data.ood["lo-non"].dataset.labels == [1, 1]
+    assert data.ood["all-ent"].dataset.labels == [0] * sum(row[0] == "entailment" for row in HANS)
+
+
 def test_text_classifier_takes_pairs_like_the_hf_model(data_dir, tokenizer_dir):
     bert = _tiny_bert()
     inputs, _ = stack(load_mnli(_cfg(tokenizer_dir), []).train)
@@ -252,7 +263,7 @@ def test_a_card_validates_without_the_tokenizer_and_fixes_the_architecture(tmp_p
     spec = load_collection_spec(path)
     assert spec.dataset["label_order"] == ["entailment", "neutral", "contradiction"]
     assert spec.dataset["hub_id"] == "nyu-mll/glue" and spec.shifts[0].params == {"heuristic": "lexical_overlap",
-                                                                                    "hub_id": "hans"}
+                                                                                    "label": "all", "hub_id": "hans"}
     assert {k: spec.architecture[k] for k in ("num_classes", "vocab_size", "pad_token_id")} == \
         {"num_classes": 3, "vocab_size": 30522, "pad_token_id": 0}
     path.write_text(yaml.safe_dump({**card, "ood_shifts": [{"name": "h", "kind": "hans",

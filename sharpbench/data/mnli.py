@@ -53,6 +53,8 @@ PARAMS: dict[str, Param] = {
 }
 HANS_PARAMS: dict[str, Param] = {
     "heuristic": Param(str, default="all", check=one_of("all", *HEURISTICS)),
+    "label": Param(str, default="all", check=one_of("all", *HANS_CLASSES),
+                   note="non-entailment: the pairs a heuristic gets wrong, where the models differ"),
     "hub_id": Param(str, default=HANS_HUB_ID),
 }
 OOD_SETS: dict[str, dict[str, Param]] = {"hans": HANS_PARAMS}   # the OOD set kinds a card may name
@@ -127,9 +129,9 @@ def _mnli_pairs(hub_id: str, paths: DataPaths) -> dict[str, Pairs]:
     return out
 
 
-def _hans_pairs(heuristic: str, hub_id: str, paths: DataPaths) -> Pairs:
-    """HANS's evaluation pairs (labels 0 entailment, 1 non-entailment), of one heuristic or all: the
-    official TSV in a local folder, else the hub."""
+def _hans_pairs(heuristic: str, label: str, hub_id: str, paths: DataPaths) -> Pairs:
+    """HANS's evaluation pairs (labels 0 entailment, 1 non-entailment), of one heuristic or all, of one label or
+    both: the official TSV in a local folder, else the hub."""
     folder = paths.find_dir(HANS_NAME, [HANS_FILE])
     if folder is not None:
         with reading(folder / HANS_FILE, "the HANS TSV (UTF-8)"), \
@@ -144,7 +146,8 @@ def _hans_pairs(heuristic: str, hub_id: str, paths: DataPaths) -> Pairs:
         except Exception as error:
             raise DataNotFoundError(paths.not_found_message(HANS_NAME, [HANS_FILE], (), hub_id, _hub_error(error))) from None
         rows = list(zip(loaded["premise"], loaded["hypothesis"], loaded["label"], loaded["heuristic"]))
-    kept = [row for row in rows if heuristic == "all" or row[3] == heuristic]
+    kept = [row for row in rows if (heuristic == "all" or row[3] == heuristic)
+            and (label == "all" or int(row[2]) == HANS_CLASSES.index(label))]
     return [r[0] for r in kept], [r[1] for r in kept], [int(r[2]) for r in kept]
 
 
