@@ -260,3 +260,28 @@ def test_diagonal_linear_net_computes_u_times_v():
         model.v.copy_(torch.tensor([1.0, -2.0, 0.0, 3.0]))
     x = torch.rand(6, 4)
     assert torch.allclose(model(x), (x @ (model.u * model.v)).unsqueeze(1))
+
+
+def test_the_cyclic_schedule_rises_to_the_peak_at_40_percent_and_falls_to_zero():
+    from sharpbench.training.recipe import SCHEDULES
+
+    rates = [SCHEDULES["cyclic"](0.4, step, 100) for step in range(100)]
+    assert rates[39] == pytest.approx(0.4) and max(rates) == pytest.approx(0.4)         # the end of step 40 of 100
+    assert rates[-1] == 0.0 and rates[0] == pytest.approx(0.4 / 40)
+    rising, falling = np.diff(rates[:40]), np.diff(rates[39:])
+    assert np.allclose(rising, 0.01) and np.allclose(falling, -0.4 / 60)                 # linear both ways
+
+
+def test_randaugment_is_reproducible_from_the_generator_and_leaves_the_global_one_alone():
+    from sharpbench.training.augment import rand_augment
+
+    images = torch.rand(6, 3, 32, 32)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = rand_augment(images, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(first, rand_augment(images, torch.Generator().manual_seed(0)))
+    assert not torch.equal(first, rand_augment(images, torch.Generator().manual_seed(1)))
+    assert torch.equal(first, (first * 255).round() / 255) and first.min() >= 0 and first.max() <= 1   # 8-bit
+    untouched = rand_augment(images, torch.Generator().manual_seed(0), ops=0)
+    assert torch.equal(untouched, (images * 255).round() / 255)                         # no operation: quantized only

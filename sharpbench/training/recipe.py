@@ -25,9 +25,19 @@ def _cosine(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
-SCHEDULES: dict[str, Callable[[float, int, int], float]] = {"constant": _constant, "cosine": _cosine}
+def _cyclic(base: float, step: int, total: int) -> float:
+    """The study's `cyclic` schedule: linear from 0 up to `base` at 40% of training, then linear down to 0, taken
+    at the end of each step (as np.interp([t], [0, 2 epochs / 5, epochs], [0, lr, 0]) in the training code of
+    tml-epfl/sam-low-rank-features, whose checkpoints are named like the study's; the study's own training code is
+    not released)."""
+    progress = (step + 1) / max(total, 1)
+    return base * (progress / 0.4 if progress <= 0.4 else max(0.0, (1.0 - progress) / 0.6))
+
+
+SCHEDULES: dict[str, Callable[[float, int, int], float]] = {"constant": _constant, "cosine": _cosine,
+                                                            "cyclic": _cyclic}
 OPTIMIZERS = ("sgd", "adam", "adamw")
-AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip", "randaugment_crop_flip")
 
 
 
