@@ -77,7 +77,7 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
     assert report["collection"] == "tiny-digits" and report["measure"] == MEASURE
     assert report["params"] == {"rho": 0.008, "steps": 20, "restarts": 1, "normalize_logits": False,
                                 "scaling": "elementwise", "perturb_norm_layers": True, "perturb_head": True,
-                                "bf16": False, "compile": False}
+                                "bf16": False, "compile": False, "reference_compat": False}
     assert report["n_models"] == len(report["models"]) == 6
     models = list(report["models"].values())
     values = [m["value"] for m in models]
