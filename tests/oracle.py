@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _checkpoints(steps: int) -> list[int]:
+def checkpoints(steps: int) -> list[int]:
+    """The iterations after which APGD may halve its step (the study's schedule, written out again here)."""
     p, w = [0.0, 0.22], [0, math.ceil(steps * 0.22)]
     while w[-1] < steps and w[-1] != w[-2]:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
@@ -49,7 +50,7 @@ def worst_case(model: nn.Module, batches, *, rho, norm, adaptive, steps=20, norm
     params = [p for p in model.parameters() if p.requires_grad]
     origin = [p.detach().clone() for p in params]
     scale = [o.abs() if adaptive else torch.ones_like(o) for o in origin]
-    checkpoints = _checkpoints(steps)
+    schedule = checkpoints(steps)
     total = 0.0
     for x, y in batches:
         for p, o in zip(params, origin):
@@ -79,7 +80,7 @@ def worst_case(model: nn.Module, batches, *, rho, norm, adaptive, steps=20, norm
             if current > best_loss:
                 best_loss, best_delta = current, copy.deepcopy(delta)
                 updates += 1
-            if i in checkpoints:
+            if i in schedule:
                 too_few = updates < 0.75 * (i - last_cp)
                 stalled = prev_step == step and prev_best == best_loss
                 prev_step, prev_best, last_cp, updates = step, best_loss, i, 0

@@ -8,20 +8,11 @@ parameter, the loss of each iterate from a forward pass of its own. Independent 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
+from oracle import checkpoints
 from torch import nn
-
-
-def checkpoints(steps: int) -> list[int]:
-    """The iterations after which the step may halve."""
-    p, w = [0, 0.22], [0, math.ceil(steps * 0.22)]
-    while w[-1] < steps and w[-1] != w[-2]:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-        w.append(math.ceil(p[-1] * steps))
-    return w[1:]
 
 
 def _weighted_norm(deltas: dict, origin: dict, adaptive: bool) -> torch.Tensor:
