@@ -10,8 +10,8 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when shar
 
 # The modules that compute sharpness values for the measures (their loss, flat vectors, scale vectors,
 # perturbation sets, the ascent and its driver): a change in any of them must not serve old stored values.
-KERNEL_MODULES = ("kernels/ascent.py", "kernels/flat.py", "losses.py", "kernels/perturb.py", "kernels/scaling.py",
-                  "kernels/sharpness.py")
+KERNEL_MODULES = ("kernels/ascent.py", "kernels/flat.py", "losses.py", "kernels/objective.py", "kernels/perturb.py",
+                  "kernels/scaling.py", "kernels/sharpness.py")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 try:

@@ -162,3 +162,11 @@ def _exited_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_every_kernel_module_is_in_the_digest():
+    """A kernel file left out of the digest could change a value without changing its key (the store would serve
+    the old one): every module of sharpbench/kernels/ is hashed."""
+    kernels = Path(sharpbench.version.PACKAGE_DIR) / "kernels"
+    files = {f"kernels/{path.name}" for path in kernels.glob("*.py") if path.name != "__init__.py"}
+    assert files <= set(KERNEL_MODULES)
