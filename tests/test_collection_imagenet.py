@@ -1,7 +1,8 @@
-"""The full-scale `imagenet-vit` card, end to end on a tiny local stand-in, with the hub offline: image folders
-written by the test (ImageNet train/val, ImageNet-V2's class-index folders, a 2-class ImageNet-R) and tiny
-timm weights placed in a Hugging Face cache under the card's own model names, which timm's real hub loader
-reads."""
+"""The full-scale ImageNet cards, end to end on a tiny local stand-in, with the hub offline: image folders written
+by the test (ImageNet train/val, ImageNet-V2's class-index folders, a 2-class ImageNet-R); `imagenet-vit`'s AugReg
+checkpoints as .npz files in Google's layout, written here from tiny timm ViTs under the card's own file names
+and read by timm's loader; and timm models by name, their tiny weights placed in a Hugging Face cache, which
+timm's real hub loader reads."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from sharpbench.cards.include import load_card
 from sharpbench.cli.main import main
 from sharpbench.collection.sources import PretrainedFetch
 from sharpbench.collection.collection import open_collection
@@ -63,19 +65,33 @@ def _stand_in_hub(cache: Path, name: str, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def _tiny_card(cards: Path) -> dict:
-    card = yaml.safe_load((REPO / "registry" / "collections" / "imagenet-vit.yaml").read_text())
-    card["name"] = "tiny-imagenet-vit"
-    card["checkpoints"] = [card["checkpoints"][0], card["checkpoints"][-1]]   # one from scratch, one fine-tuned
+# two ImageNet-1k classifiers of timm by name: one trained from scratch, one fine-tuned from ImageNet-21k
+HUB_CHECKPOINTS = [
+    {"id": "vit-small-patch16-augreg-in1k", "hparams": {
+        "model": "vit_small_patch16_224.augreg_in1k", "pretraining": "in1k", "recipe": "augreg", "width": 384,
+        "params_millions": 22.1}},
+    {"id": "vit-base-patch16-orig-in21k-ft-in1k", "hparams": {
+        "model": "vit_base_patch16_224.orig_in21k_ft_in1k", "pretraining": "in21k", "recipe": "orig", "width": 768,
+        "params_millions": 86.6}},
+]
+
+
+def _tiny_card(cards: Path, hub: bool = True, name: str = "imagenet-vit") -> dict:
+    """The registered card at a tiny size: its first and last checkpoints (AugReg files), or with ``hub`` two
+    timm models by name."""
+    card = load_card(REPO / "registry" / "collections" / f"{name}.yaml").fields    # includes resolved
+    card["name"] = f"tiny-{name}"
+    card["checkpoints"] = HUB_CHECKPOINTS if hub else [card["checkpoints"][0], card["checkpoints"][-1]]
+    card["architecture"] = {"kind": "timm", "pretrained": True} if hub else dict(card["architecture"])
     card["architecture"]["kwargs"] = TINY
     card["dataset"].update({"image_size": 32, "train_eval_size": 6})
     card["sharpness_data"] = {"n": 8, "m": 4, "seed": 0}
-    (cards / "collections").mkdir(parents=True)
-    (cards / "collections" / "tiny-imagenet-vit.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    (cards / "collections").mkdir(parents=True, exist_ok=True)
+    (cards / "collections" / f"{card['name']}.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     return card
 
 
-def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
+def test_timm_models_by_name_are_fetched_from_the_hub_cache_and_scored_on_ood_sets_of_their_own_classes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     data, cards, cache = tmp_path / "data", tmp_path / "cards", tmp_path / "hf"
     _stand_in_data(data)
@@ -155,6 +171,86 @@ def test_imagenet_card_fetches_by_name_and_scores_ood_sets_on_their_own_classes(
     assert set(report["tau_vs_hparams"]) == {"pretraining", "recipe", "width", "params_millions"}   # not `model`
     assert main(["evaluate", "--measure", "distance-from-init", "--collection", card["name"], *common]) != 0
     assert "initialization" in capsys.readouterr().err
+
+
+def _big_vision_npz(net: torch.nn.Module, path: Path, **extra: np.ndarray) -> None:
+    """A timm ViT's weights in the layout of Google's original ViT and AugReg .npz files (flax names, kernels as
+    HWIO / (in, out), attention kernels split into heads): the inverse of what timm's reader does."""
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    heads = net.blocks[0].attn.num_heads
+    w = {"embedding/kernel": state["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+         "embedding/bias": state["patch_embed.proj.bias"], "cls": state["cls_token"],
+         "Transformer/posembed_input/pos_embedding": state["pos_embed"],
+         "Transformer/encoder_norm/scale": state["norm.weight"], "Transformer/encoder_norm/bias": state["norm.bias"],
+         "head/kernel": state["head.weight"].T, "head/bias": state["head.bias"]}
+    for i in range(len(net.blocks)):
+        b, out = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        width = state[b + "norm1.weight"].shape[0]
+        w[out + "LayerNorm_0/scale"], w[out + "LayerNorm_0/bias"] = state[b + "norm1.weight"], state[b + "norm1.bias"]
+        w[out + "LayerNorm_2/scale"], w[out + "LayerNorm_2/bias"] = state[b + "norm2.weight"], state[b + "norm2.bias"]
+        for k, name in enumerate(("query", "key", "value")):
+            rows = slice(k * width, (k + 1) * width)
+            w[out + f"MultiHeadDotProductAttention_1/{name}/kernel"] = \
+                state[b + "attn.qkv.weight"][rows].T.reshape(width, heads, -1)
+            w[out + f"MultiHeadDotProductAttention_1/{name}/bias"] = state[b + "attn.qkv.bias"][rows].reshape(heads, -1)
+        w[out + "MultiHeadDotProductAttention_1/out/kernel"] = \
+            state[b + "attn.proj.weight"].reshape(width, heads, -1).transpose(1, 2, 0)
+        w[out + "MultiHeadDotProductAttention_1/out/bias"] = state[b + "attn.proj.bias"]
+        for r in range(2):
+            w[out + f"MlpBlock_3/Dense_{r}/kernel"] = state[b + f"mlp.fc{r + 1}.weight"].T
+            w[out + f"MlpBlock_3/Dense_{r}/bias"] = state[b + f"mlp.fc{r + 1}.bias"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **w, **extra)
+
+
+@pytest.mark.parametrize("name", ["imagenet-vit", "imagenet-vit-in21k"])
+def test_augreg_npz_checkpoints_are_read_by_their_released_names_into_the_same_function(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """The card's first and last AugReg files, written from tiny timm ViTs: the collection's checkpoints hold the
+    ViTs' weights bit for bit and its test errors are theirs; a file with a head of another size, or with a
+    representation layer timm would drop, or none at all, stops the build with the reason."""
+    data, cards = tmp_path / "data", tmp_path / "cards"
+    _stand_in_data(data)
+    card = _tiny_card(cards, hub=False, name=name)
+    assert all(c["hparams"]["pretrained_file"].startswith("augreg/B_16-i") for c in card["checkpoints"])
+    common = ["--include-path", str(cards), "--no-progress", "--data-dir", str(data)]
+    assert main(["collection", "build", card["name"], *common]) != 0
+    err = capsys.readouterr().err
+    assert card["checkpoints"][0]["hparams"]["pretrained_file"] in err and "not found" in err
+
+    def tiny_vit(seed: int, classes: int = 1000) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return timm.create_model(card["architecture"]["model"], num_classes=classes, **TINY).eval()
+
+    files = [data / c["hparams"]["pretrained_file"] for c in card["checkpoints"]]
+    _big_vision_npz(tiny_vit(0, classes=10), files[0])                          # a head for another dataset
+    _big_vision_npz(tiny_vit(1), files[1])
+    assert main(["collection", "build", card["name"], *common]) != 0
+    assert "head for 10 classes" in capsys.readouterr().err
+    _big_vision_npz(tiny_vit(0), files[0], **{"pre_logits/kernel": np.zeros((32, 32), np.float32)})
+    assert main(["collection", "build", card["name"], *common]) != 0
+    assert "pre_logits" in capsys.readouterr().err
+    nets = [tiny_vit(0), tiny_vit(1)]
+    _big_vision_npz(nets[0], files[0])
+    assert main(["collection", "build", card["name"], *common]) == 0
+    root = Path(os.environ["SHARPBENCH_HOME"]) / "collections" / card["name"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    transform = timm.data.create_transform(input_size=(3, 32, 32), interpolation="bicubic", mean=(0.5,) * 3,
+                                           std=(0.5,) * 3, crop_pct=0.9)
+    for entry, net in zip(manifest["models"], nets):
+        saved = load_file(str(root / entry["file"]))
+        assert all(torch.equal(saved[f"1.{k}"], v) for k, v in net.state_dict().items())
+        with torch.no_grad():
+            wrong = sum(int((net(torch.stack([transform(Image.open(f).convert("RGB")) for f in
+                                              sorted((data / "imagenet" / "val" / wnid).glob("*.png"))])).argmax(1)
+                             != wordnet_index()[wnid]).sum()) for wnid in WNIDS)
+        assert entry["test_error"] == pytest.approx(wrong / 9)
+    capsys.readouterr()
+    assert main(["evaluate", "--measure", "sharpness-avg-l2-adaptive", "--collection", card["name"],
+                 "--set", "samples=2", "--json", str(tmp_path / "report.json"), *common]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    varied = {"augmentation", "weight_decay", "dropout", "stochastic_depth"}    # not the file name
+    assert set(report["tau_vs_hparams"]) == varied | ({"finetune_learning_rate"} if "in21k" in name else set())
 
 
 def test_imagenet_folders_missing_name_the_folder_to_provide(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -247,7 +247,7 @@ class Collection:
 def bare_architecture(arch: dict[str, Any]) -> dict[str, Any]:
     """The architecture fields that fetch pretrained weights, at their defaults (nothing fetched)."""
     params = ARCHITECTURES[arch["kind"]].params
-    return {"pretrained": params["pretrained"].default} if "pretrained" in params else {}
+    return {name: params[name].default for name in ("pretrained", "pretrained_file") if name in params}
 
 
 def open_collection(spec: CollectionSpec, home: Path | None = None, paths: DataPaths | None = None) -> Collection:

@@ -105,10 +105,13 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "model": Param(str, expected="a timm model name, e.g. vit_tiny_patch16_224 or resnet18"),
             "kwargs": Param(dict, default={}),
             "pretrained": Param(bool, default=False),
+            "pretrained_file": Param(str, default=""),
             "drop_rate": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
             "drop_path_rate": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
         },
-        "any timm model by name, with keyword overrides of its config",
+        "any timm model by name, with keyword overrides of its config; weights by timm name or from a file "
+        "(Google's .npz ViT/AugReg, or a state dict)",
+        reads_files=True,
     ),
     "clip_classifier": ArchitectureKind(
         build_clip_classifier,
