@@ -20,6 +20,11 @@ from sharpbench.losses import LossFn, cross_entropy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+# What a measure may read besides the model's weights, as its card declares it (`uses:`): the sharpness batches of
+# training points (the default), unlabeled inputs of the test split, and other models of the collection trained
+# with the same hyperparameters from other seeds. The leaderboard marks and ranks measures by it.
+USES = ("training_data", "test_inputs", "other_models")
+
 
 @dataclass
 class MeasureContext:
@@ -28,7 +33,10 @@ class MeasureContext:
     batches: the fixed sharpness batches (n training points in batches of m, the same for every model);
     loss_fn: mean cross-entropy (logits, labels) -> scalar; device: where model and batches live;
     generator: seeded afresh for each model, so values do not depend on evaluation order;
-    num_classes: outputs of the classifier; initial_state: the weights at initialization, when kept.
+    num_classes: outputs of the classifier; initial_state: the weights at initialization, when kept;
+    test_inputs: unlabeled inputs of the test split (n seeded points in batches of m), only for a measure whose
+    card declares `uses: [test_inputs]`; siblings: the collection's other models with the same hyperparameters and
+    another seed (eval mode, on `device`), only for a card that declares `uses: [other_models]`.
     """
 
     batches: list[Batch]
@@ -37,6 +45,8 @@ class MeasureContext:
     num_classes: int
     loss_fn: LossFn = cross_entropy
     initial_state: dict[str, torch.Tensor] | None = None
+    test_inputs: list[torch.Tensor] | None = None
+    siblings: list[torch.nn.Module] | None = None
 
 
 def computes_many(many: Callable[..., list[float]]) -> Callable[[Callable], Callable]:

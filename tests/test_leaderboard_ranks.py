@@ -46,3 +46,26 @@ def test_results_on_other_resamples_get_no_interval():
     assert ranks["old"].rank == 2 and ranks["old"].low is None and ranks["old"].text() == "2"
     # the old result takes part with its point estimate: b stays third on every resample
     assert (ranks["a"].low, ranks["a"].high, ranks["b"].low, ranks["b"].high) == (1, 1, 3, 3)
+
+
+def test_a_measure_that_reads_test_inputs_or_other_models_is_ranked_apart_after_the_others():
+    """by_collection ranks the measures of the weights and training data among themselves, then those that read
+    more (here the best tau of all) among themselves, listed after, their rank marked."""
+    from sharpbench.leaderboard.tables import APART_MARK, by_collection, COLUMNS
+
+    def published(variant: str, tau: float, uses: list[str] | None) -> dict:
+        document = {**_document(variant, tau, [tau] * 10), "collection": "c", "measure": variant,
+                    "higher_means": "worse"}
+        return document if uses is None else {**document, "uses": uses}
+
+    group = by_collection([published("sharp", 0.3, None), published("norm", 0.1, []),
+                           published("disagreement", 0.9, ["test_inputs", "other_models"]),
+                           published("peek", 0.5, ["training_data", "test_inputs"])])["c"]
+    assert [d["variant"] for d in group] == ["sharp", "norm", "disagreement", "peek"]
+    assert [d["rank"].rank for d in group] == [1, 2, 1, 2]
+    text = {column.key: column for column in COLUMNS}
+    assert [text["rank"].text(d) for d in group] == ["1 [1-1]", "2 [2-2]", f"1 [1-1] {APART_MARK}",
+                                                    f"2 [2-2] {APART_MARK}"]
+    assert [text["reads"].text(d) for d in group] == [
+        "weights, training data", "weights only", "weights, test inputs (unlabeled), other models",
+        "weights, training data, test inputs (unlabeled)"]

@@ -22,7 +22,7 @@ from sharpbench.cards.plugins import plugin_of_package
 from sharpbench.cards.schema import (Param, card_name, check_type, check_value, is_type, one_of, positive, type_name,
                                      validate)
 from sharpbench.errors import CardError, SharpbenchError
-from sharpbench.measure import MeasureContext
+from sharpbench.measure import USES, MeasureContext
 from sharpbench.version import kernels_sha256
 
 _PARAM_TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "str": str}
@@ -130,6 +130,7 @@ class MeasureSpec:
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     version: int = 1
     tolerance: float = 1e-6
+    uses: tuple[str, ...] = ("training_data",)
     _loaded: list = field(default_factory=list, repr=False, compare=False)
 
     def bind(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -279,6 +280,9 @@ _CARD_SCHEMA: dict[str, Param] = {
     "grids": Param(dict, default={}),
     "version": Param(int, default=1, check=positive, note="1 when absent; raise it to recompute stored values "
                                                           "after a change the key does not see"),
+    "uses": Param(list, default=["training_data"], check=lambda items: set(items) <= set(USES),
+                  expected=f"a list of what the measure reads besides the weights, of {list(USES)} ([] for the "
+                           f"weights alone)"),
     "tolerance": Param(float, default=1e-6, check=positive,
                        note="the relative difference within which a recomputed value agrees with a stored one; "
                             "1e-6 when absent, larger for a measure that draws random numbers, whose draws differ "
@@ -310,6 +314,7 @@ def load_measure_spec(path: Path) -> MeasureSpec:
         grids=_read_grids(values["grids"], path, params),
         version=values["version"],
         tolerance=values["tolerance"],
+        uses=tuple(use for use in USES if use in values["uses"]),
         path=path,
         card_sha256=card.sha256,
     )

@@ -161,6 +161,23 @@ class Collection:
         m = protocol["m"]
         return [(x[i:i + m].clone(), y[i:i + m].clone()) for i in range(0, x.shape[0], m)]
 
+    def test_input_batches(self, n: int | None = None, m: int | None = None) -> list[torch.Tensor]:
+        """Unlabeled inputs of the test split for a measure that declares it reads them: a fixed subset of n test
+        points (all if fewer), drawn and batched as the sharpness batches are (same n, m and seed)."""
+        protocol = self.protocol(n, m)
+        test = self.data().test.dataset
+        x, _ = stack(seeded_subset(test, min(protocol["n"], len(test)), protocol["subset_seed"]))
+        return [x[i:i + protocol["m"]].clone() for i in range(0, x.shape[0], protocol["m"])]
+
+    def siblings(self, record: ModelRecord) -> list[ModelRecord]:
+        """The other models with the same hyperparameters as ``record`` (its seed and the fields that name a
+        checkpoint's weights aside): the same configuration trained from other seeds."""
+        def configuration(other: ModelRecord) -> dict[str, Any]:
+            return {k: v for k, v in other.hparams.items() if k != "seed" and k not in self.spec.weight_fields}
+
+        own = configuration(record)
+        return [other for other in self.models if other.id != record.id and configuration(other) == own]
+
     # -- verified loading ------------------------------------------------------------------------------
 
     def verified_bytes(self, relative: str, expected_sha256: str, what: str) -> bytes:

@@ -186,11 +186,17 @@ def _check(spec: MeasureSpec, params: dict[str, Any], progress: Callable[[str], 
     return CheckReport(spec, params, models, invariance, properties, time.perf_counter() - start)
 
 
-def _context(check: CheckModel, batches: list[Batch], initial_state: bool = True) -> MeasureContext:
+def _context(check: CheckModel, batches: list[Batch], initial_state: bool = True,
+             uses: tuple[str, ...] = ()) -> MeasureContext:
+    """A check's context; a measure that reads test inputs gets the batches' inputs (a check model has no test
+    split), and one that reads other models gets the same architecture fitted from the next seed."""
     return MeasureContext(batches=batches, device=torch.device("cpu"),
                           generator=torch.Generator().manual_seed(SEED), num_classes=check.num_classes,
                           initial_state={name: tensor.clone() for name, tensor in check.initial_state.items()}
-                          if initial_state else None)
+                          if initial_state else None,
+                          test_inputs=[inputs.clone() for inputs, _ in batches] if "test_inputs" in uses else None,
+                          siblings=[copy.deepcopy(build_check_model(check.name, seed=SEED + 1).model).eval()]
+                          if "other_models" in uses else None)
 
 
 @dataclass
@@ -232,8 +238,8 @@ def _observed(call: Callable[[list[nn.Module], list[Batch]], Any], checks: list[
 
 
 def _single(spec: MeasureSpec, params: dict[str, Any], check: CheckModel, initial_state: bool = True) -> _Call:
-    return _observed(lambda models, batches: spec.call(models[0], _context(check, batches[0], initial_state), params),
-                     [check])
+    return _observed(lambda models, batches: spec.call(models[0], _context(check, batches[0], initial_state,
+                                                                          spec.uses), params), [check])
 
 
 def _value(spec: MeasureSpec, params: dict[str, Any], raw: Any, where: str) -> float:

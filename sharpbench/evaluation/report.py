@@ -38,6 +38,7 @@ class Report:
     variant: str
     params: dict[str, Any]
     higher_means: str
+    uses: list[str]
     orientation: int
     n_models: int
     scores: dict[str, dict[str, Any]]
@@ -63,6 +64,7 @@ class Report:
             variant=variant(evaluation),
             params=evaluation.params,
             higher_means=spec.higher_means,
+            uses=list(spec.uses),
             orientation=evaluation.orientation,
             n_models=len(collection.models),
             scores=evaluation.scores(),

@@ -214,14 +214,14 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
     params = spec.bind(overrides)
     executor = executor or LocalExecutor(device or default_device())
     protocol = {**collection.protocol(n, m), "measure_seed": seed}
-    key = measure_key(spec.name, params, protocol, spec.key_inputs())
+    key = measure_key(spec.name, params, protocol, spec.key_inputs(), read_inputs(spec, collection))
     evaluation = Evaluation(collection, spec, params, protocol, key, executor.description)
     missing = collection.models if recompute else evaluation.take(store.get_many(key))
     evaluation.cached = len(collection.models) - len(missing)
     if not missing:
         return evaluation
     store.require_writable(len(missing))
-    many = group_models and spec.computes_many
+    many = group_models and spec.computes_many and "other_models" not in spec.uses
     bar = tqdm(total=len(missing), desc=f"{spec.name} on {collection.spec.name}", unit="model",
                disable=not progress)
     try:
@@ -255,6 +255,26 @@ def evaluate(spec: MeasureSpec, collection: Collection, store: ResultStore, *,
                           f"in the results store.", hints=[Hint("resume")]) from None
     bar.close()
     return evaluation
+
+
+def read_inputs(spec: MeasureSpec, collection: Collection) -> dict[str, Any] | None:
+    """What a measure reads besides a model and the training data, as part of its values' key: for one that
+    compares a model with its siblings, every model's siblings by checkpoint, so that a rebuilt sibling is never
+    served a stale value. A collection where some model has no sibling is refused, with the fix."""
+    if "other_models" not in spec.uses:
+        return None
+    siblings = {record.id: sorted(other.sha256 for other in collection.siblings(record))
+                for record in collection.models}
+    alone = [name for name, shas in siblings.items() if not shas]
+    if alone:
+        raise SharpbenchError(
+            f"measure '{spec.name}' compares each model with the models of its configuration trained from other "
+            f"seeds, but {len(alone)} of the {len(siblings)} models of {collection.spec.name} have none (e.g. "
+            f"'{alone[0]}'; its card's seeds: {list(collection.spec.seeds) or 'one checkpoint per configuration'}). Use "
+            f"a collection with several seeds per configuration, such as digits-vit, fashion-mnist-vit or "
+            f"nli-tiny-bert.")
+    by_model = {record.sha256: siblings[record.id] for record in collection.models}
+    return {"siblings": hashlib.sha256(json.dumps(by_model, sort_keys=True).encode()).hexdigest()}
 
 
 def compute_values(spec: MeasureSpec, collection: Collection, records: list[ModelRecord], params: dict[str, Any], *,
@@ -312,6 +332,7 @@ def compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, A
     records, models = [record for record, _ in group], [model for _, model in group]
     single = len(group) == 1
     initial = collection.load_initial_state(records[0]) if single else None
+    n_used = sum(len(labels) for _, labels in batches)    # the test inputs come in the batches' n and m
     context = MeasureContext(
         batches=list(batches),      # a list of its own: a measure that drops a batch is caught, not inherited
         device=device,
@@ -319,6 +340,10 @@ def compute_group(spec: MeasureSpec, collection: Collection, params: dict[str, A
         num_classes=collection.num_classes,
         loss_fn=collection.loss_fn,
         initial_state=None if initial is None else {k: v.to(device) for k, v in initial.items()},
+        test_inputs=[x.to(device) for x in collection.test_input_batches(n_used, len(batches[0][1]))]
+        if "test_inputs" in spec.uses else None,
+        siblings=[collection.load_model(other).to(device) for other in collection.siblings(records[0])]
+        if "other_models" in spec.uses and single else None,
     )
     start = time.perf_counter()
     values = run_guarded_many(spec, models, context, params, [f"model '{record.id}'" for record in records],

@@ -61,12 +61,17 @@ _RENEW_SECONDS = 20.0
 _BUSY_TIMEOUT_SECONDS = 600
 
 
-def measure_key(measure: str, params: dict[str, Any], protocol: dict[str, Any], code: dict[str, Any]) -> str:
+def measure_key(measure: str, params: dict[str, Any], protocol: dict[str, Any], code: dict[str, Any],
+                inputs: dict[str, Any] | None = None) -> str:
     """sha256 of everything that decides a value: the measure's name, its full parameters, the sharpness-data
     protocol, and its code (`MeasureSpec.key_inputs()`: card version, fixed values, function, and the sha256 of
-    the implementation's source and of the kernels). Sorted JSON, so the key is the same on every run and machine."""
-    payload = json.dumps({"measure": measure, "params": params, "protocol": protocol, "code": code}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    the implementation's source and of the kernels), and for a measure that reads more than one model and the
+    training data, what else it reads (`inputs`: e.g. the checkpoints of each model's siblings). Sorted JSON, so
+    the key is the same on every run and machine."""
+    payload = {"measure": measure, "params": params, "protocol": protocol, "code": code}
+    if inputs:
+        payload["inputs"] = inputs
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,31 @@ def _orientation_text(document: dict[str, Any]) -> str:
     return "×1 (higher = worse)" if document["higher_means"] == "worse" else "×−1 (higher = better)"
 
 
+# What a measure reads besides its weights (a result's `uses`, from its card); a result published before the field
+# existed read the training data. One that reads test inputs or other models is ranked apart (see by_collection).
+_READ_NAMES = {"training_data": "training data", "test_inputs": "test inputs (unlabeled)",
+               "other_models": "other models"}
+READS_MORE = frozenset({"test_inputs", "other_models"})
+APART_MARK = "‡"
+
+
+def reads(document: dict[str, Any]) -> list[str]:
+    """What the result's measure reads besides the weights."""
+    return list(document.get("uses", ["training_data"]))
+
+
+def reads_more(document: dict[str, Any]) -> bool:
+    """Whether the measure reads more than one model's weights and the training data: ranked apart."""
+    return bool(READS_MORE & set(reads(document)))
+
+
+def _reads_text(document: dict[str, Any]) -> str:
+    return "weights, " + ", ".join(_READ_NAMES[use] for use in reads(document)) if reads(document) else "weights only"
+
+
 def _rank_text(document: dict[str, Any]) -> str:
     rank = document.get("rank")
-    return "n/a" if rank is None else rank.text()
+    return "n/a" if rank is None else rank.text() + (f" {APART_MARK}" if reads_more(document) else "")
 
 
 def _label(document: dict[str, Any]) -> str:
@@ -116,6 +138,7 @@ def external_notes(documents: list[dict[str, Any]]) -> list[str]:
 COLUMNS: list[Column] = [
     Column("measure", "measure", lambda d: d["variant"], _label),
     Column("orientation", "oriented", lambda d: d["higher_means"], _orientation_text),
+    Column("reads", "reads", lambda d: _reads_text(d), _reads_text),
     Column("tau_test", "τ test error [95% CI]", *_tau("test_error")),
     Column("rank", "rank [95%]", lambda d: d["rank"].rank if d.get("rank") else None, _rank_text),
     Column("ceiling_fraction", "τ / ceiling", lambda d: _score(d, "test_error", "kendall_tau_of_ceiling"),
@@ -171,21 +194,28 @@ def sorted_documents(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def by_collection(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Documents grouped by collection (collections in name order), each group sorted for its table, and each
-    document (a shallow copy) given its ``rank`` among its collection's (a RankInterval)."""
+    document (a shallow copy) given its ``rank`` (a RankInterval) among its collection's measures that read what it
+    reads: those of the weights and training data alone first, then, ranked among themselves, those that read
+    unlabeled test inputs or other models (they see what the others may not, so are never ranked with them)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
         groups.setdefault(document["collection"], []).append(document)
     out = {}
     for name in sorted(groups):
-        ranks = rank_intervals(groups[name])
-        out[name] = sorted_documents([{**document, "rank": ranks[document["variant"]]} for document in groups[name]])
+        out[name] = []
+        for apart in (False, True):
+            members = [document for document in groups[name] if reads_more(document) == apart]
+            ranks = rank_intervals(members) if members else {}
+            out[name] += sorted_documents([{**document, "rank": ranks[document["variant"]]} for document in members])
     return out
 
 
 ORDER_NOTE = ("Scores are oriented by each card's expected sign (×−1 when a larger value should mean better "
               "generalization), so larger is a better prediction; sorted by oriented Kendall τ against test error. "
               "Intervals are 95% basic bootstrap intervals over models and test examples resampled together; the rank "
-              "interval is the ranks a measure takes over those resamples (overlapping intervals: not ordered).")
+              "interval is the ranks a measure takes over those resamples (overlapping intervals: not ordered). "
+              f"Measures that read unlabeled test inputs or other models (rank marked {APART_MARK}) are listed and "
+              "ranked after, and apart from, those that read the weights and training data alone.")
 
 
 def markdown_text(text: str) -> str:
