@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sharpbench.leaderboard.results import load_results
+from sharpbench.leaderboard.sweeps import split
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is a test dependency: pip install -e '.[test]'")
 
@@ -104,19 +105,39 @@ def test_the_page_loads_without_console_errors(page: DevTools):
     assert console_errors(page) == []
 
 
+PAGE_BYTES, LOAD_SECONDS = 2_000_000, 5.0    # what the page may weigh (plots apart) and take to load
+
+
+def test_the_page_is_light_and_loads_quickly_with_every_result_on_it(page: DevTools):
+    """The page carries the tables and loads its plots lazily from their own files: its own size and its load time
+    (navigation start to the load event, plots out of view not yet fetched) stay small as results are added."""
+    size = (LEADERBOARD / "index.html").stat().st_size
+    plots = sum(path.stat().st_size for path in (LEADERBOARD / "plots").glob("*/*.svg"))
+    load = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd") / 1000
+    print(f"index.html {size / 1e6:.2f} MB, plots {plots / 1e6:.1f} MB in separate files, loaded in {load:.2f} s")
+    assert size < PAGE_BYTES and load < LOAD_SECONDS
+    assert page.evaluate("document.querySelectorAll('img:not([loading=lazy])').length") == 0
+    assert page.evaluate("Array.from(document.querySelectorAll('#contents a')).every("
+                         "a => document.querySelector(a.getAttribute('href')) !== null)")
+
+
 def test_every_collection_and_measure_is_shown_with_its_plots(page: DevTools):
     documents = load_results(LEADERBOARD)
     for collection in {d["collection"] for d in documents}:
         rows = page.evaluate(f"Array.from(document.querySelectorAll('#table-{collection} tbody tr'))"
                              f".map(r => r.dataset.measure)")
-        expected = {d["variant"] for d in documents if d["collection"] == collection}
+        main, _ = split([d for d in documents if d["collection"] == collection])
+        expected = {d["variant"] for d in main}
         assert set(rows) == expected and len(rows) == len(expected)
         shown = page.evaluate(f"document.querySelector('#collection-{collection}').innerText")
         assert all(name in shown for name in expected)
-        # every scatter plot decoded into a visible image
-        sizes = page.evaluate(f"Array.from(document.querySelectorAll('#collection-{collection} figure img'))"
-                              f".map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(sizes) == len(expected) and all(size > 100 for size in sizes)
+        # every plot (its own file, loaded lazily) decoded into a visible image once scrolled into view
+        sizes = page.evaluate(
+            f"(async () => {{ const images = Array.from(document.querySelectorAll('#collection-{collection} figure "
+            f"img')); for (const i of images) {{ i.scrollIntoView(); await i.decode().catch(() => null); }} "
+            f"return images.map(i => i.complete ? i.naturalWidth : 0); }})()")
+        shown_rows = {d["variant"] for d in documents if d["collection"] == collection}
+        assert len(sizes) >= len(shown_rows) and all(size > 100 for size in sizes)
 
 
 def column_values(page: DevTools, collection: str, key: str) -> list[str]:

@@ -36,7 +36,10 @@ def board(tmp_path: Path) -> Path:
 
 
 def table_rows(readme: str) -> dict[str, dict[str, str]]:
-    lines = [line for line in readme.split("\n") if line.startswith("|")]
+    lines = readme.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    lines = lines[start:end]                        # the first collection's table only
     headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows = [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
     return {row["measure"]: row for row in rows}

@@ -15,7 +15,7 @@ from sharpbench.cli.executor import add_executor_options, ray_executor
 from sharpbench.cli.format import interval, number
 from sharpbench.cli.outputs import output_file, output_folder
 from sharpbench.collection.builder import build_collection
-from sharpbench.collection.collection import open_collection
+from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.report import Report
 from sharpbench.evaluation.run import Evaluation, evaluate, resolve_device
@@ -68,6 +68,25 @@ def parse_set(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def ready_collection(registry: Registry, name: str, home: Path, data_paths: Any, progress: bool) -> Collection:
+    """The collection, built first when it is not (or scored, when it lacks per-example outcomes); a stale or
+    damaged build is an error naming the fix, raised before any work."""
+    collection = open_collection(registry.collection(name), home, data_paths)
+    if collection.read_manifest() is None:    # a damaged manifest raises here, naming the fix, before any build
+        sharpbench_home()
+        print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
+              file=sys.stderr)
+        build_collection(collection, progress=progress)
+    elif not collection.is_built():
+        raise collection.stale_error("manifest.json")
+    elif not collection.has_outcomes and not collection.spec.imported:
+        sharpbench_home()
+        print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
+              f"every evaluation set (no retraining)", file=sys.stderr)
+        build_collection(collection, progress=progress)
+    return collection
+
+
 def run(args: argparse.Namespace, registry: Registry) -> int:
     """Evaluate (building the collection first where needed), print the scores, write --json and --publish."""
     spec = registry.measure(args.measure)
@@ -80,19 +99,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if args.publish:
         output_folder(Path(args.leaderboard_dir), "--leaderboard-dir")
     home = readable_home()    # a read-only home still serves the values it holds; building needs a writable one
-    collection = open_collection(registry.collection(args.collection), home, args.data_paths)
-    if collection.read_manifest() is None:    # a damaged manifest raises here, naming the fix, before any build
-        sharpbench_home()
-        print(f"collection '{collection.spec.name}' is not built yet: building it now under {collection.root}",
-              file=sys.stderr)
-        build_collection(collection, progress=not args.no_progress)
-    elif not collection.is_built():
-        raise collection.stale_error("manifest.json")
-    elif not collection.has_outcomes and not collection.spec.imported:
-        sharpbench_home()
-        print(f"collection '{collection.spec.name}' has no per-example outcomes yet: scoring its checkpoints on "
-              f"every evaluation set (no retraining)", file=sys.stderr)
-        build_collection(collection, progress=not args.no_progress)
+    collection = ready_collection(registry, args.collection, home, args.data_paths, not args.no_progress)
     store_path = home / "results.sqlite"
     store = ResultStore(store_path)
     options: dict[str, Any] = {"device": device, "n": args.n,

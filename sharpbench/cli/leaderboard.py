@@ -13,7 +13,12 @@ from tqdm.auto import tqdm
 from sharpbench.cards.discovery import Registry
 from sharpbench.evaluation.run import resolve_device
 from sharpbench.leaderboard.build import build as build_leaderboard
-from sharpbench.leaderboard.verify import FileCheck, plan, recompute
+from sharpbench.cli.evaluate import ready_collection
+from sharpbench.cli.outputs import output_folder
+from sharpbench.errors import SharpbenchError
+from sharpbench.evaluation.store import ResultStore
+from sharpbench.leaderboard.reproduce import Outcome, plan, reproduce as run_reproduction
+from sharpbench.leaderboard.verify import FileCheck, plan as verify_plan, recompute
 from sharpbench.paths import sharpbench_home
 
 DEFAULT_SAMPLE = 3
@@ -38,6 +43,19 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
                                help="seed of the sample (default 0): two runs with one seed check the same models")
     verify_action.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     verify_action.set_defaults(run=verify)
+    reproduce_action = actions.add_parser(
+        "reproduce", parents=parents,
+        help="redo the whole publication: every built-in measure on every published collection (building those "
+             "not built here) at its defaults, and the study's radius sweeps of the sharpness variants; publish "
+             "each and build the tables (values the results store holds for the current code are reused)")
+    reproduce_action.add_argument("--collection", action="append", metavar="NAME",
+                                  help="only this collection (repeatable; default: every collection with results "
+                                       "under DIR/results)")
+    reproduce_action.add_argument("--measure", action="append", metavar="NAME",
+                                  help="only this measure (repeatable; default: every built-in measure)")
+    reproduce_action.add_argument("--no-sweeps", action="store_true", help="the defaults only, no radius sweeps")
+    reproduce_action.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    reproduce_action.set_defaults(run=reproduce)
 
 
 def sample_size(text: str) -> int:
@@ -66,7 +84,7 @@ def verify(args: argparse.Namespace, registry: Registry) -> int:
     checked here (and none differs)."""
     start = time.perf_counter()
     device = resolve_device(args.device)
-    checks = plan(Path(args.leaderboard_dir), registry, sample=args.sample, seed=args.seed, home=sharpbench_home(),
+    checks = verify_plan(Path(args.leaderboard_dir), registry, sample=args.sample, seed=args.seed, home=sharpbench_home(),
                   data_paths=args.data_paths)
     total = sum(len(check.models) for check in checks if check.problem is None)
     with tqdm(total=total, desc="verifying", unit="model", disable=args.no_progress) as bar:
@@ -115,3 +133,52 @@ def _lines(check: FileCheck) -> list[str]:
         label = "NOT VERIFIABLE" if check.verdict == "not verifiable" else "NOT FINISHED"
         lines.append(f"{label} {check.path}: {render_error(check.problem)}")
     return lines
+
+
+def reproduce(args: argparse.Namespace, registry: Registry) -> int:
+    """Evaluate, publish and build every step of the publication with a bar of steps; print what each skipped
+    step lacked and the wall time per collection and measure. Exit 0 when every step published or was skipped for
+    a stated reason."""
+    root = Path(args.leaderboard_dir)
+    output_folder(root, "--leaderboard-dir")
+    device = resolve_device(args.device)
+    measures = args.measure or sorted(name for name, spec in registry.measures.items()
+                                      if registry.origin(spec) == "built-in")
+    for name in measures:
+        registry.measure(name).implementation()          # a broken card or misspelled name fails before any work
+    published = sorted(p.name for p in (root / "results").iterdir() if p.is_dir()) if (root / "results").is_dir() else []
+    collections = args.collection or published
+    if not collections:
+        raise SharpbenchError(f"{root / 'results'} holds no collection to reproduce: name one with --collection NAME")
+    for name in collections:
+        registry.collection(name)
+    steps = plan(registry, collections, measures, sweeps=not args.no_sweeps)
+    home = sharpbench_home()
+    store = ResultStore(home / "results.sqlite")
+    with tqdm(total=len(steps), desc="reproducing", unit="step", disable=args.no_progress) as bar:
+        def report(outcome: Outcome) -> None:
+            bar.set_postfix_str(outcome.step.label())
+            bar.update(1)
+            if outcome.skipped:
+                tqdm.write(f"skipped {outcome.step.label()}: {outcome.skipped}")
+        try:
+            done = run_reproduction(steps, registry,
+                                    lambda name: ready_collection(registry, name, home, args.data_paths,
+                                                                  not args.no_progress),
+                                    store, root, device, report)
+        finally:
+            store.close()
+    for path in build_leaderboard(root):
+        print(f"wrote {path}")
+    rows: dict[tuple[str, str], list[float]] = {}
+    for outcome in done.outcomes:
+        entry = rows.setdefault((outcome.step.collection, outcome.step.measure), [0, 0, 0.0])
+        entry[0] += outcome.path is not None
+        entry[1] += outcome.computed
+        entry[2] += outcome.seconds
+    print(tabulate([[c, m, n, k, f"{s:.1f}"] for (c, m), (n, k, s) in rows.items()],
+                   headers=["collection", "measure", "published", "models computed", "seconds"], tablefmt="github"))
+    skipped = [o for o in done.outcomes if o.skipped]
+    print(f"{len(done.outcomes) - len(skipped)} of {len(done.outcomes)} results published, {len(skipped)} skipped "
+          f"(the measure does not apply; reasons above), in {done.seconds:.0f} s on {device}")
+    return 0

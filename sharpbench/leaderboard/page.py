@@ -1,19 +1,19 @@
-"""The static leaderboard page: one sortable table and the scatter plots per collection, in one
-self-contained HTML file (inline style, script and images; no network). All card text is escaped."""
+"""The static leaderboard page: a table of contents, one sortable table, the sweeps and the plots per collection,
+then the cross-collection summary, the findings and the compute, in one HTML file with inline style and script;
+the plots are SVG files beside it under plots/, loaded lazily (nothing from the network). All card text is
+escaped."""
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-from typing import Any
+from typing import Any, Callable
 
-from sharpbench.leaderboard.plots import scatter_svg
+from sharpbench.leaderboard.blocks import Block, Heading, to_html
 from sharpbench.leaderboard.tables import (
     COLUMNS,
     ORDER_NOTE,
     SORT_COLUMN,
-    by_collection,
     ceiling_text,
     external_notes,
 )
@@ -78,23 +78,28 @@ def _table(collection: str, documents: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _figure(document: dict[str, Any]) -> str:
-    svg = base64.b64encode(scatter_svg(document).encode("utf-8")).decode("ascii")
+def _figure(document: dict[str, Any], source: str) -> str:
     name = html.escape(document["variant"])
     caption = (f"<b>{name}</b>: {html.escape(document['measure_description'])} "
                f"(source: {html.escape(document['measure_source'])})")
     return (f'<figure id="plot-{html.escape(document["collection"])}-{name}">'
-            f'<img alt="{name} against test error and OOD error" src="data:image/svg+xml;base64,{svg}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+            f'<img loading="lazy" width="680" height="290" alt="{name} against test error and OOD error" '
+            f'src="{html.escape(source)}"><figcaption>{caption}</figcaption></figure>')
 
 
-def render_page(documents: list[dict[str, Any]], intro: str) -> str:
-    """The whole page as text (deterministic: no timestamps, plots byte-stable)."""
+def render_page(groups: dict[str, list[dict[str, Any]]], sweeps: dict[str, list[Block]], summary: list[Block],
+                intro: str, sweep_plots: dict[str, str], plot_path: Callable[[dict[str, Any]], str]) -> str:
+    """The whole page as text (deterministic: no timestamps): a table of contents, per collection its table, its
+    sweeps and its plots (separate files, loaded as they scroll into view), then `summary`'s sections."""
     out = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<link rel="icon" href="data:,">', "<title>sharpbench leaderboard</title>",
            f"<style>{_STYLE}</style>", "</head>", "<body>", "<h1>sharpbench leaderboard</h1>",
-           f"<p>{html.escape(intro)}</p>"]
-    for collection, group in by_collection(documents).items():
+           f"<p>{html.escape(intro)}</p>", '<nav id="contents"><b>Contents</b><ul>']
+    out += [f'<li><a href="#collection-{html.escape(c)}">{html.escape(c)}</a></li>' for c in groups]
+    out += [f'<li><a href="#{html.escape(b.anchor)}">{html.escape(b.text)}</a></li>' for b in summary
+            if isinstance(b, Heading) and b.level == 2 and b.anchor]
+    out.append("</ul></nav>")
+    for collection, group in groups.items():
         out += [f'<section id="collection-{html.escape(collection)}" data-collection="{html.escape(collection)}">',
                 f"<h2>{html.escape(collection)}</h2>",
                 f"<p>{html.escape(group[0]['collection_description'])}</p>",
@@ -102,9 +107,14 @@ def render_page(documents: list[dict[str, Any]], intro: str) -> str:
                 f"<p>{group[0]['n_models']} models. {html.escape(ORDER_NOTE)} Click a header to sort.</p>"]
         out += _table(collection, group)
         out += [f'<p class="external">{html.escape(note)}</p>' for note in external_notes(group)]
+        out += to_html(sweeps.get(collection, []))
+        if collection in sweep_plots:
+            out.append(f'<figure class="sweeps"><img loading="lazy" alt="{html.escape(collection)}: tau against rho" '
+                       f'src="{html.escape(sweep_plots[collection])}"></figure>')
         out.append("<h3>Measure against test error and OOD error, colored by the hyperparameter it tracks "
                    "most</h3>")
-        out += [_figure(document) for document in group]
+        out += [_figure(document, plot_path(document)) for document in group]
         out.append("</section>")
+    out += to_html(summary)
     out += [f"<script>{_SCRIPT}</script>", "</body>", "</html>", ""]
     return "\n".join(out)

@@ -8,10 +8,12 @@ import io
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from sharpbench.leaderboard.sweeps import Curve
 from sharpbench.leaderboard.tables import tracked_hparam
 
 _STYLE = {"svg.hashsalt": "sharpbench", "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 9}
@@ -67,6 +69,40 @@ def scatter_svg(document: dict[str, Any]) -> str:
             bar.set_label(f"tracks {hparam} ({len(levels)} levels)", fontsize=7)
         elif hparam:
             axes[-1].legend(fontsize=7, loc="best", title=f"tracks {hparam}", title_fontsize=7)
+        figure.tight_layout()
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata=_METADATA)
+    return buffer.getvalue()
+
+
+def sweep_svg(collection: str, curves: list[Curve]) -> str:
+    """Oriented Kendall tau against test error (solid) and OOD error (dashed) over rho, one panel per measure,
+    plain and with normalized logits in two colors, as the study's figures plot them; SVG text."""
+    measures = sorted({curve.measure for curve in curves})
+    columns = min(4, len(measures))
+    rows = -(-len(measures) // columns)
+    with matplotlib.rc_context(_STYLE):
+        figure = Figure(figsize=(2.6 * columns, 2.3 * rows))
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for ax, measure in zip(axes, measures):
+            for curve in (c for c in curves if c.measure == measure):
+                color = "tab:orange" if curve.normalized else "tab:blue"
+                rhos = [point.rho for point in curve.points]
+                for target, style in (("test_error", "-"), ("ood_error", "--")):
+                    taus = [point.tau(target)[0] for point in curve.points]
+                    ax.plot(rhos, [np.nan if t is None else t for t in taus], style, color=color, marker="o",
+                            markersize=3, label=f"{'normalized' if curve.normalized else 'plain'}, "
+                                                f"{'test' if target == 'test_error' else 'OOD'}")
+            ax.set_xscale("log")
+            ax.axhline(0, color="0.6", linewidth=0.6)
+            ax.set_title(measure.removeprefix("sharpness-"))
+            ax.set_xlabel("rho")
+            ax.set_ylabel("oriented Kendall tau")
+            ax.grid(alpha=0.3)
+        for ax in axes[len(measures):]:
+            ax.set_visible(False)
+        axes[0].legend(fontsize=6, loc="best")
+        figure.suptitle(f"{collection}: tau against rho (solid: test error, dashed: OOD error)")
         figure.tight_layout()
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata=_METADATA)

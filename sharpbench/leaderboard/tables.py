@@ -223,10 +223,11 @@ def markdown_text(text: str) -> str:
     return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 
 
-def markdown_tables(documents: list[dict[str, Any]]) -> str:
-    """The body of leaderboard/README.md: one table per collection."""
+def markdown_tables(groups: dict[str, list[dict[str, Any]]], after: dict[str, list[str]] | None = None) -> str:
+    """The collections' part of leaderboard/README.md: one table per collection (`groups` as `by_collection` gives
+    them), each followed by its lines in `after` (its sweeps)."""
     out = []
-    for collection, group in by_collection(documents).items():
+    for collection, group in groups.items():
         first = group[0]
         out += [f"## {collection}", "", markdown_text(first["collection_description"]), "",
                 markdown_text(ceiling_text(first)), "",
@@ -237,4 +238,5 @@ def markdown_tables(documents: list[dict[str, Any]]) -> str:
                 for document in group]
         out.append("")
         out += [line for note in external_notes(group) for line in (markdown_text(note), "")]
+        out += (after or {}).get(collection, [])
     return "\n".join(out)
