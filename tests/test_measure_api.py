@@ -20,6 +20,8 @@ BUILTIN_MEASURES = {
     "param-norm", "train-loss", "pac-bayes-flatness", "pac-bayes-mag-flatness", "hessian-max-eigenvalue",
     "hessian-trace", "fisher-rao-norm", "path-norm", "spectral-norm-product", "frobenius-norm-product",
     "distance-from-init", "output-margin", "keskar-sharpness", "sam-sharpness", "disagreement",
+    "relative-flatness", "gradient-disparity", "spectral-complexity-margin", "pac-bayes-spectral-margin", "dbi-mixup",
+    "label-variation",
     *(f"sharpness-{kind}-{norm}-{scale}" for kind in ("worst", "avg") for norm in ("linf", "l2")
       for scale in ("adaptive", "standard")),
 }
