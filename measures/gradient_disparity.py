@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sharpbench import FlatModel, MeasureContext
-from sharpbench.losses import LOSSES, LossFn
-from sharpbench.measure import Batch
+from sharpbench import LOSSES, Batch, FlatModel, LossFn, MeasureContext
 
 
 def gradient_disparity(model: nn.Module, context: MeasureContext, *, s: int = 0, rescale: bool = True) -> float:

@@ -20,8 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sharpbench import MeasureContext
-from sharpbench.losses import LossFn
+from sharpbench import LossFn, MeasureContext
 
 Variant = Literal["full", "normalized"]
 VARIANTS = ("full", "normalized")

@@ -24,8 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
 
-from sharpbench import MeasureContext, MeasureError
-from sharpbench.models.layers import ToImage
+from sharpbench import MeasureContext, MeasureError, ToImage
 from sharpbench_measures.margin import output_margin
 from sharpbench_measures.norms import _folded_batchnorm, layer_matrices
 

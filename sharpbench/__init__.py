@@ -12,9 +12,11 @@ from sharpbench.evaluation.compute import compute_measure
 from sharpbench.kernels.flat import FlatModel
 from sharpbench.kernels.sharpness import (Execution, average_case_sharpness, average_case_sharpness_many,
                                           worst_case_sharpness, worst_case_sharpness_many)
-from sharpbench.measure import MeasureContext, computes_many
+from sharpbench.losses import LOSSES, LossFn
+from sharpbench.measure import Batch, MeasureContext, computes_many
+from sharpbench.models.layers import ToImage
 from sharpbench.version import __version__
 
-__all__ = ["Execution", "FlatModel", "MeasureContext", "MeasureError", "SharpbenchError", "average_case_sharpness",
-           "average_case_sharpness_many", "compute_measure", "computes_many", "worst_case_sharpness",
-           "worst_case_sharpness_many", "__version__"]
+__all__ = ["Batch", "Execution", "FlatModel", "LOSSES", "LossFn", "MeasureContext", "MeasureError", "SharpbenchError",
+           "ToImage", "average_case_sharpness", "average_case_sharpness_many", "compute_measure", "computes_many",
+           "worst_case_sharpness", "worst_case_sharpness_many", "__version__"]

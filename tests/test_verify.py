@@ -212,7 +212,8 @@ def test_a_result_of_an_include_path_measure_is_marked_external_in_the_document_
     assert origin.startswith("include path ") and external["external"] == {"origin": origin}
     builtin = json.loads(result_path(board, "param-norm").read_text(encoding="utf-8"))
     assert "external" not in builtin
-    readme, page = render(board).values()
+    outputs = render(board)
+    readme, page = outputs[board / "README.md"], outputs[board / "index.html"]
     note = (f"† output-norm: external: computed from code outside this repository ({origin}); not verifiable "
             f"without it.")
     for text in (readme, page):
