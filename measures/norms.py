@@ -83,7 +83,7 @@ class _ChannelAffine(nn.Module):
         return x * self.scale.view(shape) + self.shift.view(shape)
 
 
-def _folded_batchnorm(module: _BatchNorm) -> _ChannelAffine:
+def folded_batchnorm(module: _BatchNorm) -> _ChannelAffine:
     """An eval-mode BatchNorm as the per-channel affine map it computes: a = gamma / sqrt(var + eps),
     b = beta - a * mean."""
     scale = (module.running_var + module.eps).rsqrt()
@@ -101,7 +101,7 @@ def _squared_network(model: nn.Module) -> nn.Module:
     for parent in list(squared.modules()):
         for child_name, child in parent.named_children():
             if isinstance(child, _BatchNorm) and child.running_var is not None:
-                setattr(parent, child_name, _folded_batchnorm(child))
+                setattr(parent, child_name, folded_batchnorm(child))
     with torch.no_grad():
         for p in squared.parameters():
             p.square_()

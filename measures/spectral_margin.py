@@ -26,7 +26,7 @@ from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _Av
 
 from sharpbench import MeasureContext, MeasureError, ToImage
 from sharpbench_measures.margin import output_margin
-from sharpbench_measures.norms import _folded_batchnorm, layer_matrices
+from sharpbench_measures.norms import folded_batchnorm, layer_matrices
 
 REFERENCES = ("init", "origin")
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -94,7 +94,7 @@ def _matrices(model: nn.Module, layers: list[_Layer]) -> list[torch.Tensor]:
     modules = dict(model.named_modules())
     for index, layer in enumerate(layers):
         if layer.batchnorm is not None:
-            scale = _folded_batchnorm(modules[layer.batchnorm]).scale.detach().double()
+            scale = folded_batchnorm(modules[layer.batchnorm]).scale.detach().double()
             matrices[index] = scale[:, None] * matrices[index]
     return matrices
 

@@ -21,6 +21,7 @@ from sharpbench.cards.include import load_card
 from sharpbench.cards.plugins import plugin_of_package
 from sharpbench.cards.schema import (Param, card_name, check_type, check_value, is_type, one_of, positive, type_name,
                                      validate)
+from sharpbench.cards.source_digest import source_sha256 as module_source_sha256
 from sharpbench.errors import CardError, SharpbenchError
 from sharpbench.measure import USES, MeasureContext
 from sharpbench.version import kernels_sha256
@@ -102,7 +103,7 @@ class Implementation:
     function: str
     origin: str          # "in-tree module measures/x.py", "include path DIR", "package module NAME" or
                          # "plugin NAME (package module NAME)"
-    source_sha256: str   # of the module file that holds the function, bytes as stored
+    source_sha256: str   # of the module file that holds the function and of the modules of its package it imports
     kernels_sha256: str  # of sharpbench's kernel modules (sharpbench.version.KERNEL_MODULES)
     card_version: int
 
@@ -212,7 +213,7 @@ def _load_implementation(reference: str, card_path: Path,
         else:
             module = importlib.import_module(target)
             source = _source_file(module, card_path, reference)
-            source_sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+            source_sha256 = module_source_sha256(source, module.__name__)
             origin = _package_origin(module, source)
     except CardError:
         raise
