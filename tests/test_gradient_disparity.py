@@ -13,6 +13,7 @@ from torch import nn
 import sharpbench
 from sharpbench.losses import cross_entropy
 from sharpbench.measure import MeasureContext
+from tiny_nets import relu_net_and_batches
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -113,15 +114,6 @@ def test_bad_parameters_and_a_single_batch_are_refused():
     with pytest.raises(ValueError, match="rescale=false"):
         gradient_disparity(model, context_of(single_points))
     assert gradient_disparity(model, context_of(single_points), rescale=False) > 0
-
-
-def relu_net_and_batches():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
-    generator = torch.Generator().manual_seed(2)
-    batches = [(torch.randn(16, 4, generator=generator), torch.randint(0, 3, (16,), generator=generator))
-               for _ in range(3)]
-    return model, batches
 
 
 def test_through_the_registry_it_reads_the_model_and_is_not_rescaling_invariant():

@@ -15,13 +15,15 @@ from sharpbench.errors import CardError, MeasureError, SharpbenchError, UnknownN
 from sharpbench.evaluation.guard import run_guarded_many
 from sharpbench.cards.measure_card import load_measure_spec
 from sharpbench.cards.discovery import Registry, find_measure
+from sharpbench.cards.source_digest import source_sha256
 
 BUILTIN_MEASURES = {
     "param-norm", "train-loss", "pac-bayes-flatness", "pac-bayes-mag-flatness", "hessian-max-eigenvalue",
     "hessian-trace", "fisher-rao-norm", "path-norm", "spectral-norm-product", "frobenius-norm-product",
     "distance-from-init", "output-margin", "keskar-sharpness", "sam-sharpness", "disagreement",
     "relative-flatness", "gradient-disparity", "spectral-complexity-margin", "pac-bayes-spectral-margin", "dbi-mixup",
-    "label-variation",
+    "label-variation", "hessian-frobenius-norm", "hessian-logdet", "effective-dimension", "fisher-normalized-sharpness",
+    "local-learning-coefficient",
     *(f"sharpness-{kind}-{norm}-{scale}" for kind in ("worst", "avg") for norm in ("linf", "l2")
       for scale in ("adaptive", "standard")),
 }
@@ -404,6 +406,36 @@ def test_the_implementation_says_where_it_came_from(tmp_path, monkeypatch):
     packaged = load_measure_spec(path).implementation()
     assert packaged.origin == "package module sharpbench_test_pkg.impl"
     assert packaged.source_sha256 == hashlib.sha256(b"def f(model, context):\n    return 1.0\n").hexdigest()
+
+
+def test_the_key_sees_the_package_modules_a_measure_imports(tmp_path, monkeypatch):
+    """An edit to a helper module of the measure's package, imported directly, relatively or through another
+    module, changes the key; an edit to a module of the package that it does not import leaves it."""
+    package = tmp_path / "site" / "sharpbench_test_deps"
+    package.mkdir(parents=True)
+    files = {"__init__.py": "", "impl.py": "from sharpbench_test_deps.shared import g\n\ndef f(model, context):\n"
+             "    return g()\n", "shared.py": "from .deeper import h\n\ndef g():\n    return h()\n",
+             "deeper.py": "def h():\n    return 1.0\n", "unrelated.py": "X = 1\n"}
+    for name, text in files.items():
+        (package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    impl = package / "impl.py"
+
+    def digest() -> str:
+        return source_sha256(impl, "sharpbench_test_deps.impl")
+
+    base = digest()
+    assert base != hashlib.sha256(impl.read_bytes()).hexdigest()
+    (package / "unrelated.py").write_text("X = 2\n")
+    assert digest() == base
+    (package / "deeper.py").write_text("def h():\n    return 2.0\n")
+    assert digest() != base
+    # The in-tree measures that import a helper module are pinned by it too; a self-contained one by its file alone.
+    registry = Registry.discover()
+    frobenius = registry.measure("hessian-frobenius-norm").implementation().source_sha256
+    in_tree = Path(__file__).resolve().parents[1] / "measures" / "hessian_spectrum.py"
+    assert frobenius == source_sha256(in_tree, "sharpbench_measures.hessian_spectrum")
+    assert frobenius != hashlib.sha256(in_tree.read_bytes()).hexdigest()
 
 
 def test_a_function_in_a_module_without_source_is_refused(tmp_path):
