@@ -112,3 +112,5 @@ def test_reproduce_plans_every_measure_then_the_studys_sweeps():
     assert len(standard) == 3 and not any("normalize_logits" in o for o in standard)
     assert not [s for s in steps if s.measure == "param-norm" and s.overrides]
     assert len(plan(registry, ["digits-mlp"], measures, sweeps=False)) == 3
+    regression = plan(registry, ["diag-linear-nets"], measures)       # one output: no logits to normalize
+    assert len(regression) == len(steps) - 4 and not any("normalize_logits" in dict(s.overrides) for s in regression)

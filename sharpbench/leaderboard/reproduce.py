@@ -5,7 +5,8 @@ evaluated (values the results store holds are reused: the key says they are curr
 The sweeps follow the study's evaluation script (tml-epfl/sharpness-vs-generalization, sh/eval_sharpness_final.sh):
 four doubling radii per variant, and for the adaptive variants each radius again with `normalize_logits`. The
 study's radii were chosen for CIFAR-10 models; here the four lie around each card's default radius (chosen on
-digits-mlp): default x 1/4, 1/2, 1 and 2.
+digits-mlp): default x 1/4, 1/2, 1 and 2. A regression's single output has no logits to normalize (centred, it is
+0), so a collection with one output gets the radii without `normalize_logits`.
 """
 
 from __future__ import annotations
@@ -55,16 +56,17 @@ class Outcome:
     seconds: float = 0.0
 
 
-def sweep_overrides(spec: MeasureSpec) -> list[dict[str, Any]]:
+def sweep_overrides(spec: MeasureSpec, outputs: int = 2) -> list[dict[str, Any]]:
     """The study's sweep of a sharpness card: each radius of the grid around its default, and for a card with
-    `normalize_logits` whose `adaptive` is fixed true, each radius again with normalized logits. [] for a card
-    without a radius."""
+    `normalize_logits` whose `adaptive` is fixed true, each radius again with normalized logits, unless the models
+    have a single output (`outputs`, a regression): centred, it is 0 for every model, and every tau is undefined.
+    [] for a card without a radius."""
     if SWEPT not in spec.params or NORMALIZE not in spec.params:
         return []
     default = spec.params[SWEPT].default
     radii = [default * factor for factor in SWEEP_FACTORS]
     settings = [{SWEPT: rho} for rho in radii]
-    if spec.fixed.get("adaptive"):
+    if spec.fixed.get("adaptive") and outputs > 1:
         settings += [{SWEPT: rho, NORMALIZE: True} for rho in radii]
     return settings
 
@@ -74,12 +76,13 @@ def plan(registry: Registry, collections: list[str], measures: list[str], sweeps
     steps = []
     for collection in collections:
         steps += [Step(collection, measure) for measure in measures]
+        outputs = registry.collection(collection).num_classes
         if sweeps:
             for measure in measures:
                 spec = registry.measure(measure)
                 default = {SWEPT: spec.params[SWEPT].default} if SWEPT in spec.params else None
                 steps += [Step(collection, measure, tuple(sorted(o.items())))
-                          for o in sweep_overrides(spec) if o != default]     # the default is its own step
+                          for o in sweep_overrides(spec, outputs) if o != default]     # the default is its own step
     return steps
 
 
