@@ -15,10 +15,18 @@ def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return true - others.max(dim=1).values
 
 
+def require_classifier(context: MeasureContext, what: str) -> None:
+    """NotImplementedError naming `what` where the model has a single output (a regression: no margin)."""
+    if context.num_classes < 2:
+        raise NotImplementedError(f"{what} needs a classifier, and this model has {context.num_classes} output "
+                                  f"(a regression)")
+
+
 def output_margin(model: nn.Module, context: MeasureContext, *, percentile: float = 10.0) -> float:
     """The `percentile`-th percentile (linear interpolation) of the margins over the sharpness points."""
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    require_classifier(context, "the output margin z_y - max_(j != y) z_j")
     with torch.no_grad():
         values = torch.cat([margins(model(inputs), labels).double() for inputs, labels in context.batches])
     return torch.quantile(values.cpu(), percentile / 100).item()

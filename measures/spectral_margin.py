@@ -25,7 +25,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
 
 from sharpbench import MeasureContext, MeasureError, ToImage
-from sharpbench_measures.margin import output_margin
+from sharpbench_measures.margin import output_margin, require_classifier
 from sharpbench_measures.norms import folded_batchnorm, layer_matrices
 
 REFERENCES = ("init", "origin")
@@ -132,9 +132,7 @@ def _prepared(model: nn.Module, context: MeasureContext, reference: str, percent
     """The layer matrices W_i, the reference matrices M_i and the margin gamma the measures share."""
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
-    if context.num_classes < 2:
-        raise NotImplementedError(f"{measure} needs a classifier: it normalizes by the output margin z_y - max_(j "
-                                  f"!= y) z_j, and this model has {context.num_classes} output")
+    require_classifier(context, f"{measure}, normalized by the output margin z_y - max_(j != y) z_j,")
     layers = _chain(model, measure)
     margin = output_margin(model, context, percentile=percentile)
     if margin == 0:

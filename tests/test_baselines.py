@@ -282,6 +282,9 @@ def test_output_margin_is_a_percentile_of_hand_built_margins():
     assert sharpbench.compute_measure("output-margin", identity, batches) == pytest.approx(-2.4)
     assert sharpbench.compute_measure("output-margin", identity, batches, percentile=50.0) == pytest.approx(0.0)
     assert sharpbench.compute_measure("output-margin", identity, batches, percentile=100.0) == pytest.approx(5.0)
+    regression = [(torch.randn(4, 1), torch.randn(4))]      # one output: no margin, and an error that says so
+    with pytest.raises(MeasureError, match="needs a classifier.*1 output"):
+        sharpbench.compute_measure("output-margin", nn.Linear(1, 1), regression)
 
 
 def test_keskar_sharpness_matches_the_best_vertex_of_the_box_on_a_convex_loss():
