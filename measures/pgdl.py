@@ -19,6 +19,7 @@ from sklearn.metrics import davies_bouldin_score
 from torch import nn
 
 from sharpbench import MeasureContext
+from sharpbench_measures.margin import require_classifier
 
 LAYERS = ("first", "feature")
 # The modules whose output can be "the first layer": the released code takes the first Keras layer that has
@@ -103,12 +104,6 @@ def labelwise_mixup_accuracy(model: nn.Module, batches: list[tuple[torch.Tensor,
     return float(np.mean([np.mean(values) for values in accuracies.values()]))
 
 
-def _require_classifier(context: MeasureContext, name: str) -> None:
-    if context.num_classes < 2:
-        raise NotImplementedError(f"{name} compares the training points' labels: it needs a classifier, and this "
-                                  f"model has {context.num_classes} output (a regression)")
-
-
 def _require_real_inputs(context: MeasureContext, name: str) -> None:
     if any(not inputs.is_floating_point() for inputs, _ in context.batches):
         raise NotImplementedError(f"{name} mixes inputs (mixup: a convex combination of two inputs), which is not "
@@ -126,7 +121,7 @@ def dbi_mixup(model: nn.Module, context: MeasureContext, *, layer: str = "first"
         raise ValueError(f"pool must be >= 1 (1: no pooling), got {pool}")
     if not 0 < mix < 1:
         raise ValueError(f"mix must be in (0, 1), got {mix}")
-    _require_classifier(context, "dbi-mixup")
+    require_classifier(context, "dbi-mixup (it compares the training points' labels)")
     _require_real_inputs(context, "dbi-mixup")
     with torch.no_grad():
         index = np.mean([davies_bouldin(representations(model, inputs, layer, pool), labels)
@@ -174,7 +169,7 @@ def label_variation(model: nn.Module, context: MeasureContext, *, k: int = 1, al
         raise ValueError(f"k must be >= 1, got {k}")
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0 (0: no mixup), got {alpha}")
-    _require_classifier(context, "label-variation")
+    require_classifier(context, "label-variation (it compares the training points' labels)")
     if alpha > 0:
         _require_real_inputs(context, "label-variation with mixup (alpha > 0)")
     features, targets = [], []
