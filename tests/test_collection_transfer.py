@@ -273,3 +273,44 @@ def test_a_classification_error_outside_0_1_is_refused(tmp_path: Path, sharpbenc
     with pytest.raises(CollectionError, match=rf"line {line}: column '{column}' holds .*a classification error is a "
                                               rf"fraction in \[0, 1\]"):
         import_collection(folder)
+
+
+def test_export_writes_what_pull_installs_and_only_that(published, tmp_path: Path, capsys: pytest.CaptureFixture):
+    cards, source = published
+    folder = tmp_path / "published"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "of-another-build.safetensors").write_bytes(b"old")    # removed: not this build's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHARPBENCH_HOME", str(source.root.parent.parent))
+        assert main(["collection", "export", "tiny-pull", "--to", str(folder), "--include-path", str(cards)]) == 0
+    assert (f"tiny-pull: {len(source.models)} models exported to {folder} ({3 * len(source.models)} files written)"
+            in capsys.readouterr().out)
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert names == {"manifest.json"} | {f for record in source.models for f, _ in _files(source, record.id)}
+    assert (folder / "manifest.json").read_bytes() == source.manifest_path.read_bytes()
+    target = open_collection(source.spec, home=tmp_path / "home")
+    assert pull_collection(target, str(folder), source.manifest_sha256) == 3 * len(source.models)
+    assert [(r.id, r.sha256) for r in target.models] == [(r.id, r.sha256) for r in source.models]
+
+
+def _files(collection: Collection, model_id: str) -> list[tuple[str, str]]:
+    from sharpbench.collection.files import model_files
+
+    entry = next(e for e in collection.manifest["models"] if e["id"] == model_id)
+    return model_files(entry)
+
+
+def test_export_of_a_damaged_build_stops_naming_the_file_and_writes_no_manifest(published, tmp_path: Path):
+    from sharpbench.collection.export import export_collection
+
+    _, source = published
+    damaged = open_collection(source.spec, home=tmp_path / "home")
+    _copy(source, damaged.root)
+    victim = damaged.root / source.models[1].file
+    blob = bytearray(victim.read_bytes())
+    blob[-1] ^= 1
+    victim.write_bytes(bytes(blob))
+    folder = tmp_path / "published"
+    with pytest.raises(CollectionError, match=f"{victim} fails its integrity check"):
+        export_collection(damaged, folder)
+    assert not (folder / "manifest.json").exists()

@@ -253,3 +253,53 @@ def test_a_result_of_a_plugins_measure_validates_and_is_external(board):
     document["provenance"]["implementation"]["origin"] = "plugin plug-a"
     with pytest.raises(Exception, match="origin"):
         validate_result(document, "bad.json")
+
+
+def export_build(root: Path, cards: Path) -> Path:
+    """Export the board's build of tiny-digits into the leaderboard copy at `root`, as reproduce publishes it."""
+    folder = root / "collections" / "tiny-digits"
+    assert main(["collection", "export", "tiny-digits", "--to", str(folder), "--include-path", str(cards)]) == 0
+    return folder
+
+
+def test_a_published_build_is_installed_and_verifies_on_an_empty_home(board, tiny_collection_card, external_cards,
+                                                                      tmp_path, monkeypatch, capsys):
+    root = copy_board(board, tmp_path, monkeypatch)
+    folder = export_build(root, tiny_collection_card)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "manifest.json", "outcomes"]
+    monkeypatch.setenv("SHARPBENCH_HOME", str(tmp_path / "empty-home"))
+    code = main(verify(root, "--sample", "all", includes=(tiny_collection_card, external_cards)))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 of 3 result files verified" in out and "note:" not in out
+    installed = tmp_path / "empty-home" / "collections" / "tiny-digits" / "manifest.json"
+    assert installed.read_bytes() == (folder / "manifest.json").read_bytes()
+    assert main(["leaderboard", "build", "--leaderboard-dir", str(root)]) == 0
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "sharpbench collection pull tiny-digits --from leaderboard/collections/tiny-digits" in readme
+
+
+def test_another_build_than_the_published_one_is_refused_naming_the_fix(board, tiny_collection_card, external_cards,
+                                                                        tmp_path, monkeypatch, capsys):
+    root = copy_board(board, tmp_path, monkeypatch)
+    folder = export_build(root, tiny_collection_card)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["build_time_seconds"] += 1.0          # a valid manifest of the same models: another build's bytes
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    code = main(verify(root, includes=(tiny_collection_card, external_cards)))
+    out = capsys.readouterr().out
+    assert code == 2 and "0 of 3 result files verified" in out
+    assert (f"collection 'tiny-digits' built here (manifest sha256 ") in out
+    assert f"is not the build its results were published on ({folder}, " in out
+    assert f"`sharpbench collection pull tiny-digits --from {folder}`" in out
+    assert main(["leaderboard", "build", "--leaderboard-dir", str(root)]) == 2     # nor can the tables be built
+    assert (f"the results of collection 'tiny-digits' were computed on build ") in capsys.readouterr().err
+
+
+def test_results_of_two_builds_of_one_collection_are_refused_by_the_build(board, tmp_path, monkeypatch, capsys):
+    root = copy_board(board, tmp_path, monkeypatch)
+    edit(result_path(root, "param-norm"), lambda d: d["provenance"].update(manifest_sha256="ab" * 32))
+    assert main(["leaderboard", "build", "--leaderboard-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "the results of collection 'tiny-digits' come from 2 builds (2 on " in err
+    assert ", 1 on abababababab): republish them on one build" in err

@@ -1,9 +1,10 @@
-"""`sharpbench collection build|show|pull|import`: make a collection's checkpoints and manifest, or show its card."""
+"""`sharpbench collection build|show|pull|export|import`: make a collection's checkpoints and manifest, or show its card."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli.executor import add_executor_options, ray_executor
@@ -43,6 +44,14 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     pull_action.add_argument("--manifest-sha256", metavar="HEX",
                              help="the published sha256 of manifest.json, checked first")
     pull_action.set_defaults(run=pull)
+    export_action = actions.add_parser("export", parents=parents,
+                                       help="write a built collection as the folder `collection pull --from DIR` "
+                                            "installs (manifest.json, checkpoints/, outcomes/), every file checked "
+                                            "against its sha256")
+    export_action.add_argument("name")
+    export_action.add_argument("--to", dest="target", required=True, metavar="DIR",
+                               help="the folder to write (files of another build in it are replaced)")
+    export_action.set_defaults(run=export)
     import_action = actions.add_parser("import", parents=parents,
                                        help="make a collection of a folder of checkpoints (card.yaml + models.csv)")
     import_action.add_argument("folder", metavar="DIR")
@@ -106,6 +115,17 @@ def pull(args: argparse.Namespace, registry: Registry) -> int:
     fetched = pull_collection(collection, args.source, args.manifest_sha256)
     print(f"{collection.spec.name}: {len(collection.models)} models pulled from {args.source} and verified "
           f"({fetched} files fetched), under {collection.root}")
+    return 0
+
+
+def export(args: argparse.Namespace, registry: Registry) -> int:
+    """Write the built collection as a folder that `collection pull` installs."""
+    from sharpbench.collection.export import export_collection
+
+    collection = open_collection(registry.collection(args.name), sharpbench_home(), args.data_paths)
+    written = export_collection(collection, Path(args.target))
+    print(f"{collection.spec.name}: {len(collection.models)} models exported to {args.target} ({written} files "
+          f"written); install elsewhere with `sharpbench collection pull {collection.spec.name} --from DIR`")
     return 0
 
 

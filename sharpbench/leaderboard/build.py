@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sharpbench.leaderboard.blocks import Block, Heading, Paragraph, Table, to_markdown
+from sharpbench.leaderboard.builds import builds_blocks, check_one_build
 from sharpbench.leaderboard.findings import findings_blocks
 from sharpbench.leaderboard.page import render_page
 from sharpbench.leaderboard.plots import scatter_svg, sweep_svg
@@ -99,14 +100,16 @@ def compute_blocks(documents: list[dict[str, Any]]) -> list[Block]:
 
 
 def contents(groups: dict[str, list[dict[str, Any]]]) -> Paragraph:
-    """The table of contents: each collection, then the cross-collection summary, the findings and the compute."""
-    return Paragraph("Contents: " + ", ".join(groups) + ", Across collections, Findings, Compute.")
+    """The table of contents: each collection, then the cross-collection summary, the findings, the compute and the
+    builds."""
+    return Paragraph("Contents: " + ", ".join(groups) + ", Across collections, Findings, Compute, Builds.")
 
 
 def render(root: Path) -> dict[Path, str]:
     """{output path: text} for README.md, index.html and every plot under ``root``, from its result files."""
     root = Path(root)
     documents = attach_properties(load_results(root), root)
+    check_one_build(documents, root)
     by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for document in documents:
         by_name[document["collection"]].append(document)
@@ -116,7 +119,8 @@ def render(root: Path) -> dict[Path, str]:
         main += kept
         found[collection] = curves(members)
     groups = by_collection(main)
-    summary = summary_blocks(groups) + findings_blocks(groups, points) + compute_blocks(documents)
+    summary = (summary_blocks(groups) + findings_blocks(groups, points) + compute_blocks(documents)
+               + builds_blocks(documents, root))
     sweeps = {c: sweep_blocks(c, found[c]) for c in groups}
     readme = (_README_HEAD + INTRO + "\n\n" + "\n".join(to_markdown([contents(groups)]))
               + markdown_tables(groups, {c: to_markdown(blocks) for c, blocks in sweeps.items()})

@@ -21,6 +21,7 @@ from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.data.locate import DataPaths
 from sharpbench.errors import CollectionError, Hint, SharpbenchError, UnknownNameError
 from sharpbench.evaluation.run import compute_values
+from sharpbench.leaderboard.builds import install_published
 from sharpbench.leaderboard.results import RESULTS, load_results
 
 Verdict = Literal["verified", "failed", "not verifiable"]
@@ -92,7 +93,7 @@ def plan(root: Path, registry: Registry, *, sample: int, seed: int, home: Path |
     for document in load_results(root):
         check = FileCheck(Path(root) / RESULTS / document["collection"] / f"{document['variant']}.json", document)
         try:
-            _resolve(check, registry, sample, seed, home, data_paths)
+            _resolve(check, registry, sample, seed, home, data_paths, Path(root))
         except SharpbenchError as problem:
             check.problem = problem
         checks.append(check)
@@ -100,7 +101,7 @@ def plan(root: Path, registry: Registry, *, sample: int, seed: int, home: Path |
 
 
 def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home: Path | None,
-             data_paths: DataPaths | None) -> None:
+             data_paths: DataPaths | None, root: Path) -> None:
     document = check.document
     implementation = document["provenance"]["implementation"]
     try:
@@ -109,6 +110,7 @@ def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home:
         raise SharpbenchError(f"measure '{document['measure']}' is not registered here (its code came from "
                               f"{implementation['origin']}).", hints=[Hint("include_path")]) from None
     collection = open_collection(registry.collection(document["collection"]), home, data_paths)
+    install_published(collection, root)     # the very build the results came from, where it is published
     if collection.read_manifest() is None:
         raise CollectionError(f"collection '{collection.spec.name}' is not built here (no manifest in "
                               f"{collection.root}).", hints=[Hint("build", collection=collection.spec.name)])
