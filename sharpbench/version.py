@@ -13,6 +13,8 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when shar
 KERNEL_MODULES = ("kernels/ascent.py", "kernels/flat.py", "losses.py", "kernels/objective.py", "kernels/perturb.py",
                   "kernels/scaling.py", "kernels/sharpness.py")
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Tracked paths whose changes cannot alter a computed value: an edit there leaves a published commit clean.
+NOT_CODE = ("leaderboard", "tests", "docs", "*.md", ".ci")
 
 try:
     __version__ = version("sharpbench")
@@ -35,13 +37,14 @@ def _git(*args: str) -> str:
 
 def git_commit() -> str | None:
     """The commit of the git checkout sharpbench runs from, or None for an installed wheel or without git:
-    provenance for published results. '-dirty' is appended when a tracked file other than the published results
-    under leaderboard/ changed, or an untracked (and not ignored) file lies under measures/ or registry/ (a new
-    measure or card that the commit does not hold)."""
+    provenance for published results. '-dirty' is appended when a tracked file that can alter values changed (any
+    but the published results under leaderboard/, the tests, the docs and Markdown pages, and CI's script), or an
+    untracked (and not ignored) file lies under measures/ or registry/ (a new measure or card that the commit does
+    not hold)."""
     if not (_SOURCE_ROOT / ".git").exists():
         return None
     try:
-        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard")
+        changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){path}" for path in NOT_CODE))
         untracked = _git("ls-files", "--others", "--exclude-standard", "--", "measures", "registry")
         return _git("rev-parse", "HEAD") + ("-dirty" if changed or untracked else "")
     except (OSError, subprocess.SubprocessError):

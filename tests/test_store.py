@@ -75,10 +75,12 @@ def git(root: Path, *args: str) -> str:
 @pytest.fixture()
 def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A git repository with the top-level layout of sharpbench's, as the source root git_commit inspects."""
-    for folder in ("measures", "registry/measures", "sharpbench", "leaderboard"):
+    for folder in ("measures", "registry/measures", "sharpbench", "leaderboard", "docs", "tests"):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "kept.txt").write_text("committed\n")
     (tmp_path / ".gitignore").write_text("__pycache__/\n")
+    (tmp_path / "README.md").write_text("# a front page\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-q", "-m", "initial")
@@ -93,6 +95,10 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ("leaderboard/kept.txt", False),           # published results are written after the run
     ("leaderboard/results/new.json", False),
     ("notes.txt", False),                      # untracked elsewhere: not code that computes values
+    ("docs/kept.txt", False),                  # the docs, the tests and Markdown pages compute no value
+    ("tests/kept.txt", False),
+    ("README.md", False),
+    ("pyproject.toml", True),                  # dependencies' versions can alter values
     ("measures/__pycache__/x.pyc", False),     # ignored by .gitignore
 ])
 def test_the_commit_is_dirty_when_code_or_cards_differ_from_it(checkout, path, dirty):
