@@ -283,7 +283,8 @@ def compute_values(spec: MeasureSpec, collection: Collection, records: list[Mode
     """Compute the measure on `records` with neither a lookup nor a write of the results store: yields (records,
     their values, seconds per model) group by group, each value checked by the integrity guard. What `evaluate`
     stores and `sharpbench leaderboard verify` compares with a published result; with `many`, same-architecture
-    models go through the measure's many-model form together (the same values as one at a time)."""
+    models go through the measure's many-model form together (the same values as one at a time up to the last bits,
+    which a worst-case ascent can amplify: docs/cli.md, leaderboard verify)."""
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
     reference = batches_snapshot(batches)    # once, outside the timed calls: every call is compared with it
     for group in _groups(collection, records, device, many):
