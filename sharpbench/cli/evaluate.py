@@ -21,6 +21,7 @@ from sharpbench.evaluation.report import Report
 from sharpbench.evaluation.run import Evaluation, evaluate, resolve_device
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
+from sharpbench.leaderboard.builds import build_folder, install_published
 from sharpbench.leaderboard.results import publish
 from sharpbench.paths import readable_home, sharpbench_home
 
@@ -48,7 +49,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
                               "rho=resnet18-cifar10")
     command.add_argument("--no-grouping", action="store_true",
                          help="evaluate one model at a time even when the measure can do same-architecture models "
-                              "together (the values are the same)")
+                              "together (the values agree up to the last bits, which a worst-case ascent can "
+                              "amplify: docs/cli.md, leaderboard verify)")
     add_executor_options(command)
     command.add_argument("--recompute", action="store_true",
                          help="ignore the values in the results store: compute every model again and overwrite them")
@@ -87,6 +89,20 @@ def ready_collection(registry: Registry, name: str, home: Path, data_paths: Any,
     return collection
 
 
+def published_or_built(registry: Registry, name: str, home: Path, args: argparse.Namespace, *,
+                       publishing: bool) -> Collection:
+    """The collection ready to evaluate: where it is not built here and the leaderboard (--leaderboard-dir) keeps
+    the build its results were published on, that build, installed (so that the values are the published ones on
+    any machine); else the one built here, built first where needed. When `publishing`, a local build other than
+    the published one is an error naming both fixes: results of one collection must come from one build."""
+    collection = open_collection(registry.collection(name), home, args.data_paths)
+    if (publishing or collection.read_manifest() is None) and install_published(collection,
+                                                                                  Path(args.leaderboard_dir)):
+        print(f"collection '{name}': installed the build its results were published on, from "
+              f"{build_folder(Path(args.leaderboard_dir), name)}", file=sys.stderr)
+    return ready_collection(registry, name, home, args.data_paths, not args.no_progress)
+
+
 def run(args: argparse.Namespace, registry: Registry) -> int:
     """Evaluate (building the collection first where needed), print the scores, write --json and --publish."""
     spec = registry.measure(args.measure)
@@ -99,7 +115,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if args.publish:
         output_folder(Path(args.leaderboard_dir), "--leaderboard-dir")
     home = readable_home()    # a read-only home still serves the values it holds; building needs a writable one
-    collection = ready_collection(registry, args.collection, home, args.data_paths, not args.no_progress)
+    collection = published_or_built(registry, args.collection, home, args, publishing=args.publish)
     store_path = home / "results.sqlite"
     store = ResultStore(store_path)
     options: dict[str, Any] = {"device": device, "n": args.n,

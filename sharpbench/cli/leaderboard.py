@@ -4,7 +4,6 @@ files, the recomputation of a sample of each result file's values, and the whole
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -12,15 +11,15 @@ from tabulate import tabulate
 from tqdm.auto import tqdm
 
 from sharpbench.cards.discovery import Registry
-from sharpbench.collection.collection import Collection, open_collection
+from sharpbench.collection.collection import open_collection
 from sharpbench.collection.export import export_collection
 from sharpbench.evaluation.run import resolve_device
 from sharpbench.leaderboard.build import build as build_leaderboard
-from sharpbench.cli.evaluate import ready_collection
+from sharpbench.cli.evaluate import published_or_built
 from sharpbench.cli.outputs import output_folder
 from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.store import ResultStore
-from sharpbench.leaderboard.builds import build_folder, install_published, published_sha256
+from sharpbench.leaderboard.builds import build_folder, published_sha256
 from sharpbench.leaderboard.reproduce import Outcome, plan, reproduce as run_reproduction
 from sharpbench.leaderboard.verify import FileCheck, plan as verify_plan, recompute
 from sharpbench.paths import sharpbench_home
@@ -139,15 +138,6 @@ def _lines(check: FileCheck) -> list[str]:
     return lines
 
 
-def published_or_built(registry: Registry, name: str, root: Path, home: Path, args: argparse.Namespace) -> Collection:
-    """The collection ready to evaluate: the build published under the leaderboard where there is one (installed
-    when not built here), else the one built here (built first where needed)."""
-    if install_published(open_collection(registry.collection(name), home, args.data_paths), root):
-        print(f"collection '{name}': installed the build its results were published on, from "
-              f"{build_folder(root, name)}", file=sys.stderr)
-    return ready_collection(registry, name, home, args.data_paths, not args.no_progress)
-
-
 def reproduce(args: argparse.Namespace, registry: Registry) -> int:
     """Evaluate, publish and build every step of the publication with a bar of steps; print what each skipped
     step lacked and the wall time per collection and measure. Exit 0 when every step published or was skipped for
@@ -175,7 +165,8 @@ def reproduce(args: argparse.Namespace, registry: Registry) -> int:
             if outcome.skipped:
                 tqdm.write(f"skipped {outcome.step.label()}: {outcome.skipped}")
         try:
-            done = run_reproduction(steps, registry, lambda name: published_or_built(registry, name, root, home, args),
+            done = run_reproduction(steps, registry,
+                                    lambda name: published_or_built(registry, name, home, args, publishing=True),
                                     store, root, device, report)
         finally:
             store.close()
