@@ -11,10 +11,11 @@ import pytest
 
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli.main import main
+from sharpbench.collection.collection import open_collection
 from sharpbench.evaluation.store import measure_key
 from sharpbench.leaderboard.build import render
 from sharpbench.leaderboard.results import dump, validate_result
-from sharpbench.leaderboard.verify import relative_difference, sample_models
+from sharpbench.leaderboard.verify import published_groups, relative_difference, sample_models
 
 EXTERNAL_CODE = '''\
 import torch
@@ -303,3 +304,56 @@ def test_results_of_two_builds_of_one_collection_are_refused_by_the_build(board,
     err = capsys.readouterr().err
     assert "the results of collection 'tiny-digits' come from 2 builds (2 on " in err
     assert ", 1 on abababababab): republish them on one build" in err
+
+
+STACKED_CODE = '''\
+import torch
+from sharpbench import computes_many
+
+
+def _stacked(models, context):
+    # the stacked path's last bits differ from the one-model path's (as the real ascent's do on diag-linear-nets,
+    # amplified): here by 1e-3 relative, far beyond the tolerance
+    return [1.001 * norm(model, context) for model in models]
+
+
+@computes_many(_stacked)
+def norm(model, context):
+    """The parameters' L2 norm."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
+'''
+STACKED_CARD = """\
+name: stacked-norm
+description: The parameters' L2 norm, whose many-model form differs from its one-model form in the last bits
+function: stacked.py:norm
+source: a test
+higher_means: worse
+"""
+
+
+def test_a_model_published_in_a_group_is_recomputed_in_one(tiny_collection_card, tmp_path, monkeypatch, capsys):
+    cards = tmp_path / "cards"
+    (cards / "measures").mkdir(parents=True)
+    (cards / "measures" / "stacked.py").write_text(STACKED_CODE, encoding="utf-8")
+    (cards / "measures" / "stacked-norm.yaml").write_text(STACKED_CARD, encoding="utf-8")
+    root, includes = tmp_path / "leaderboard", ("--include-path", str(tiny_collection_card), "--include-path", str(cards))
+    monkeypatch.setenv("SHARPBENCH_HOME", str(tmp_path / "home"))
+    assert main(["evaluate", "--measure", "stacked-norm", "--collection", "tiny-digits", *includes, "--no-progress",
+                 "--publish", "--leaderboard-dir", str(root)]) == 0          # all models in one group: stacked
+    document = json.loads(result_path(root, "stacked-norm").read_text(encoding="utf-8"))
+    ids = list(document["models"])
+    [sampled] = sample_models(document, 1, 0)
+    capsys.readouterr()
+
+    assert main(["leaderboard", "verify", "--leaderboard-dir", str(root), "--no-progress", "--sample", "1",
+                 *includes]) == 0
+    out = capsys.readouterr().out
+    cells = row(out, result_path(root, "stacked-norm"))
+    assert cells[1:3] == [f"2 of {len(ids)}", "0.0e+00"] and cells[4] == "verified", out
+
+    registry = Registry.discover([tiny_collection_card, cards])
+    spec, collection = registry.measure("stacked-norm"), open_collection(registry.collection("tiny-digits"))
+    [group] = published_groups(spec, collection, ids, [sampled])
+    assert sampled in group and len(group) == 2 and group == [i for i in ids if i in group]   # in the file's order
+    assert published_groups(spec, collection, ids, ids) == [ids]          # every model: the published group itself
+    assert published_groups(registry.measure("param-norm"), collection, ids, [sampled]) == [[sampled]]

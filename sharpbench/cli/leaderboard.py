@@ -41,7 +41,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
              "checked here)")
     verify_action.add_argument("--sample", type=sample_size, default=DEFAULT_SAMPLE, metavar="K",
                                help=f"models per result file, drawn by a seeded generator (default "
-                                    f"{DEFAULT_SAMPLE}); 0 or 'all' for every model")
+                                    f"{DEFAULT_SAMPLE}; a measure published in groups of models also recomputes "
+                                    f"one of its group beside a model sampled alone); 0 or 'all' for every model")
     verify_action.add_argument("--seed", type=int, default=0,
                                help="seed of the sample (default 0): two runs with one seed check the same models")
     verify_action.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -103,7 +104,8 @@ def verify(args: argparse.Namespace, registry: Registry) -> int:
             print(line)
     verdicts = [check.verdict for check in checks]
     failed, unverifiable = verdicts.count("failed"), verdicts.count("not verifiable")
-    sample = "every model" if args.sample == 0 else f"up to {args.sample} models each"
+    sample = "every model" if args.sample == 0 else (f"{args.sample} sampled models each, a model published in a "
+                                                     f"group recomputed in one")
     print(f"{verdicts.count('verified')} of {len(checks)} result files verified ({sample}, sample seed "
           f"{args.seed}, on {device}) in {time.perf_counter() - start:.0f} s; {failed} failed; {unverifiable} not "
           f"verifiable here")

@@ -20,7 +20,7 @@ from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.data.locate import DataPaths
 from sharpbench.errors import CollectionError, Hint, SharpbenchError, UnknownNameError
-from sharpbench.evaluation.run import compute_values
+from sharpbench.evaluation.run import compute_values, plan_groups
 from sharpbench.leaderboard.builds import install_published
 from sharpbench.leaderboard.results import RESULTS, load_results
 
@@ -51,7 +51,8 @@ class FileCheck:
 
     path: Path
     document: dict[str, Any]
-    models: list[str] = field(default_factory=list)           # the sampled model ids, in the file's order
+    models: list[str] = field(default_factory=list)           # the checked model ids, in the file's order
+    groups: list[list[str]] = field(default_factory=list)     # ...as they are recomputed together
     tolerance: float | None = None
     differences: dict[str, float] = field(default_factory=dict)  # model id -> relative difference
     mismatches: list[Mismatch] = field(default_factory=list)
@@ -127,28 +128,56 @@ def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home:
                               f"({len(absent)} of the result's models are absent): it was built from other "
                               f"checkpoints.", hints=[Hint("rebuild", collection=collection.spec.name)])
     check.spec, check.collection, check.tolerance = spec, collection, spec.tolerance
-    check.models = sample_models(document, sample, seed)
+    check.groups = published_groups(spec, collection, list(document["models"]), sample_models(document, sample, seed))
+    order = {model_id: i for i, model_id in enumerate(document["models"])}
+    check.models = sorted((model_id for group in check.groups for model_id in group), key=order.__getitem__)
+
+
+def published_groups(spec: MeasureSpec, collection: Collection, published: list[str],
+                     sampled: list[str]) -> list[list[str]]:
+    """The groups to recompute the sampled models in, so that each value takes the path it was published from.
+
+    A measure with a many-model form was published in the groups `evaluate` forms (same architecture, up to a cap;
+    `plan_groups`). The stacked path gives a model the same value in any group of two or more, but a model alone
+    takes the one-model path, whose last bits differ and which a worst-case ascent can amplify (diag-linear-nets:
+    up to 6e-2 relative). So a model published alone is recomputed alone, and a sampled model whose published group
+    had others is recomputed with at least one of them (a companion, also compared)."""
+    if not spec.computes_many:
+        return [[model_id] for model_id in sampled]
+    records = {record.id: record for record in collection.models}
+    chosen, groups = set(sampled), []
+    for planned in plan_groups(collection, [records[i] for i in published], many=True):
+        ids = [record.id for record in planned]
+        picked = [model_id for model_id in ids if model_id in chosen]
+        if len(picked) == 1 and len(ids) > 1:
+            companion = ids[1] if picked[0] == ids[0] else ids[0]
+            picked = [model_id for model_id in ids if model_id in (picked[0], companion)]
+        if picked:
+            groups.append(picked)
+    return groups
 
 
 def recompute(check: FileCheck, device: torch.device, on_values: Callable[[int], None] = lambda count: None) -> None:
-    """Recompute the sampled models of a resolved check and compare them with the stored values; `on_values` gets
-    the number of models done after each group. A measure that fails becomes the check's problem."""
+    """Recompute the checked models of a resolved check, group by group, and compare them with the stored values;
+    `on_values` gets the number of models done after each group. A measure that fails becomes the check's
+    problem."""
     if check.spec is None or check.collection is None:
         raise ValueError(f"{check.path}: not resolved (plan it first); problem: {check.problem}")
     document, spec, collection = check.document, check.spec, check.collection
     protocol = document["provenance"]["protocol"]
     records = {record.id: record for record in collection.models}
     try:
-        for done, values, _ in compute_values(spec, collection, [records[i] for i in check.models],
-                                              spec.bind(document["params"]), device=device, n=protocol["n"],
-                                              m=protocol["m"], seed=protocol.get("measure_seed", 0),
-                                              many=spec.computes_many):
-            for record, value in zip(done, values):
-                stored = document["models"][record.id]["value"]
-                difference = relative_difference(stored, value)
-                check.differences[record.id] = difference
-                if not difference <= spec.tolerance:     # NaN never passes
-                    check.mismatches.append(Mismatch(record.id, stored, value, difference))
-            on_values(len(done))
+        for group in check.groups:
+            for done, values, _ in compute_values(spec, collection, [records[i] for i in group],
+                                                  spec.bind(document["params"]), device=device, n=protocol["n"],
+                                                  m=protocol["m"], seed=protocol.get("measure_seed", 0),
+                                                  many=spec.computes_many):
+                for record, value in zip(done, values):
+                    stored = document["models"][record.id]["value"]
+                    difference = relative_difference(stored, value)
+                    check.differences[record.id] = difference
+                    if not difference <= spec.tolerance:     # NaN never passes
+                        check.mismatches.append(Mismatch(record.id, stored, value, difference))
+                on_values(len(done))
     except SharpbenchError as problem:
         check.problem = problem
