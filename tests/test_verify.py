@@ -12,6 +12,7 @@ import pytest
 from sharpbench.cards.discovery import Registry
 from sharpbench.cli.main import main
 from sharpbench.collection.collection import open_collection
+from sharpbench.evaluation.run import plan_groups
 from sharpbench.evaluation.store import measure_key
 from sharpbench.leaderboard.build import render
 from sharpbench.leaderboard.results import dump, validate_result
@@ -338,8 +339,9 @@ def test_a_model_published_in_a_group_is_recomputed_in_one(tiny_collection_card,
     (cards / "measures" / "stacked-norm.yaml").write_text(STACKED_CARD, encoding="utf-8")
     root, includes = tmp_path / "leaderboard", ("--include-path", str(tiny_collection_card), "--include-path", str(cards))
     monkeypatch.setenv("SHARPBENCH_HOME", str(tmp_path / "home"))
-    assert main(["evaluate", "--measure", "stacked-norm", "--collection", "tiny-digits", *includes, "--no-progress",
-                 "--publish", "--leaderboard-dir", str(root)]) == 0          # all models in one group: stacked
+    for measure in ("stacked-norm", "param-norm"):          # all models in one group: stacked; one at a time
+        assert main(["evaluate", "--measure", measure, "--collection", "tiny-digits", *includes, "--no-progress",
+                     "--publish", "--leaderboard-dir", str(root)]) == 0
     document = json.loads(result_path(root, "stacked-norm").read_text(encoding="utf-8"))
     ids = list(document["models"])
     [sampled] = sample_models(document, 1, 0)
@@ -350,10 +352,13 @@ def test_a_model_published_in_a_group_is_recomputed_in_one(tiny_collection_card,
     out = capsys.readouterr().out
     cells = row(out, result_path(root, "stacked-norm"))
     assert cells[1:3] == [f"2 of {len(ids)}", "0.0e+00"] and cells[4] == "verified", out
+    assert row(out, result_path(root, "param-norm"))[1] == f"1 of {len(ids)}"    # no many-model form: no companion
 
-    registry = Registry.discover([tiny_collection_card, cards])
-    spec, collection = registry.measure("stacked-norm"), open_collection(registry.collection("tiny-digits"))
-    [group] = published_groups(spec, collection, ids, [sampled])
+    collection = open_collection(Registry.discover([tiny_collection_card, cards]).collection("tiny-digits"))
+    records = {record.id: record for record in collection.models}
+    planned = [[r.id for r in group] for group in plan_groups(collection, [records[i] for i in ids], many=True)]
+    assert planned == [ids]                                             # published in one group
+    [group] = published_groups(planned, [sampled])
     assert sampled in group and len(group) == 2 and group == [i for i in ids if i in group]   # in the file's order
-    assert published_groups(spec, collection, ids, ids) == [ids]          # every model: the published group itself
-    assert published_groups(registry.measure("param-norm"), collection, ids, [sampled]) == [[sampled]]
+    assert published_groups(planned, ids) == [ids]                      # every model: the published group itself
+    assert published_groups([[i] for i in ids], [sampled]) == [[sampled]]   # published alone: recomputed alone

@@ -104,7 +104,8 @@ def published_or_built(registry: Registry, name: str, home: Path, args: argparse
 
 
 def run(args: argparse.Namespace, registry: Registry) -> int:
-    """Evaluate (installing or building the collection first where needed), print the scores, write --json and --publish."""
+    """Evaluate (installing or building the collection first where needed), print the scores, write --json and
+    --publish."""
     spec = registry.measure(args.measure)
     params = spec.bind(parse_set(args.set))  # mistakes in --set or --sweep surface before any build
     sweep = Sweep.parse(spec, args.sweep) if args.sweep is not None else None

@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -285,9 +285,24 @@ def compute_values(spec: MeasureSpec, collection: Collection, records: list[Mode
     stores and `sharpbench leaderboard verify` compares with a published result; with `many`, same-architecture
     models go through the measure's many-model form together (the same values as one at a time up to the last bits,
     which a worst-case ascent can amplify: docs/cli.md, leaderboard verify)."""
+    return _compute(spec, collection, _groups(collection, records, device, many), params, device, n, m, seed)
+
+
+def compute_values_in(spec: MeasureSpec, collection: Collection, groups: list[list[ModelRecord]],
+                      params: dict[str, Any], *, device: torch.device, n: int | None, m: int | None,
+                      seed: int) -> Iterator[tuple[list[ModelRecord], list[float], float]]:
+    """`compute_values` on the groups given (`leaderboard verify`: those a result was published in), each loaded in
+    its turn; a group of one takes the one-model path, a larger one the many-model form."""
+    loaded = ([(record, collection.load_model(record).to(device)) for record in group] for group in groups)
+    return _compute(spec, collection, loaded, params, device, n, m, seed)
+
+
+def _compute(spec: MeasureSpec, collection: Collection, groups: Iterable[list[tuple[ModelRecord, nn.Module]]],
+             params: dict[str, Any], device: torch.device, n: int | None, m: int | None,
+             seed: int) -> Iterator[tuple[list[ModelRecord], list[float], float]]:
     batches = [(inputs.to(device), labels.to(device)) for inputs, labels in collection.sharpness_batches(n, m)]
     reference = batches_snapshot(batches)    # once, outside the timed calls: every call is compared with it
-    for group in _groups(collection, records, device, many):
+    for group in groups:
         values, seconds = compute_group(spec, collection, params, group, batches, reference, device, seed)
         yield [record for record, _ in group], values, seconds
 

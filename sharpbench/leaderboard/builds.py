@@ -2,8 +2,9 @@
 (``manifest.json``, ``checkpoints/``, ``outcomes/``, as `sharpbench collection export` writes it) that its results
 were computed on. A rebuild on another machine is not bit-identical, so results can be verified or extended only on
 this very build: `evaluate` (from where it finds the leaderboard), `leaderboard verify` and `leaderboard reproduce`
-install it where the collection is not built, and all but a plain `evaluate` refuse a different local build. Every result of a collection must come from one build (the models that rank
-intervals and paired differences resample together are the same checkpoints only then)."""
+install it where the collection is not built, and all but a plain `evaluate` refuse a different local build. Every
+result of a collection must come from one build (the models that rank intervals and paired differences resample
+together are the same checkpoints only then)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 and measure, and compare the values with the stored ones within the measure card's tolerance.
 
 Nothing here reads or writes the results store: a verification is never served from a cache. The values come
-from the evaluation machinery itself (``sharpbench.evaluation.run.compute_values``: the same sharpness batches,
-model grouping, seeded generator and integrity guard as ``evaluate``)."""
+from the evaluation machinery itself (``sharpbench.evaluation.run.compute_values_in``: the same sharpness batches,
+seeded generator and integrity guard as ``evaluate``, in the groups the result was published in)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.collection.collection import Collection, open_collection
 from sharpbench.data.locate import DataPaths
 from sharpbench.errors import CollectionError, Hint, SharpbenchError, UnknownNameError
-from sharpbench.evaluation.run import compute_values, plan_groups
+from sharpbench.evaluation.run import compute_values_in, plan_groups
 from sharpbench.leaderboard.builds import install_published
 from sharpbench.leaderboard.results import RESULTS, load_results
 
@@ -51,8 +51,7 @@ class FileCheck:
 
     path: Path
     document: dict[str, Any]
-    models: list[str] = field(default_factory=list)           # the checked model ids, in the file's order
-    groups: list[list[str]] = field(default_factory=list)     # ...as they are recomputed together
+    groups: list[list[str]] = field(default_factory=list)     # the checked model ids, as recomputed together
     tolerance: float | None = None
     differences: dict[str, float] = field(default_factory=dict)  # model id -> relative difference
     mismatches: list[Mismatch] = field(default_factory=list)
@@ -68,6 +67,12 @@ class FileCheck:
         if self.mismatches:
             return "failed"
         return "not verifiable" if self.problem is not None else "verified"
+
+    @property
+    def models(self) -> list[str]:
+        """The checked model ids, in the file's order."""
+        checked = {model_id for group in self.groups for model_id in group}
+        return [model_id for model_id in self.document["models"] if model_id in checked]
 
     @property
     def max_relative(self) -> float | None:
@@ -90,11 +95,12 @@ def plan(root: Path, registry: Registry, *, sample: int, seed: int, home: Path |
          data_paths: DataPaths | None = None) -> list[FileCheck]:
     """One FileCheck per result file under ``root/results``, its measure, collection and sample resolved; a file
     that cannot be checked here carries its problem (and the fix) instead."""
-    checks = []
+    checks: list[FileCheck] = []
+    planned: dict[tuple[str, ...], list[list[str]]] = {}    # (build, model ids) -> published groups: planned once
     for document in load_results(root):
         check = FileCheck(Path(root) / RESULTS / document["collection"] / f"{document['variant']}.json", document)
         try:
-            _resolve(check, registry, sample, seed, home, data_paths, Path(root))
+            _resolve(check, registry, sample, seed, home, data_paths, Path(root), planned)
         except SharpbenchError as problem:
             check.problem = problem
         checks.append(check)
@@ -102,7 +108,7 @@ def plan(root: Path, registry: Registry, *, sample: int, seed: int, home: Path |
 
 
 def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home: Path | None,
-             data_paths: DataPaths | None, root: Path) -> None:
+             data_paths: DataPaths | None, root: Path, planned: dict[tuple[str, ...], list[list[str]]]) -> None:
     document = check.document
     implementation = document["provenance"]["implementation"]
     try:
@@ -128,26 +134,28 @@ def _resolve(check: FileCheck, registry: Registry, sample: int, seed: int, home:
                               f"({len(absent)} of the result's models are absent): it was built from other "
                               f"checkpoints.", hints=[Hint("rebuild", collection=collection.spec.name)])
     check.spec, check.collection, check.tolerance = spec, collection, spec.tolerance
-    check.groups = published_groups(spec, collection, list(document["models"]), sample_models(document, sample, seed))
-    order = {model_id: i for i, model_id in enumerate(document["models"])}
-    check.models = sorted((model_id for group in check.groups for model_id in group), key=order.__getitem__)
-
-
-def published_groups(spec: MeasureSpec, collection: Collection, published: list[str],
-                     sampled: list[str]) -> list[list[str]]:
-    """The groups to recompute the sampled models in, so that each value takes the path it was published from.
-
-    A measure with a many-model form was published in the groups `evaluate` forms (same architecture, up to a cap;
-    `plan_groups`). The stacked path gives a model the same value in any group of two or more, but a model alone
-    takes the one-model path, whose last bits differ and which a worst-case ascent can amplify (diag-linear-nets:
-    up to 6e-2 relative). So a model published alone is recomputed alone, and a sampled model whose published group
-    had others is recomputed with at least one of them (a companion, also compared)."""
+    sampled = sample_models(document, sample, seed)
     if not spec.computes_many:
-        return [[model_id] for model_id in sampled]
-    records = {record.id: record for record in collection.models}
+        check.groups = [[model_id] for model_id in sampled]
+        return
+    key = (collection.manifest_sha256, *document["models"])
+    if key not in planned:
+        records = {record.id: record for record in collection.models}
+        planned[key] = [[record.id for record in group] for group in
+                        plan_groups(collection, [records[i] for i in document["models"]], many=True)]
+    check.groups = published_groups(planned[key], sampled)
+
+
+def published_groups(planned: list[list[str]], sampled: list[str]) -> list[list[str]]:
+    """The groups to recompute the sampled models of a many-model measure in, from the groups `evaluate` published
+    them in (`plan_groups`: same architecture, up to a cap), so that each value takes the path it was published from.
+
+    The stacked path gives a model the same value in any group of two or more, but a model alone takes the one-model
+    path, whose last bits differ and which a worst-case ascent can amplify (diag-linear-nets: up to 6e-2 relative).
+    So a model published alone is recomputed alone, and a sampled model whose published group had others is
+    recomputed with at least one of them (a companion, also compared)."""
     chosen, groups = set(sampled), []
-    for planned in plan_groups(collection, [records[i] for i in published], many=True):
-        ids = [record.id for record in planned]
+    for ids in planned:
         picked = [model_id for model_id in ids if model_id in chosen]
         if len(picked) == 1 and len(ids) > 1:
             companion = ids[1] if picked[0] == ids[0] else ids[0]
@@ -167,17 +175,16 @@ def recompute(check: FileCheck, device: torch.device, on_values: Callable[[int],
     protocol = document["provenance"]["protocol"]
     records = {record.id: record for record in collection.models}
     try:
-        for group in check.groups:
-            for done, values, _ in compute_values(spec, collection, [records[i] for i in group],
-                                                  spec.bind(document["params"]), device=device, n=protocol["n"],
-                                                  m=protocol["m"], seed=protocol.get("measure_seed", 0),
-                                                  many=spec.computes_many):
-                for record, value in zip(done, values):
-                    stored = document["models"][record.id]["value"]
-                    difference = relative_difference(stored, value)
-                    check.differences[record.id] = difference
-                    if not difference <= spec.tolerance:     # NaN never passes
-                        check.mismatches.append(Mismatch(record.id, stored, value, difference))
-                on_values(len(done))
+        groups = [[records[i] for i in group] for group in check.groups]
+        for done, values, _ in compute_values_in(spec, collection, groups, spec.bind(document["params"]),
+                                                 device=device, n=protocol["n"], m=protocol["m"],
+                                                 seed=protocol.get("measure_seed", 0)):
+            for record, value in zip(done, values):
+                stored = document["models"][record.id]["value"]
+                difference = relative_difference(stored, value)
+                check.differences[record.id] = difference
+                if not difference <= spec.tolerance:     # NaN never passes
+                    check.mismatches.append(Mismatch(record.id, stored, value, difference))
+            on_values(len(done))
     except SharpbenchError as problem:
         check.problem = problem
