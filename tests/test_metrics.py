@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sharpbench.scoring.metrics import (Bootstrap, bootstrap_replicates, conditional_mutual_information,
-                                granulated_kendall, kendall_tau, metric_replicates, spearman, tau_vs_hparams)
+from sharpbench.scoring.metrics import (METRICS, Context, conditional_mutual_information, evaluate,
+                                        granulated_kendall, kendall_tau, spearman, tau_vs_hparams)
 from sharpbench.scoring.pgdl import conditional_mi_pgdl
+from sharpbench.scoring.resampling import Bootstrap
+from sharpbench.scoring.scores import models_interval
 
 
 def tau_b_by_counting(x, y):
@@ -152,7 +154,13 @@ def test_tau_vs_hparams_ignores_seed_and_constant_hyperparameters():
     assert result == pytest.approx({"lr": 1.0, "bs": -1.0})
 
 
-def test_bootstrap_replicates_equal_the_metrics_on_each_resample():
+def replicates_of(values, target, hparams, bootstrap, orientation=1):
+    """Every metric on each resample of models, the target held fixed."""
+    return evaluate(Context.of(values, hparams, orientation), np.atleast_2d(np.asarray(target, dtype=float)),
+                    bootstrap.indices(len(values)))
+
+
+def test_replicates_equal_the_metrics_on_each_resample():
     rng = np.random.default_rng(3)
     lr, bs = np.meshgrid([1, 2, 3], [1, 2, 3, 4], indexing="ij")
     hparams = {"lr": lr.ravel().tolist(), "bs": bs.ravel().tolist()}
@@ -164,7 +172,7 @@ def test_bootstrap_replicates_equal_the_metrics_on_each_resample():
     # resample's target of the drawn models), computed one resample at a time by the plain functions
     targets = np.array(target) + rng.normal(scale=0.5, size=(25, 12)).round(1)
     for resampled in (np.array(target), targets):
-        replicates = metric_replicates(values, resampled, hparams, indices, orientation=-1)
+        replicates = evaluate(Context.of(values, hparams, -1), np.atleast_2d(resampled), indices)
         for r, rows in enumerate(indices):
             row_target = resampled if resampled.ndim == 1 else resampled[r]
             pick = lambda column: [column[i] for i in rows]  # noqa: E731
@@ -172,28 +180,32 @@ def test_bootstrap_replicates_equal_the_metrics_on_each_resample():
             for key, expected in [("kendall_tau", kendall_tau(v, t)), ("spearman", spearman(v, t)),
                                   ("granulated_kendall", granulated_kendall(v, t, h).mean),
                                   ("granulated_kendall/lr", granulated_kendall(v, t, h).per_hparam["lr"]),
-                                  ("conditional_mi_pgdl", conditional_mi_pgdl(v, t, h, orientation=-1).value)]:
+                                  ("conditional_mi_pgdl", conditional_mi_pgdl(v, t, h, orientation=-1).value),
+                                  ("conditional_mi_pgdl_filled", conditional_mi_pgdl(v, t, h, orientation=-1).value)]:
                 got = replicates[key][r]
                 assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12), key
             counts = np.bincount(rows, minlength=12).tolist()
             expected_cmi = cmi_by_counting(values, row_target.tolist(), hparams, counts)
             assert replicates["conditional_mi"][r] == pytest.approx(expected_cmi, abs=1e-9, nan_ok=True)
-    fixed = bootstrap_replicates(values, target, hparams, bootstrap, orientation=-1)
-    assert all(np.array_equal(fixed[key], metric_replicates(values, np.array(target), hparams, indices, -1)[key],
-                              equal_nan=True) for key in fixed)
+    assert set(replicates) == {"kendall_tau", "spearman", "granulated_kendall", "granulated_kendall/lr",
+                               "granulated_kendall/bs", "conditional_mi", "conditional_mi_pgdl",
+                               "conditional_mi_pgdl_filled"} and set(METRICS) < set(replicates)
 
 
-def test_bootstrap_intervals_are_seeded_percentiles_that_drop_undefined_resamples():
+def test_model_intervals_are_seeded_percentiles_that_drop_undefined_resamples():
     bootstrap = Bootstrap(resamples=400, seed=0)
     values = list(range(30))
     target = [v + (7 if v % 3 == 0 else 0) for v in values]
-    first = bootstrap_replicates(values, target, {}, bootstrap)["kendall_tau"]
-    second = bootstrap_replicates(values, target, {}, bootstrap)["kendall_tau"]
+    first = replicates_of(values, target, {}, bootstrap)["kendall_tau"]
+    second = replicates_of(values, target, {}, bootstrap)["kendall_tau"]
     assert np.array_equal(first, second, equal_nan=True)
-    low, high = bootstrap.interval(first)
-    assert low <= kendall_tau(values, target) <= high and high - low > 0.01
-    assert bootstrap.interval(np.array([np.nan, 1.0, 2.0, 3.0])) == pytest.approx((1.05, 2.95))
-    assert all(math.isnan(x) for x in bootstrap.interval(np.array([np.nan, np.nan])))
+    point = kendall_tau(values, target)
+    low, high = models_interval(first, point, bootstrap)
+    assert low <= point <= high and high - low > 0.01
+    assert models_interval(np.array([np.nan, 1.0, 2.0, 3.0]), 2.0, bootstrap) == pytest.approx([1.05, 2.95])
+    # the point is always inside: the interval widens to hold it
+    assert models_interval(np.array([1.0, 2.0, 3.0]), 5.0, bootstrap)[1] == 5.0
+    assert all(math.isnan(x) for x in models_interval(np.array([np.nan, np.nan]), 0.5, bootstrap))
     # two models: half the resamples draw one model twice (undefined); the others give +-1
-    two = bootstrap_replicates([1, 2], [1, 2], {}, Bootstrap(resamples=200))["kendall_tau"]
+    two = replicates_of([1, 2], [1, 2], {}, Bootstrap(resamples=200))["kendall_tau"]
     assert set(two[np.isfinite(two)]) == {1.0} and np.isnan(two).sum() > 50

@@ -1,5 +1,6 @@
-"""The scoring layer: every metric under its report name, two-way replicates against a resample-by-resample
-recomputation, orientation, collections without per-example outcomes, JSON-ability, numeric hparams."""
+"""The scoring layer: every registered metric under its report name, the noise replicates against a
+resample-by-resample recomputation, orientation, collections without per-example outcomes, JSON-ability, numeric
+hparams."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import math
 import numpy as np
 import pytest
 
-from sharpbench.scoring.metrics import Bootstrap, granulated_kendall, kendall_tau
-from sharpbench.scoring.resampling import example_rng
-from sharpbench.scoring.scores import (OutcomeSet, Target, noise_ceiling, numeric_hparams, score_targets, standard_targets,
-                                target_values)
+from sharpbench.scoring.metrics import METRICS, granulated_kendall, kendall_tau
+from sharpbench.scoring.noise import pair_noise, plausible_truth
+from sharpbench.scoring.resampling import Bootstrap, example_rng
+from sharpbench.scoring.scores import (OutcomeSet, Target, noise_ceiling, numeric_hparams, score_targets,
+                                       standard_targets, target_values)
 
 FAST = Bootstrap(resamples=60)
 
@@ -24,11 +26,11 @@ def collection(seed: int = 0, models: int = 12, examples: int = 200):
     hparams = {"lr": [r[0] for r in rows], "bs": [r[1] for r in rows], "seed": [r[2] for r in rows]}
     p = 0.05 + 0.05 * np.array(hparams["lr"]) + rng.uniform(0, 0.05, len(rows))
 
-    def draw(scale: float) -> OutcomeSet:
-        error = (rng.random((len(rows), examples)) < scale * p[:, None]).astype(float)
-        return OutcomeSet(error, error * 2 + rng.random(error.shape))
+    def draw(scale: float, sample: str = "") -> OutcomeSet:
+        error = (rng.random((len(rows), examples)) < scale * p[:, None]).astype(np.uint8)
+        return OutcomeSet(error, error * 2 + rng.random(error.shape), sample)
 
-    sets = {"train": draw(0.3), "test": draw(1.0), "ood/blur": draw(1.5)}
+    sets = {"train": draw(0.3), "test": draw(1.0), "ood/blur": draw(1.5, "test")}
     return hparams, sets, p + rng.normal(0, 0.03, len(rows))
 
 
@@ -43,13 +45,25 @@ def test_every_target_gets_every_score_and_the_entries_are_json():
     assert entry["kendall_tau"] == pytest.approx(kendall_tau(values, observed))
     assert entry["granulated_kendall_per_hparam"] == pytest.approx(
         granulated_kendall(values, observed, hparams).per_hparam)
-    for key in ("kendall_tau", "spearman", "granulated_kendall", "conditional_mi", "conditional_mi_pgdl"):
+    for key in METRICS:
         for suffix in ("_ci", "_ci_models"):
             low, high = entry[key + suffix]
-            assert low <= high, key + suffix
-    assert entry["two_way"] is True and entry["notes"] == {} and entry["n_examples"] == 200
+            assert low <= entry[key] <= high, key + suffix      # the point is never outside its interval
+    assert entry["examples_resampled"] is True and entry["n_examples"] == 200
+    assert entry["notes"] == {} and entry["conditional_mi_pgdl_refused"] is None
+    assert entry["conditional_mi_pgdl"] == entry["conditional_mi_pgdl_filled"]     # a complete grid
+    # ten of the twelve models: lr 3 lacks both seeds of bs 32, an incomplete grid PGDL's program refuses
+    incomplete = score_targets(*collection(models=10)[::-1][:1], targets, collection(models=10)[1],
+                               collection(models=10)[0], bootstrap=FAST).targets["gen_gap"]
+    assert incomplete["conditional_mi_pgdl"] is None and incomplete["conditional_mi_pgdl_ci"] == [None, None]
+    assert incomplete["conditional_mi_pgdl_filled"] is not None
+    assert incomplete["conditional_mi_pgdl_refused"].startswith("incomplete grid: 2 of the 12 combinations of "
+                                                                "(lr, bs, seed) hold no model, e.g. (lr=3, bs=32, "
+                                                                "seed=0)")
+    assert "refused as PGDL's scoring program refuses it" in incomplete["notes"]["conditional_mi_pgdl"]
     assert 0 < entry["noise_ceiling"] <= 1
-    assert entry["kendall_tau_of_ceiling"] == pytest.approx(entry["kendall_tau"] / entry["noise_ceiling"])
+    if entry["kendall_tau_of_ceiling"] is not None:
+        assert entry["kendall_tau_of_ceiling"] == pytest.approx(entry["kendall_tau"] / entry["noise_ceiling"])
     assert set(entry["robust_sign_error"]) == {"lr", "bs", "all"}
     assert entry["robust_sign_error"]["all"]["total"] == 3 * 2 + 3  # lr pairs x bs levels + one bs pair per lr
     assert scores.targets["test_loss"]["robust_sign_error"] is None and "Hoeffding" in \
@@ -57,17 +71,25 @@ def test_every_target_gets_every_score_and_the_entries_are_json():
     assert scores.targets["gen_gap"]["n_examples"] == 200
 
 
-def test_two_way_replicates_are_the_metrics_on_each_resample_of_models_and_examples():
+def test_noise_replicates_are_tau_on_each_resample_around_the_plausible_truth():
     hparams, sets, values = collection(models=10, examples=50)
     target = Target((("test", "error", 1.0), ("train", "error", -1.0)))
     scores = score_targets(values, {"gen_gap": target}, sets, hparams, bootstrap=FAST, orientation=-1)
-    models = FAST.indices(10)
+    observed = target_values(target, sets)
+    truth = plausible_truth(observed, pair_noise(target, sets))
     draws = {name: example_rng(FAST, name).integers(0, 50, size=(60, 50)) for name in ("test", "train")}
+    replicates = []
     for r in range(60):
         resampled = sets["test"].error[:, draws["test"][r]].mean(axis=1) - \
             sets["train"].error[:, draws["train"][r]].mean(axis=1)
-        expected = -kendall_tau(values[models[r]], resampled[models[r]])
-        assert scores.replicates["gen_gap"][r] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+        replicates.append(-kendall_tau(values, truth + resampled - observed))
+    replicates = np.array(replicates)
+    point = -kendall_tau(values, observed)
+    # the ranked replicates are the point minus each replicate's deviation from their mean
+    expected = point - (replicates - np.nanmean(replicates))
+    assert scores.replicates["gen_gap"] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    low, high = np.nanquantile(expected, [0.025, 0.975])
+    assert scores.targets["gen_gap"]["oriented"]["kendall_tau_ci"] == pytest.approx([low, high], abs=1e-12)
     # the same draws for another measure and for the same target under another name
     other = score_targets(values[::-1], {"again": target}, sets, hparams, bootstrap=FAST, orientation=-1)
     first = score_targets(values, {"again": target}, sets, hparams, bootstrap=FAST, orientation=-1)
@@ -80,8 +102,9 @@ def test_orientation_negates_the_oriented_scores_and_orients_the_sign_error_and_
     targets = {"test_error": standard_targets([])["test_error"]}
     worse = score_targets(values, targets, sets, hparams, bootstrap=FAST, orientation=1).targets["test_error"]
     better = score_targets(values, targets, sets, hparams, bootstrap=FAST, orientation=-1).targets["test_error"]
-    for key in ("kendall_tau", "spearman", "granulated_kendall", "conditional_mi"):
-        assert better[key] == worse[key]
+    for key in METRICS:
+        if not key.startswith("conditional_mi_pgdl"):
+            assert better[key] == worse[key]
     assert better["oriented"]["kendall_tau"] == -worse["oriented"]["kendall_tau"] == -worse["kendall_tau"]
     low, high = worse["oriented"]["kendall_tau_ci"]
     assert better["oriented"]["kendall_tau_ci"] == pytest.approx([-high, -low])
@@ -102,14 +125,15 @@ def test_without_per_example_outcomes_only_model_intervals_are_computed():
     full = score_targets(values, targets, sets, hparams, bootstrap=FAST)
     entry = scores.targets["test_error"]
     json.dumps(scores.targets, allow_nan=False)
-    assert entry["two_way"] is False and "per-example outcomes" in entry["notes"]["two_way"]
+    assert entry["examples_resampled"] is False and "per-example outcomes" in entry["notes"]["intervals"]
     assert entry["kendall_tau_ci"] == [None, None] and entry["noise_ceiling"] is None
     assert entry["robust_sign_error"] is None and entry["kendall_tau_of_ceiling"] is None
-    for key in ("kendall_tau", "kendall_tau_ci_models", "conditional_mi_pgdl", "granulated_kendall_ci_models"):
+    for key in ("kendall_tau", "kendall_tau_ci_models", "conditional_mi_pgdl_filled", "granulated_kendall_ci_models"):
         assert entry[key] == full.targets["test_error"][key], key
     # the replicates are then the model-only ones: the same as the model-only interval's
-    low, high = FAST.interval(scores.replicates["test_error"])
-    assert [low, high] == pytest.approx(entry["kendall_tau_ci_models"])
+    low, high = np.nanquantile(scores.replicates["test_error"], FAST.tails)
+    assert [min(low, entry["kendall_tau"]), max(high, entry["kendall_tau"])] == pytest.approx(
+        entry["kendall_tau_ci_models"])
     with pytest.raises(ValueError, match=r"missing: \['gen_gap'\]"):
         score_targets(values, targets, None, hparams, aggregates={"test_error": aggregates["test_error"],
                                                                   "test_loss": aggregates["test_loss"]})
@@ -118,7 +142,7 @@ def test_without_per_example_outcomes_only_model_intervals_are_computed():
 def test_noise_ceiling_is_the_score_entry_ceiling():
     hparams, sets, values = collection()
     target = standard_targets(["blur"])["ood_error"]
-    estimate, interval = noise_ceiling(target, sets, hparams, bootstrap=FAST)
+    estimate, interval = noise_ceiling(target, sets, bootstrap=FAST)
     entry = score_targets(values, {"ood_error": target}, sets, hparams, bootstrap=FAST).targets["ood_error"]
     assert entry["noise_ceiling"] == pytest.approx(estimate) and entry["noise_ceiling_ci"] == pytest.approx(interval)
     assert not math.isnan(estimate)

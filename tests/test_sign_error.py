@@ -95,10 +95,18 @@ def test_hoeffding_weight_by_hand_and_single_seed_collections_keep_nothing():
     # one model per configuration: an environment holds one pair, its effective sample size is at most 1 < 12
     values, gaps = [0.0, 1.0, 2.0, 3.0], [0.0, 0.5, 0.2, 0.9]
     result = robust_sign_error(values, gaps, {"lr": [1, 2, 1, 2], "bs": [1, 1, 2, 2]}, n)
+    reason = result["all"].pop("reason")
     assert result["all"] == {"mean": None, "p90": None, "max": None, "kept": 0, "total": 4}
+    assert reason.startswith("too few seeds per configuration: an environment holds at most 1 pair of models")
+    # four seeds per configuration (16 pairs per environment) whose gaps differ by 0.01: seeds enough, but no pair
+    # is above the test set's noise, so none counts and the reason is the noise
+    seeds = {"lr": [1] * 4 + [2] * 4, "seed": list(range(4)) * 2}
+    noisy = robust_sign_error(list(range(8)), [0.10] * 4 + [0.11] * 4, seeds, n)["all"]
+    assert noisy["kept"] == 0 and noisy["reason"].startswith("test-set noise: with n = 599 test examples")
+    assert robust_sign_error(list(range(8)), [0.10] * 4 + [0.30] * 4, seeds, n)["all"]["reason"] is None
     # with the threshold at 1 every pair with psi > 1/2 is its own environment: lr (0,1) ok, (2,3) ok; bs (0,2) ok,
     # (1,3) ok -> all 0; the measure reversed -> all 1
     assert robust_sign_error(values, gaps, {"lr": [1, 2, 1, 2], "bs": [1, 1, 2, 2]}, n, min_ess=1)["all"] == \
-        {"mean": 0.0, "p90": 0.0, "max": 0.0, "kept": 4, "total": 4}
+        {"mean": 0.0, "p90": 0.0, "max": 0.0, "kept": 4, "total": 4, "reason": None}
     assert robust_sign_error(values, gaps, {"lr": [1, 2, 1, 2], "bs": [1, 1, 2, 2]}, n, orientation=-1,
                              min_ess=1)["bs"]["mean"] == 1.0

@@ -24,6 +24,7 @@ from sharpbench.evaluation.sweep import Sweep, evaluate_sweep
 from sharpbench.leaderboard.builds import build_folder, install_published
 from sharpbench.leaderboard.results import publish
 from sharpbench.paths import readable_home, sharpbench_home
+from sharpbench.scoring.metrics import METRICS, Metric
 
 DEFAULT_COLLECTION = "digits-mlp"
 
@@ -149,13 +150,21 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _sign_error(score: dict[str, Any]) -> str:
-    """Robust sign error over all environments: 'mean / max (kept of total)', or why it is undefined."""
+    """Robust sign error over all environments: 'mean / max (kept of total)', or why none was kept."""
     family = (score.get("robust_sign_error") or {}).get("all")
     if not family:
         return "n/a"
     if family["mean"] is None:
-        return f"n/a (0 of {family['total']} above noise)"
+        reason = (family.get("reason") or "").split(":")[0]
+        return f"n/a (0 of {family['total']} kept: {reason})" if reason else f"n/a (0 of {family['total']} kept)"
     return f"{family['mean']:.3f} / {family['max']:.3f} ({family['kept']} of {family['total']})"
+
+
+def _metric_text(score: dict[str, Any], metric: Metric) -> str:
+    """A metric as the card orients it (oriented metrics), with its interval for the test-set noise."""
+    source = score["oriented"] if metric.oriented else score
+    return f"{number(source[metric.name])} {interval(source[f'{metric.name}_ci'])}" \
+        if source[f"{metric.name}_ci"][0] is not None else number(source[metric.name])
 
 
 def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
@@ -168,22 +177,32 @@ def _print_evaluation(evaluation: Evaluation, store_path: Path) -> None:
         meanwhile = f", {evaluation.elsewhere} computed meanwhile by another run" if evaluation.elsewhere else ""
         print(f"computed {evaluation.computed}, reused {evaluation.cached} from the results store ({store_path})"
               f"{meanwhile}")
-    rows = [(target, number(score["kendall_tau"]), interval(score["kendall_tau_ci"]),
-             interval(score["kendall_tau_ci_models"]), number(score["oriented"]["kendall_tau"]),
-             number(score["noise_ceiling"]), number(score["kendall_tau_of_ceiling"]), number(score["spearman"]),
-             number(score["granulated_kendall"]), number(score["conditional_mi_pgdl"]), _sign_error(score))
-            for target, score in evaluation.scores().items()]
-    print(tabulate(rows, headers=["target", "Kendall tau-b", "95% CI", "95% CI (models only)", "oriented",
-                                  "noise ceiling", "oriented / ceiling", "Spearman", "Psi", "CMI (PGDL)",
-                                  "robust sign error"],
-                   tablefmt="github", disable_numparse=True, colalign=("left",) + ("right",) * 10))
+    scores = evaluation.scores()
+    ranked = METRICS["kendall_tau"]
+    rows = [(target, number(score["kendall_tau"]), _metric_text(score, ranked),
+             interval(score["oriented"]["kendall_tau_ci_models"]),
+             f"{number(score['noise_ceiling'])} {interval(score['noise_ceiling_ci'])}",
+             f"{number(score['kendall_tau_of_ceiling'])} {interval(score['kendall_tau_of_ceiling_ci'])}")
+            for target, score in scores.items()]
+    print(tabulate(rows, headers=["target", "Kendall tau-b", "oriented [95% CI]", "95% CI (models)",
+                                  "noise ceiling [95% CI]", "oriented / ceiling [95% CI]"],
+                   tablefmt="github", disable_numparse=True, colalign=("left",) + ("right",) * 5))
+    others = [metric for metric in METRICS.values() if metric.name != ranked.name]
+    rows = [[target] + [_metric_text(score, metric) for metric in others] + [_sign_error(score)]
+            for target, score in scores.items()]
+    print(tabulate(rows, headers=["target"] + [f"{m.symbol}{' (oriented)' if m.oriented else ''}" for m in others]
+                   + ["robust sign error"], tablefmt="github", disable_numparse=True))
     tracks = ", ".join(f"{name} {number(tau)}" for name, tau in evaluation.tau_vs_hparams().items())
     print(f"Kendall tau-b against each hyperparameter: {tracks or 'none varies'}")
+    notes = sorted({f"{key}: {note}" for score in scores.values() for key, note in score["notes"].items()})
+    for note in notes:
+        print(f"note: {note}")
     print(f"(a larger value of this measure is expected to mean {spec.higher_means} generalization; 'oriented' "
-          f"multiplies tau by {evaluation.orientation:+d}, so a positive oriented tau agrees with the card. "
-          + ("Intervals resample models and test examples together; 'models only' treats the targets as exact.)"
-             if evaluation.scoring()["two_way"] else "Intervals resample models only: the collection keeps no "
-                                                     "per-example outcomes.)"))
+          f"multiplies by {evaluation.orientation:+d}, so a positive oriented tau agrees with the card. "
+          + ("A [95% CI] is the interval of the score's expected value over test sets of this size for these "
+             "models; '(models)' resamples the models instead, the targets as observed.)"
+             if evaluation.scoring()["examples_resampled"] else "Intervals resample models only: the collection "
+                                                                 "keeps no per-example outcomes.)"))
 
 
 def _print_sweep(name: str, evaluations: list[Evaluation]) -> None:

@@ -1,5 +1,6 @@
-"""`sharpbench leaderboard build|verify|reproduce`: the leaderboard's README.md and index.html from its result
-files, the recomputation of a sample of each result file's values, and the whole publication redone."""
+"""`sharpbench leaderboard build|verify|reproduce|rescore`: the leaderboard's README.md and index.html from its
+result files, the recomputation of a sample of each result file's values, the whole publication redone, and the
+published values scored again by the current scoring code."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sharpbench.errors import SharpbenchError
 from sharpbench.evaluation.store import ResultStore
 from sharpbench.leaderboard.builds import build_folder, published_sha256
 from sharpbench.leaderboard.reproduce import Outcome, plan, reproduce as run_reproduction
+from sharpbench.leaderboard.rescore import Rescored, rescore
 from sharpbench.leaderboard.verify import FileCheck, plan as verify_plan, recompute
 from sharpbench.paths import sharpbench_home
 
@@ -60,6 +62,14 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     reproduce_action.add_argument("--no-sweeps", action="store_true", help="the defaults only, no radius sweeps")
     reproduce_action.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     reproduce_action.set_defaults(run=reproduce)
+    rescore_action = actions.add_parser(
+        "rescore", parents=parents,
+        help="score every result file under DIR/results again with this checkout's scoring code, from the file's "
+             "own values and the published build's per-example outcomes (a file computed by other code is left "
+             "as it is and listed; exit 1 then); then build the tables")
+    rescore_action.add_argument("--collection", action="append", metavar="NAME",
+                                help="only this collection (repeatable; default: every collection with results)")
+    rescore_action.set_defaults(run=rescore_results)
 
 
 def sample_size(text: str) -> int:
@@ -138,6 +148,27 @@ def _lines(check: FileCheck) -> list[str]:
         label = "NOT VERIFIABLE" if check.verdict == "not verifiable" else "NOT FINISHED"
         lines.append(f"{label} {check.path}: {render_error(check.problem)}")
     return lines
+
+
+def rescore_results(args: argparse.Namespace, registry: Registry) -> int:
+    """Re-score the result files with a bar of files, list those left alone and why, then build the tables."""
+    root = Path(args.leaderboard_dir)
+    output_folder(root, "--leaderboard-dir")
+    start = time.perf_counter()
+    total = len(list((root / "results").glob("*/*.json")))
+    with tqdm(total=total, desc="rescoring", unit="file", disable=args.no_progress) as bar:
+        def report(outcome: Rescored) -> None:
+            bar.set_postfix_str(f"{outcome.path.parent.name}/{outcome.path.stem}")
+            bar.update(1)
+        done = rescore(root, registry, home=sharpbench_home(), data_paths=args.data_paths,
+                       collections=args.collection, on_file=report)
+    left = [outcome for outcome in done if outcome.problem]
+    for outcome in left:
+        print(f"left as it is: {outcome.path}: {outcome.problem}")
+    print(f"{len(done) - len(left)} of {len(done)} result files re-scored in {time.perf_counter() - start:.0f} s")
+    for path in build_leaderboard(root):
+        print(f"wrote {path}")
+    return 1 if left else 0
 
 
 def reproduce(args: argparse.Namespace, registry: Registry) -> int:

@@ -18,7 +18,7 @@ from sharpbench.collection.records import ModelRecord
 from sharpbench.collection.spec import CollectionSpec
 from sharpbench.data.outcomes import Outcomes, decode
 from sharpbench.data.locate import DataPaths
-from sharpbench.data.registry import load_splits
+from sharpbench.data.registry import SHIFTS, load_splits
 from sharpbench.data.sets import DatasetSplits, seeded_subset, stack
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LossFn
@@ -243,6 +243,13 @@ class Collection:
         if not self.has_outcomes:
             raise self._missing_outcomes()
         return {str(name): int(size) for name, size in self.manifest["set_sizes"].items()}
+
+    def example_samples(self) -> dict[str, str]:
+        """{evaluation set: the examples it is drawn on}: an OOD set made by a shift of the test split is drawn on
+        the test split's examples (``test``), in the same order; an OOD set of a dataset's own, and the train set, on
+        its own. Scoring resamples sets of one sample with the same indices."""
+        shifted = {f"ood/{shift.name}" for shift in self.spec.shifts if shift.kind in SHIFTS}
+        return {name: "test" if name in shifted else name for name in self.set_sizes()}
 
     def load_outcomes(self, record: ModelRecord) -> dict[str, Outcomes]:
         """The per-example outcomes of ``record`` by set, sha256 and shapes verified."""

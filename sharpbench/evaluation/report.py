@@ -15,7 +15,7 @@ from sharpbench.evaluation.run import Evaluation
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.version import __version__, git_commit
 
-FORMAT = 2  # of the document; a change of its shape raises it (and the schema's "format" const)
+FORMAT = 3  # of the document; a change of its shape raises it (and the schema's "format" const)
 
 
 def variant(evaluation: Evaluation) -> str:

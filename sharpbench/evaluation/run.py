@@ -19,7 +19,8 @@ from sharpbench.evaluation.guard import batches_snapshot, run_guarded_many
 from sharpbench.kernels.flat import architecture_key
 from sharpbench.cards.measure_card import MeasureSpec
 from sharpbench.measure import Batch, MeasureContext
-from sharpbench.scoring.metrics import Bootstrap, tau_vs_hparams
+from sharpbench.scoring.metrics import tau_vs_hparams
+from sharpbench.scoring.resampling import Bootstrap
 from sharpbench.scoring.scores import OutcomeSet, Scores, numeric_hparams, score_targets, standard_targets
 from sharpbench.evaluation.store import ResultStore, StoredValue, measure_key
 from sharpbench.version import __version__
@@ -112,8 +113,9 @@ class Evaluation:
         return numeric_hparams(hparams, spec.grid)
 
     def scores(self) -> dict[str, dict[str, Any]]:
-        """Every ranking metric of the measure against every target, with intervals over models and test examples
-        (models only where the collection keeps no per-example outcomes); computed once."""
+        """Every ranking metric of the measure against every target, with its interval for the test-set noise and
+        its interval over models (the latter only where the collection keeps no per-example outcomes); computed
+        once."""
         return self._scored().targets
 
     def _scored(self) -> Scores:
@@ -130,17 +132,16 @@ class Evaluation:
         """How the intervals were formed, and a fingerprint of the resamples: two results with the same fingerprint
         were scored on the same resamples (the leaderboard ranks measures resample by resample)."""
         collection = self.collection
-        two_way = collection.has_outcomes
-        sizes = collection.set_sizes() if two_way else {}
-        fingerprint = {"models": [m.id for m in collection.models], "set_sizes": sizes,
+        resampled = collection.has_outcomes
+        sizes = collection.set_sizes() if resampled else {}
+        samples = collection.example_samples() if resampled else {}
+        fingerprint = {"models": [m.id for m in collection.models], "set_sizes": sizes, "samples": samples,
                        "resamples": self.bootstrap.resamples, "seed": self.bootstrap.seed}
         return {"bootstrap_resamples": self.bootstrap.resamples, "bootstrap_seed": self.bootstrap.seed,
                 "interval_level": self.bootstrap.level,
-                "interval": ("_ci: basic bootstrap interval (2 x estimate - percentiles) over models and each "
-                             "evaluation set's examples resampled together (the same examples for every model); "
-                             "_ci_models: percentile interval over models only") if two_way else
-                            "percentile over models only (the collection keeps no per-example outcomes)",
-                "two_way": two_way, "set_sizes": sizes,
+                "interval": (INTERVALS if resampled else
+                             "_ci_models only: percentile over models (the collection keeps no per-example outcomes)"),
+                "examples_resampled": resampled, "set_sizes": sizes, "samples": samples,
                 "resample_fingerprint": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()}
 
     def tau_vs_hparams(self) -> dict[str, float]:
@@ -152,11 +153,19 @@ class Evaluation:
         return self._scored().replicates
 
 
+INTERVALS = ("_ci: the metric's expected value over evaluation sets of these sizes for these models (test-set "
+             "noise): the point minus the 2.5-97.5% deviations of the metric on sets resampled around the "
+             "target's plausible truth (the same examples for every model and for sets drawn on the same images); "
+             "_ci_models: percentile interval over models drawn with replacement, the target as observed")
+
+
 def outcome_sets(collection: Collection) -> dict[str, OutcomeSet] | None:
-    """The collection's per-example outcomes as scoring takes them (verified on load), or None without them."""
+    """The collection's per-example outcomes as scoring takes them (verified on load; 0/1 errors as uint8), each set
+    with the sample of examples it is drawn on, or None without them."""
     if not collection.has_outcomes:
         return None
-    return {name: OutcomeSet(outcomes["error"], outcomes["loss"])
+    samples = collection.example_samples()
+    return {name: OutcomeSet.of(outcomes["error"], outcomes["loss"], samples[name])
             for name, outcomes in collection.outcome_sets().items()}
 
 

@@ -7,6 +7,7 @@ overwrites the default one (``sharpbench.evaluation.report.variant``)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import lru_cache
 from importlib import resources
@@ -17,6 +18,7 @@ import jsonschema
 
 from sharpbench.errors import Hint, SharpbenchError
 from sharpbench.evaluation.report import Report
+from sharpbench.scoring.metrics import METRICS
 
 RESULTS = "results"
 
@@ -31,9 +33,49 @@ def packaged_schema(name: str) -> dict[str, Any]:
     return json.loads(resources.files("sharpbench").joinpath(f"schemas/{name}").read_text("utf-8"))
 
 
+@lru_cache(maxsize=None)
 def result_schema() -> dict[str, Any]:
-    """The JSON Schema of a result file (sharpbench/schemas/result.schema.json)."""
-    return packaged_schema("result.schema.json")
+    """The JSON Schema of a result file: sharpbench/schemas/result.schema.json, with the score entry's definition
+    generated from the metric declarations (:data:`sharpbench.scoring.metrics.METRICS`)."""
+    schema = copy.deepcopy(packaged_schema("result.schema.json"))
+    schema["$defs"]["score"] = score_schema()
+    return schema
+
+
+def score_schema() -> dict[str, Any]:
+    """The JSON Schema of one target's score entry, read from the metric declarations."""
+    number, interval = {"$ref": "#/$defs/number"}, {"$ref": "#/$defs/interval"}
+    properties: dict[str, Any] = {}
+    oriented: dict[str, Any] = {}
+    for metric in METRICS.values():
+        trio = {metric.name: number, f"{metric.name}_ci": interval, f"{metric.name}_ci_models": interval}
+        properties.update(trio)
+        if metric.oriented:
+            oriented.update(trio)
+        if metric.parts:
+            properties[f"{metric.name}_per_{metric.parts}"] = {"$ref": "#/$defs/numbers"}
+            properties[f"{metric.name}_per_{metric.parts}_ci"] = {"$ref": "#/$defs/intervals"}
+        properties.update(metric.fields)
+    family = {"type": "object", "additionalProperties": False, "required": ["mean", "p90", "max", "kept", "total"],
+              "properties": {"mean": number, "p90": number, "max": number,
+                             "kept": {"type": "integer", "minimum": 0}, "total": {"type": "integer", "minimum": 0},
+                             "reason": {"type": ["string", "null"],
+                                        "description": "why no environment was kept (null when some were)"}}}
+    properties.update({
+        "oriented": {"type": "object", "additionalProperties": False, "required": sorted(oriented),
+                     "properties": oriented},
+        "noise_ceiling": number, "noise_ceiling_ci": interval,
+        "reliability": {**number, "description": "k^2: the share of the observed spread between models that is not "
+                                                 "test-set noise (method of moments)"},
+        "kendall_tau_of_ceiling": number, "kendall_tau_of_ceiling_ci": interval,
+        "robust_sign_error": {"type": ["object", "null"], "additionalProperties": family},
+        "n_examples": {"type": ["integer", "null"], "minimum": 1},
+        "examples_resampled": {"type": "boolean", "description": "whether the _ci intervals resample the examples"},
+        "notes": {"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "why a score is undefined, by score name"},
+    })
+    return {"type": "object", "additionalProperties": False, "required": sorted(properties),
+            "properties": properties}
 
 
 def schema_violation(document: Any, schema: dict[str, Any]) -> str | None:

@@ -1,10 +1,12 @@
 """The rows of each collection's leaderboard table, and the Markdown form of the tables.
 
-One row per published variant; the columns are shared with the HTML page. Scores are shown oriented by the
-measure card's ``higher_means`` (multiplied by -1 for ``better``), so that a larger number always means a
+One row per published variant; the columns are shared with the HTML page, and the metric columns take their
+headers from the metric declarations (:data:`sharpbench.scoring.metrics.METRICS`). Scores are shown oriented by
+the measure card's ``higher_means`` (multiplied by -1 for ``better``), so that a larger number always means a
 better prediction; rows are sorted by the oriented Kendall tau against test error, largest first (undefined
 last), then by name. Each collection's heading gives its noise ceilings (the tau that the models' true errors
-would reach against the observed targets) and warns when the test-error ceiling is below one half."""
+reach, on average, against the target observed on sets of the collection's sizes) and says when the test-error
+ceiling is below one half."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Callable
 
 from sharpbench.leaderboard.properties import cost_text, cost_value, invariance_text, invariance_value
 from sharpbench.leaderboard.ranks import rank_intervals
+from sharpbench.scoring.metrics import METRICS
 
 SORT_COLUMN = "tau_test"
 CEILING_TARGETS = {"test_error": "test error", "gen_gap": "gen. gap", "ood_error": "OOD error"}
@@ -62,9 +65,35 @@ def tracked_hparam(document: dict[str, Any]) -> tuple[str, float] | None:
     return max(defined, key=lambda item: abs(item[1]))
 
 
-def _tau(target: str) -> tuple[Callable, Callable]:
-    return (lambda d: _oriented(d, target, "kendall_tau"),
-            lambda d: with_interval(_oriented(d, target, "kendall_tau"), _oriented(d, target, "kendall_tau_ci")))
+def _metric(name: str, target: str, interval: bool = True) -> tuple[Callable, Callable]:
+    """A registered metric against a target as a column's (value, text): oriented when the metric is."""
+    field = _oriented if METRICS[name].oriented else _score
+    value = lambda d: field(d, target, name)  # noqa: E731
+    if interval:
+        return value, lambda d: with_interval(value(d), field(d, target, f"{name}_ci"))
+    return value, lambda d: number(value(d), signed=METRICS[name].oriented)
+
+
+def _header(name: str, target: str, interval: bool = True) -> str:
+    return f"{METRICS[name].symbol} {target}" + (" [95% CI]" if interval else "")
+
+
+def _pgdl_text(document: dict[str, Any]) -> str:
+    """PGDL's CMI against the gap, or, where PGDL's program refuses the grid, 'refused' and the value over the
+    filled cells."""
+    if _score(document, "gen_gap", "conditional_mi_pgdl_refused"):
+        filled = _score(document, "gen_gap", "conditional_mi_pgdl_filled")
+        return f"refused ({_score(document, 'gen_gap', 'conditional_mi_pgdl_refused').split(':')[0]}); " \
+               f"filled cells {number(filled, signed=False)}"
+    return number(_score(document, "gen_gap", "conditional_mi_pgdl"), signed=False)
+
+
+def _fraction_text(document: dict[str, Any]) -> str:
+    value = _score(document, "test_error", "kendall_tau_of_ceiling")
+    if value is None:
+        return "n/a"
+    low, high = _score(document, "test_error", "kendall_tau_of_ceiling_ci") or [None, None]
+    return f"{number(value, digits=2)} [{number(low, digits=2)}, {number(high, digits=2)}]"
 
 
 def _tracks_text(document: dict[str, Any]) -> str:
@@ -77,7 +106,8 @@ def _sign_error_text(document: dict[str, Any]) -> str:
     if not family:
         return "n/a"
     if family["mean"] is None:
-        return f"n/a (0 of {family['total']} environments above noise)"
+        reason = (family.get("reason") or "").split(":")[0]
+        return f"n/a (0 of {family['total']} kept: {reason})" if reason else f"n/a (0 of {family['total']} kept)"
     return (f"{number(family['mean'], signed=False)} / {number(family['max'], signed=False)} "
             f"({family['kept']} of {family['total']})")
 
@@ -139,16 +169,18 @@ COLUMNS: list[Column] = [
     Column("measure", "measure", lambda d: d["variant"], _label),
     Column("orientation", "oriented", lambda d: d["higher_means"], _orientation_text),
     Column("reads", "reads", lambda d: _reads_text(d), _reads_text),
-    Column("tau_test", "τ test error [95% CI]", *_tau("test_error")),
+    Column("tau_test", _header("kendall_tau", "test error"), *_metric("kendall_tau", "test_error")),
     Column("rank", "rank [95%]", lambda d: d["rank"].rank if d.get("rank") else None, _rank_text),
-    Column("ceiling_fraction", "τ / ceiling", lambda d: _score(d, "test_error", "kendall_tau_of_ceiling"),
-           lambda d: number(_score(d, "test_error", "kendall_tau_of_ceiling"), digits=2)),
-    Column("tau_gap", "τ gen. gap [95% CI]", *_tau("gen_gap")),
-    Column("tau_ood", "τ OOD error [95% CI]", *_tau("ood_error")),
-    Column("psi", "Ψ (gap)", lambda d: _oriented(d, "gen_gap", "granulated_kendall"),
-           lambda d: number(_oriented(d, "gen_gap", "granulated_kendall"))),
-    Column("cmi", "CMI, PGDL (gap)", lambda d: _score(d, "gen_gap", "conditional_mi_pgdl"),
-           lambda d: number(_score(d, "gen_gap", "conditional_mi_pgdl"), signed=False)),
+    Column("ceiling_fraction", f"{METRICS['kendall_tau'].symbol} / ceiling [95% CI]",
+           lambda d: _score(d, "test_error", "kendall_tau_of_ceiling"), _fraction_text),
+    Column("tau_gap", _header("kendall_tau", "gen. gap"), *_metric("kendall_tau", "gen_gap")),
+    Column("tau_ood", _header("kendall_tau", "OOD error"), *_metric("kendall_tau", "ood_error")),
+    Column("psi", _header("granulated_kendall", "(gap)", interval=False),
+           *_metric("granulated_kendall", "gen_gap", interval=False)),
+    Column("cmi", _header("conditional_mi_pgdl", "(gap)", interval=False),
+           lambda d: _score(d, "gen_gap", "conditional_mi_pgdl") if not _score(
+               d, "gen_gap", "conditional_mi_pgdl_refused") else _score(d, "gen_gap", "conditional_mi_pgdl_filled"),
+           _pgdl_text),
     Column("sign_error", "robust sign error mean / max (gap; kept of environments)",
            lambda d: ((_score(d, "gen_gap", "robust_sign_error") or {}).get("all") or {}).get("mean"),
            _sign_error_text),
@@ -173,14 +205,15 @@ def ceiling_text(document: dict[str, Any]) -> str:
     """One sentence: each target's noise ceiling with its interval, and a warning when test error's is low."""
     parts = [f"{CEILING_TARGETS[target]} {with_interval(value, interval)}"
              for target, (value, interval) in noise_ceilings(document).items()]
-    text = ("Noise ceiling (the τ that the models' true errors would reach against the observed target, "
-            "from their per-example outcomes): " + "; ".join(parts) + ".")
+    text = ("Noise ceiling (the τ that the models' true errors reach, on average, against the target observed on "
+            "sets of these sizes, from their per-example outcomes): " + "; ".join(parts) + ".")
     test = _score(document, "test_error", "noise_ceiling")
     if test is None:
         text = "Noise ceiling: n/a (the collection keeps no per-example outcomes)."
     elif test < LOW_CEILING:
-        text += (f" The test-error ceiling is below {LOW_CEILING}: most of the observed test-error ranking is "
-                 f"test-set noise, and no measure can rank these models much better.")
+        text += (f" The test-error ceiling is below {LOW_CEILING}: test-set noise blurs much of the observed "
+                 f"test-error ranking, so every τ against it is small and its interval wide; the τ / ceiling "
+                 f"column reads past the noise where the ceiling's interval stays above 0.")
     return text
 
 
@@ -212,8 +245,9 @@ def by_collection(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 ORDER_NOTE = ("Scores are oriented by each card's expected sign (×−1 when a larger value should mean better "
               "generalization), so larger is a better prediction; sorted by oriented Kendall τ against test error. "
-              "Intervals are 95% basic bootstrap intervals over models and test examples resampled together; the rank "
-              "interval is the ranks a measure takes over those resamples (overlapping intervals: not ordered). "
+              "A [95% CI] is the interval of the score's expected value over test sets of the collection's sizes, "
+              "for these models (test-set noise); the rank interval is the ranks a measure takes over the same "
+              "resamples (overlapping intervals: not ordered). "
               f"Measures that read unlabeled test inputs or other models (rank marked {APART_MARK}) are listed and "
               "ranked after, and apart from, those that read the weights and training data alone.")
 

@@ -1,47 +1,45 @@
-"""Ranking metrics: how well a measure's values order models by a generalization target.
+"""Ranking metrics as registered units: how well a measure's values order models by a generalization target.
 
-Pure functions of numbers. Inputs: ``values`` (the measure, one per model), ``target`` (e.g. test error, one
-per model) and ``hparams`` ({hyperparameter: one value per model}). The hyperparameter ``seed`` (which a
-collection with several seeds adds) marks replicates, not a hyperparameter; hyperparameters with a single
-value are left out too. Exact definitions (and where they depart from the papers) are in docs/scoring.md.
+Each metric is declared once, with ``@register_metric``: its name (the key of the result files), a title and a
+symbol for tables, whether it is multiplied by the card's orientation (``oriented``: then a larger oriented value
+is a better prediction; an unoriented metric is one where larger is better whatever the sign), its range (where
+intervals are clipped), and a function that evaluates it on many resamples at once. Every score entry, the result
+schema, the report and the leaderboard's tables read these declarations (``METRICS``); a new metric is one
+decorated function. How every metric aggregates over resamples is the same and lives in
+:mod:`sharpbench.scoring.scores` (docs/scoring.md#intervals).
 
-- Kendall tau-b and Spearman: scipy.stats.
-- Granulated Kendall Psi (Jiang et al. 2020): for hyperparameter i, the groups are the models that agree on
-  every other hyperparameter; Psi_i is the mean tau-b(values, target) over the groups where it is defined,
-  over the pairs of a group that differ in hyperparameter i (two models that differ only in their seed carry
-  no information about i and are left out); Psi is the mean of the defined Psi_i.
-- Conditional mutual information, this project's variant (`conditional_mi`): over ordered pairs of distinct
-  models, V_mu = sign(mu_a - mu_b) and V_g = sign(g_a - g_b), each in {-1, 0, +1}; U_S = the values of the
-  hyperparameters in S in both models; score_S = I(V_mu; V_g | U_S) / H(V_g | U_S) with the cells of U_S
-  weighted by their number of pairs; the minimum over every S of one or two hyperparameters. PGDL's own
-  computation is `sharpbench.scoring.pgdl`.
-- Replicates: every metric on each resample, given which models each resample draws and the target of each
-  resample (one target for a resample of models only; one per resample when test examples are resampled
-  too, see `sharpbench.scoring.resampling`). Pairs of copies of one model carry no order and are left out; a
-  resample on which a metric is undefined gives NaN.
+Inputs: ``values`` (the measure, one per model), target rows (one target per resample, over all models) and
+optionally the models each resample draws; ``hparams`` ({hyperparameter: one value per model}). The
+hyperparameter ``seed`` marks replicates, not a hyperparameter; hyperparameters with a single value are left out.
+
+- Kendall tau-b and Spearman: scipy.stats (:mod:`sharpbench.scoring.correlation` for many rows).
+- Granulated Kendall Psi (Jiang et al. 2020): for hyperparameter i, the groups are the models that agree on every
+  other hyperparameter; Psi_i is the mean tau-b over the groups where it is defined, over the pairs of a group
+  that differ in i (two models that differ only in their seed say nothing about i); Psi is the mean of the
+  defined Psi_i.
+- Conditional mutual information, this project's variant (``conditional_mi``): over ordered pairs of distinct
+  models, V_mu = sign(mu_a - mu_b) and V_g = sign(g_a - g_b) in {-1, 0, +1}; U_S = the values of the
+  hyperparameters in S in both models; I(V_mu; V_g | U_S) / H(V_g | U_S) with cells weighted by their pairs; the
+  minimum over every S of one or two hyperparameters. PGDL's own computation is :mod:`sharpbench.scoring.pgdl`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import special, stats
 
-from sharpbench.scoring import pgdl
-from sharpbench.scoring.pgdl import ConditionalMI
-from sharpbench.scoring.pairs import Hparams, Pairs, joint_codes, multiplicities, nanmean, nanmin, ratio, varied_hparams
+from sharpbench.scoring import correlation, pgdl
+from sharpbench.scoring.pairs import Hparams, Pairs, coupled, nanmean, nanmin, ratio, varied_hparams
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_LEVEL = 0.95
-_CHUNK_ELEMENTS = 4_000_000  # resamples x pairs evaluated per matrix product, to bound memory
+_CHUNK_ELEMENTS = 4_000_000  # resamples x pairs evaluated at once, to bound memory
 
-__all__ = ["Bootstrap", "ConditionalMI", "GranulatedKendall", "Hparams", "bootstrap_replicates",
-           "conditional_mutual_information", "granulated_kendall", "kendall_tau", "metric_replicates", "spearman",
-           "tau_vs_hparams", "varied_hparams"]
+__all__ = ["METRICS", "Context", "Metric", "conditional_mutual_information", "granulated_kendall", "kendall_tau",
+           "register_metric", "spearman", "tau_vs_hparams"]
 
 
 # ------------------------------------------------------------------------------------------ plain scores
@@ -61,55 +59,189 @@ def spearman(values: Sequence[float], target: Sequence[float]) -> float:
     return float(stats.spearmanr(values, target).statistic)
 
 
-def tau_vs_hparams(values: Sequence[float], hparams: Mapping[str, Sequence[float]]) -> dict[str, float]:
+def tau_vs_hparams(values: Sequence[float], hparams: Hparams) -> dict[str, float]:
     """Kendall tau-b of the measure against each (numeric) hyperparameter: what the measure tracks."""
     return {name: kendall_tau(values, hparams[name]) for name in varied_hparams(hparams)}
 
 
-# ----------------------------------------------------------------------------------- pairwise metrics
+# ------------------------------------------------------------------------------- the evaluation context
+
+
+@dataclass
+class Context:
+    """What the metrics of one measure on one collection share: the values, the hyperparameters, the orientation,
+    and the pairs each pairwise metric reads (built once)."""
+
+    values: np.ndarray
+    hparams: Hparams
+    orientation: int = 1
+    _pairs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, values: Sequence[float], hparams: Hparams, orientation: int = 1) -> "Context":
+        values = np.asarray(values, dtype=float)
+        for name, column in hparams.items():
+            if len(column) != len(values):
+                raise ValueError(f"hyperparameter '{name}' has {len(column)} values for {len(values)} models")
+        return cls(values, hparams, orientation)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def every(self) -> Pairs:
+        """Every pair of models (or a seeded sample of them, for many models): the pairs of the CMIs."""
+        if "every" not in self._pairs:
+            self._pairs["every"] = Pairs.every_or_sample(self.values, self.hparams)
+        return self._pairs["every"]
+
+    def granulated_groups(self) -> dict[str, tuple[Pairs, np.ndarray, int]]:
+        """Per conditioned hyperparameter i: the pairs within groups of models that agree on every other one and
+        differ in i (a uniform sample of `PAIR_SAMPLE` of them where there are more), each pair's group label, and
+        the number of groups."""
+        if "granulated" not in self._pairs:
+            codes = Pairs.of(self.values, self.hparams, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).codes
+            out = {}
+            for name in codes:
+                first, second, labels = coupled(codes, name, self.n)
+                out[name] = (Pairs.of(self.values, self.hparams, first, second), labels,
+                             int(labels.max()) + 1 if len(labels) else 1)
+            self._pairs["granulated"] = out
+        return self._pairs["granulated"]
+
+
+def _weights(pairs: Pairs, draws: np.ndarray | None) -> np.ndarray | float:
+    """resamples x pairs weights: the products of the models' multiplicities; one number (each pair's share of
+    the population's pairs) without a resample of models."""
+    if draws is None:
+        return pairs.scale
+    return pairs.weights(correlation.multiplicities(draws, pairs.n))
+
+
+def _resamples(rows: np.ndarray, draws: np.ndarray | None) -> int:
+    return len(rows) if draws is None else len(draws)
+
+
+# ------------------------------------------------------------------------------------ the declarations
+
+
+Compute = Callable[[Context, np.ndarray, "np.ndarray | None"], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
-class GranulatedKendall:
-    """Psi (the mean over hyperparameters), Psi_i per hyperparameter, and how many groups gave each Psi_i."""
+class Metric:
+    """One ranking metric: how results name, show and bound it, and how it is evaluated on resamples.
 
-    mean: float
-    per_hparam: dict[str, float]
-    groups: dict[str, int]
+    ``compute(context, rows, draws)`` gives, for target rows (resamples x models, or one row held fixed for every
+    resample of models) and the models each resample draws (None: every model once), {name: (resamples,)} and, for a metric with parts, {name/part: (resamples,)}.
+    ``details(context, target)`` gives the entry's other fields at the point estimate."""
+
+    name: str
+    title: str
+    symbol: str
+    oriented: bool
+    bounds: tuple[float, float]
+    compute: Compute
+    details: Callable[[Context, np.ndarray], dict[str, Any]] | None = None
+    parts: str | None = None          # what the parts are ("hparam": one per conditioned hyperparameter)
+    pairwise: bool = False            # evaluated over pairs of models (chunked over resamples)
+    source: str = ""
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # the JSON Schema of each field of `details`
 
 
-def _granulated(pairs: Pairs, pair_weights: np.ndarray, target_sign: np.ndarray) -> dict[str, np.ndarray]:
-    """Psi_i for each hyperparameter (resamples,), and the number of defined groups of each (resamples,)."""
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, title: str, symbol: str, oriented: bool, bounds: tuple[float, float],
+                    details: Callable[[Context, np.ndarray], dict[str, Any]] | None = None,
+                    parts: str | None = None, pairwise: bool = False, source: str = "",
+                    fields: dict[str, dict[str, Any]] | None = None) -> Callable[[Compute], Compute]:
+    """Declare a metric: the decorated function is its ``compute``."""
+    def register(compute: Compute) -> Compute:
+        if name in METRICS:
+            raise ValueError(f"metric '{name}' is declared twice")
+        METRICS[name] = Metric(name, title, symbol, oriented, bounds, compute, details, parts, pairwise, source,
+                               dict(fields or {}))
+        return compute
+    return register
+
+
+_CONDITION = {"type": "array", "items": {"type": "string"}, "maxItems": 2,
+              "description": "the hyperparameters conditioned on at the minimum"}
+
+
+def evaluate(context: Context, rows: np.ndarray, draws: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every registered metric on every row: {key: (resamples,)}; pairwise metrics in chunks of resamples (every
+    pairwise metric sees the same chunk, so that metrics built on the same tables compute them once)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=float))
     out: dict[str, np.ndarray] = {}
-    for name, own in pairs.codes.items():
-        group = joint_codes([codes for other, codes in pairs.codes.items() if other != name], pairs.n)
-        in_group = (group[pairs.first] == group[pairs.second]) & (own[pairs.first] != own[pairs.second])
-        labels = np.where(in_group, group[pairs.first], -1)
-        taus = pairs.grouped_tau(pair_weights, target_sign, labels, int(group.max()) + 1)
-        out[name] = nanmean(taus, axis=1)
-        out[f"{name}/groups"] = np.isfinite(taus).sum(axis=1)
+    for metric in METRICS.values():
+        if not metric.pairwise:
+            out.update(metric.compute(context, rows, draws))
+    widest = max([len(context.every.first)] + [len(p.first) for p, _, _ in context.granulated_groups().values()])
+    step = max(1, _CHUNK_ELEMENTS // max(1, widest))
+    parts = []
+    for start in range(0, _resamples(rows, draws), step):
+        chunk = rows if len(rows) == 1 and draws is not None else rows[start:start + step]
+        chunk_draws = None if draws is None else draws[start:start + step]
+        found: dict[str, np.ndarray] = {}
+        for metric in METRICS.values():
+            if metric.pairwise:
+                found.update(metric.compute(context, chunk, chunk_draws))
+        parts.append(found)
+    out.update({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
     return out
 
 
-def _psi(granulated: dict[str, np.ndarray], names: list[str], resamples: int) -> np.ndarray:
-    """Psi: the mean of the defined Psi_i, per resample."""
-    if not names:
-        return np.full(resamples, np.nan)
-    return nanmean(np.stack([granulated[name] for name in names], axis=1), axis=1)
+# -------------------------------------------------------------------------------------- the metrics
 
 
-def granulated_kendall(values: Sequence[float], target: Sequence[float], hparams: Hparams) -> GranulatedKendall:
-    """Granulated Kendall Psi over the groups of models that differ only in one hyperparameter."""
-    pairs = Pairs.of(values, hparams)
-    result = _granulated(pairs, pairs.weights(np.ones((1, pairs.n))), pairs.target_sign(target))
-    return GranulatedKendall(float(_psi(result, list(pairs.codes), 1)[0]),
-                             {name: float(result[name][0]) for name in pairs.codes},
-                             {name: int(result[f"{name}/groups"][0]) for name in pairs.codes})
+@register_metric("kendall_tau", title="Kendall tau-b", symbol="τ", oriented=True, bounds=(-1.0, 1.0),
+                 source="scipy.stats.kendalltau (variant b)")
+def _kendall(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {"kendall_tau": correlation.kendall(context.values, rows, draws)}
+
+
+@register_metric("spearman", title="Spearman", symbol="ρ", oriented=True, bounds=(-1.0, 1.0),
+                 source="scipy.stats.spearmanr (average ranks)")
+def _spearman(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {"spearman": correlation.spearman(context.values, rows, draws)}
+
+
+def _granulated_details(context: Context, target: np.ndarray) -> dict[str, Any]:
+    groups = {}
+    for name, (pairs, labels, count) in context.granulated_groups().items():
+        taus = pairs.grouped_tau(np.ones((1, len(pairs.first))), pairs.target_sign(target), labels, count)
+        groups[name] = int(np.isfinite(taus).sum())
+    return {"granulated_kendall_groups": groups}
+
+
+@register_metric("granulated_kendall", title="granulated Kendall Psi", symbol="Ψ", oriented=True,
+                 bounds=(-1.0, 1.0), details=_granulated_details, parts="hparam", pairwise=True,
+                 source="Jiang et al. 2020, 'Fantastic generalization measures and where to find them', eq. 4",
+                 fields={"granulated_kendall_groups": {"type": "object", "additionalProperties": {
+                     "type": "integer", "minimum": 0}, "description": "groups with a defined tau, per hyperparameter"}})
+def _granulated(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    per = {}
+    for name, (pairs, labels, count) in context.granulated_groups().items():
+        weights = np.broadcast_to(_weights(pairs, draws), (_resamples(rows, draws), len(pairs.first)))
+        taus = pairs.grouped_tau(weights, pairs.target_sign(rows), labels, count)
+        per[name] = nanmean(taus, axis=1)
+    resamples = _resamples(rows, draws)
+    psi = nanmean(np.stack(list(per.values()), axis=1), axis=1) if per else np.full(resamples, np.nan)
+    return {"granulated_kendall": psi, **{f"granulated_kendall/{name}": value for name, value in per.items()}}
 
 
 def _condition_sets(names: list[str]) -> list[tuple[str, ...]]:
-    """Every set of one or two hyperparameters (the 'self-pairs' (h, h) are the single ones)."""
+    """Every set of one or two hyperparameters."""
     return [(name,) for name in names] + list(itertools.combinations(names, 2))
+
+
+def _clogc(counts: np.ndarray) -> np.ndarray:
+    """Per resample, the sum of c log c over ``counts`` (leading sign axes, then resamples, then cells)."""
+    terms = special.xlogy(counts, counts)
+    return terms.sum(axis=tuple(range(terms.ndim - 2))).sum(axis=-1)
 
 
 def _conditional_mi(table: np.ndarray) -> np.ndarray:
@@ -126,123 +258,124 @@ def _conditional_mi(table: np.ndarray) -> np.ndarray:
     return ratio(information, np.where(entropy > 1e-9 * total, entropy, 0.0))
 
 
-def _clogc(counts: np.ndarray) -> np.ndarray:
-    """Per resample, the sum of c log c over ``counts`` (leading sign axes, then resamples, then cells)."""
-    terms = special.xlogy(counts, counts)
-    return terms.reshape(-1, *terms.shape[-2:]).sum(axis=0).sum(axis=-1)
-
-
-def _minimum(scores: dict[tuple[str, ...], np.ndarray], resamples: int) -> np.ndarray:
-    """The minimum over conditions of the defined scores, per resample (NaN when none is defined)."""
+def _smallest(scores: dict[tuple[str, ...], np.ndarray], resamples: int) -> np.ndarray:
     if not scores:
         return np.full(resamples, np.nan)
     return nanmin(np.stack(list(scores.values()), axis=1), axis=1)
 
 
-def conditional_mutual_information(values: Sequence[float], target: Sequence[float],
-                                   hparams: Hparams) -> ConditionalMI:
-    """This project's CMI: the minimum over sets of one or two hyperparameters of I(V_mu; V_g | U) / H(V_g | U)."""
-    pairs = Pairs.of(values, hparams)
-    by_sign = pairs.by_target_sign(pairs.weights(np.ones((1, pairs.n))), pairs.target_sign(target))
-    return pgdl.smallest({condition: _conditional_mi(pairs.sign_table(by_sign, condition))
-                          for condition in _condition_sets(list(pairs.codes))})
+def _argmin(scores: dict[tuple[str, ...], np.ndarray]) -> list[str]:
+    defined = {condition: float(value[0]) for condition, value in scores.items() if math.isfinite(value[0])}
+    return list(min(defined, key=defined.__getitem__)) if defined else []
 
 
-# -------------------------------------------------------------------------------------------- bootstrap
+def _tables(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[tuple[str, ...], np.ndarray]:
+    """The sign tables of every condition either CMI reads, per row; the last evaluation is kept (holding its
+    arrays keeps the identity test meaningful), so that the CMIs of one chunk count the pairs once."""
+    cached = context._pairs.get("tables")
+    if cached is not None and cached[0] is rows and cached[1] is draws:
+        return cached[2]
+    pairs = context.every
+    names = list(pairs.codes)
+    weights, signs = _weights(pairs, draws), pairs.target_sign(rows)
+    tables = {condition: pairs.sign_table(weights, signs, condition) for condition in pgdl.condition_sets(names)}
+    for condition in _condition_sets(names):
+        if condition in tables:
+            continue
+        # a single hyperparameter: summed from a pair that holds it, unless that pair's table left combinations out
+        finer = next(pair for pair in tables if set(condition) <= set(pair))
+        tables[condition] = (pairs.marginal(tables[finer], finer, condition) if pairs.cell_pairs(finer).complete
+                             else pairs.sign_table(weights, signs, condition))
+    context._pairs["tables"] = (rows, draws, tables)
+    return tables
+
+
+def _project_cmi(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[tuple[str, ...], np.ndarray]:
+    tables = _tables(context, rows, draws)
+    return {c: _conditional_mi(tables[c]) for c in _condition_sets(list(context.every.codes))}
+
+
+@register_metric("conditional_mi", title="conditional mutual information (this project's variant)",
+                 symbol="CMI", oriented=False, bounds=(0.0, 1.0), pairwise=True,
+                 details=lambda context, target: {
+                     "conditional_mi_condition": _argmin(_project_cmi(context, target[None], None))},
+                 source="Jiang et al. 2020, eq. 5, over ordered pairs of distinct models with three-valued signs",
+                 fields={"conditional_mi_condition": _CONDITION})
+def _cmi(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {"conditional_mi": _smallest(_project_cmi(context, rows, draws), _resamples(rows, draws))}
+
+
+def _pgdl_scores(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[tuple[str, ...], np.ndarray]:
+    """PGDL's score for each condition (each pair of hyperparameters), per row; the last evaluation is kept, so that
+    the refused and the filled-cells metrics read one computation."""
+    cached = context._pairs.get("pgdl")   # (rows, draws, scores): holding the arrays keeps `is` meaningful
+    if cached is not None and cached[0] is rows and cached[1] is draws:
+        return cached[2]
+    pairs = context.every
+    tables = _tables(context, rows, draws)
+    counts = np.ones((len(rows), pairs.n)) if draws is None else correlation.multiplicities(draws, pairs.n)
+    scores = {condition: pgdl.score(pairs, tables[condition], counts, condition, context.orientation)
+              for condition in pgdl.condition_sets(list(pairs.codes))}
+    context._pairs["pgdl"] = (rows, draws, scores)
+    return scores
+
+
+def _pgdl_details(context: Context, target: np.ndarray) -> dict[str, Any]:
+    refusal = pgdl.grid_refusal(context.hparams)
+    return {"conditional_mi_pgdl_condition": [] if refusal else _argmin(_pgdl_scores(context, target[None], None)),
+            "conditional_mi_pgdl_refused": refusal}
+
+
+@register_metric("conditional_mi_pgdl", title="conditional mutual information, PGDL's scoring program",
+                 symbol="CMI (PGDL)", oriented=False, bounds=(0.0, 1.0), pairwise=True, details=_pgdl_details,
+                 source="PGDL 2020 starting kit, scoring_program/mutual_information.py; refused, as the program "
+                        "refuses them, on an incomplete or non-unique grid",
+                 fields={"conditional_mi_pgdl_condition": _CONDITION,
+                         "conditional_mi_pgdl_refused": {"type": ["string", "null"], "description":
+                                                         "why PGDL's program refuses the grid (null: it does not)"}})
+def _cmi_pgdl(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    if pgdl.grid_refusal(context.hparams) is not None:
+        return {"conditional_mi_pgdl": np.full(_resamples(rows, draws), np.nan)}
+    return {"conditional_mi_pgdl": _smallest(_pgdl_scores(context, rows, draws), _resamples(rows, draws))}
+
+
+@register_metric("conditional_mi_pgdl_filled", title="conditional mutual information, PGDL's over the filled cells",
+                 symbol="CMI (PGDL, filled)", oriented=False, bounds=(0.0, 1.0), pairwise=True,
+                 details=lambda context, target: {
+                     "conditional_mi_pgdl_filled_condition": _argmin(_pgdl_scores(context, target[None], None))},
+                 source="PGDL's computation with the mean over the cells that hold model pairs: the same on a "
+                        "complete grid, and defined on an incomplete one",
+                 fields={"conditional_mi_pgdl_filled_condition": _CONDITION})
+def _cmi_pgdl_filled(context: Context, rows: np.ndarray, draws: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {"conditional_mi_pgdl_filled": _smallest(_pgdl_scores(context, rows, draws), _resamples(rows, draws))}
+
+
+# ------------------------------------------------------------------- single evaluations, for the tests
 
 
 @dataclass(frozen=True)
-class Bootstrap:
-    """Percentile bootstrap: how many resamples, the seed of their draw, the interval's level."""
+class GranulatedKendall:
+    """Psi (the mean over hyperparameters), Psi_i per hyperparameter, and how many groups gave each Psi_i."""
 
-    resamples: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    level: float = DEFAULT_LEVEL
-
-    def indices(self, n: int) -> np.ndarray:
-        """resamples x n indices of models drawn with replacement (the same for every target and measure)."""
-        return np.random.default_rng(self.seed).integers(0, n, size=(self.resamples, n))
-
-    def interval(self, replicates: np.ndarray) -> tuple[float, float]:
-        """The percentile interval of the defined (finite) replicates; (NaN, NaN) when there is none."""
-        finite = replicates[np.isfinite(replicates)]
-        if not len(finite):
-            return math.nan, math.nan
-        tail = (1 - self.level) / 2 * 100
-        low, high = np.percentile(finite, [tail, 100 - tail])
-        return float(low), float(high)
-
-    def basic_interval(self, replicates: np.ndarray, estimate: float,
-                       bounds: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
-        """The basic bootstrap interval [2 estimate - high, 2 estimate - low] of the percentile interval
-        [low, high] (Davison and Hinkley 1997, eq. 5.6), clipped to the metric's range ``bounds``.
-
-        Used for resamples of test examples: a resampled target carries the test set's noise twice (once from
-        the test set, once from the resample), which pulls a rank correlation toward 0 about as far again as the
-        test set's noise pulled the estimate; the percentile interval then sits on the wrong side of the
-        estimate (it covered the true tau in 46% of simulations with 300 test examples), the basic interval
-        reflects that shift back (see tests/test_coverage.py)."""
-        low, high = self.interval(replicates)
-        if not (math.isfinite(estimate) and math.isfinite(low)):
-            return math.nan, math.nan
-        return (float(np.clip(2 * estimate - high, *bounds)), float(np.clip(2 * estimate - low, *bounds)))
+    mean: float
+    per_hparam: dict[str, float]
+    groups: dict[str, int]
 
 
-def _spearman_rows(values: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row pair (average ranks), NaN for a constant row."""
-    ranks_x = stats.rankdata(values, axis=1)
-    ranks_y = stats.rankdata(target, axis=1)
-    ranks_x -= ranks_x.mean(axis=1, keepdims=True)
-    ranks_y -= ranks_y.mean(axis=1, keepdims=True)
-    return ratio((ranks_x * ranks_y).sum(axis=1), np.sqrt((ranks_x ** 2).sum(axis=1) * (ranks_y ** 2).sum(axis=1)))
+def granulated_kendall(values: Sequence[float], target: Sequence[float], hparams: Hparams) -> GranulatedKendall:
+    """Granulated Kendall Psi over the groups of models that differ only in one hyperparameter."""
+    context = Context.of(values, hparams)
+    target = np.asarray(target, dtype=float)
+    found = _granulated(context, target[None], None)
+    return GranulatedKendall(float(found["granulated_kendall"][0]),
+                             {name: float(found[f"granulated_kendall/{name}"][0])
+                              for name in context.granulated_groups()},
+                             _granulated_details(context, target)["granulated_kendall_groups"])
 
 
-def _chunk_replicates(pairs: Pairs, values: np.ndarray, targets: np.ndarray, rows: np.ndarray,
-                      orientation: int) -> dict[str, np.ndarray]:
-    """Every metric on the resamples ``rows`` (resamples x drawn models) with ``targets`` (resamples or 1 x models)."""
-    counts = multiplicities(rows, pairs.n)
-    weights = pairs.weights(counts)
-    target_sign = pairs.target_sign(targets)
-    granulated = _granulated(pairs, weights, target_sign)
-    by_sign = pairs.by_target_sign(weights, target_sign)
-    tables = {condition: pairs.sign_table(by_sign, condition)
-              for condition in set(_condition_sets(list(pairs.codes))) | set(pgdl.condition_sets(list(pairs.codes)))}
-    drawn_targets = np.take_along_axis(np.broadcast_to(targets, (len(rows), pairs.n)), rows, axis=1)
-    return {
-        "kendall_tau": pairs.tau(weights, target_sign),
-        "spearman": _spearman_rows(values[rows], drawn_targets),
-        "granulated_kendall": _psi(granulated, list(pairs.codes), len(rows)),
-        **{f"granulated_kendall/{name}": granulated[name] for name in pairs.codes},
-        "conditional_mi": _minimum({condition: _conditional_mi(tables[condition])
-                                    for condition in _condition_sets(list(pairs.codes))}, len(rows)),
-        "conditional_mi_pgdl": _minimum({condition: pgdl.score(pairs, tables[condition], counts, condition, orientation)
-                                         for condition in pgdl.condition_sets(list(pairs.codes))}, len(rows)),
-    }
-
-
-def metric_replicates(values: Sequence[float], targets: np.ndarray, hparams: Hparams, indices: np.ndarray,
-                      orientation: int = 1) -> dict[str, np.ndarray]:
-    """Every metric on every resample: {metric: (resamples,)}.
-
-    ``indices`` (resamples x models) are the models each resample draws; ``targets`` is the target of each
-    resample over all models (resamples x models), or one target (models,) shared by every resample.
-    ``orientation`` (+1: higher means worse) orients the measure for PGDL's CMI, which reads the measure as
-    a complexity. Keys: kendall_tau, spearman, granulated_kendall, granulated_kendall/<hparam>,
-    conditional_mi, conditional_mi_pgdl."""
-    values = np.asarray(values, dtype=float)
-    targets = np.atleast_2d(np.asarray(targets, dtype=float))
-    if targets.shape[0] not in (1, len(indices)):
-        raise ValueError(f"{targets.shape[0]} targets for {len(indices)} resamples")
-    pairs = Pairs.of(values, hparams)
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, len(pairs.first)))
-    parts = [_chunk_replicates(pairs, values, targets if len(targets) == 1 else targets[start:start + chunk],
-                               indices[start:start + chunk], orientation)
-             for start in range(0, len(indices), chunk)]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-
-
-def bootstrap_replicates(values: Sequence[float], target: Sequence[float], hparams: Hparams,
-                         bootstrap: Bootstrap = Bootstrap(), orientation: int = 1) -> dict[str, np.ndarray]:
-    """Every metric on every resample of the models only (the target held fixed): {metric: (resamples,)}."""
-    return metric_replicates(values, np.asarray(target, dtype=float), hparams, bootstrap.indices(len(values)),
-                             orientation)
+def conditional_mutual_information(values: Sequence[float], target: Sequence[float],
+                                   hparams: Hparams) -> pgdl.ConditionalMI:
+    """This project's CMI: the minimum over sets of one or two hyperparameters of I(V_mu; V_g | U) / H(V_g | U)."""
+    context = Context.of(values, hparams)
+    scores = _project_cmi(context, np.asarray(target, dtype=float)[None], None)
+    return pgdl.smallest(scores)

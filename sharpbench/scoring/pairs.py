@@ -1,22 +1,28 @@
-"""Pairs of models as the unit of every pairwise metric, in a form that scores many resamples at once.
+"""Pairs of models as the unit of the pairwise metrics (granulated Kendall, the conditional mutual informations),
+in a form that scores many resamples at once.
 
-A pairwise metric is a sum over the unordered pairs (a < b) of models of terms that depend on the order of
-the two models on the measure (a fixed sign per pair) and on the target (a sign per pair and per resample:
-a resample of test examples can reorder two models), each pair weighted by the product of the two models'
-multiplicities in a resample of models. Summing such terms over groups of pairs is one sparse matrix product
-for every group and every resample at once; a per-resample call to scipy.stats was about a hundred times
-slower, which is why these sums are written by hand (the tests check them against scipy and plain loops).
+A pairwise metric is a sum over unordered pairs (a < b) of terms that depend on the order of the two models on the
+measure (a fixed sign per pair) and on the target (a sign per pair and resample), each pair weighted by the product
+of the two models' multiplicities in a resample of models. Summing such terms over groups of pairs is one sparse
+matrix product for every group and every resample at once; a per-resample call to scipy.stats was about a hundred
+times slower, which is why these sums are written by hand (the tests check them against scipy and plain loops).
+
+Which pairs: the granulated Kendall reads only pairs within groups of models that agree on every hyperparameter
+but one, which are few (linear in the models); the conditional mutual informations read every pair, all of them up
+to ``PAIR_SAMPLE`` pairs and above that a seeded uniform sample of that many (an incomplete U-statistic, Blom 1976),
+each sampled pair standing for (all pairs / sampled pairs) of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
 
 REPLICATE = "seed"
+PAIR_SAMPLE = 50_000
 
 Hparams = Mapping[str, Sequence[Hashable]]
 
@@ -69,36 +75,85 @@ def nanmin(x: np.ndarray, axis: int) -> np.ndarray:
     return np.where(np.isfinite(reduced), reduced, np.nan)
 
 
-def multiplicities(indices: np.ndarray, n: int) -> np.ndarray:
-    """resamples x n draws of models -> resamples x n counts of each model."""
-    counts = np.zeros((len(indices), n))
-    np.add.at(counts, (np.arange(len(indices))[:, None], indices), 1.0)
-    return counts
+def pairs_within(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (a < b) of models with the same label (labels >= 0), in O(pairs)."""
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    sizes = np.diff(np.r_[starts, len(labels)])
+    firsts, seconds = [], []
+    for size in np.unique(sizes[sizes > 1]):
+        i, j = np.triu_indices(int(size), k=1)
+        offsets = starts[sizes == size]
+        firsts.append(order[(offsets[:, None] + i[None]).ravel()])
+        seconds.append(order[(offsets[:, None] + j[None]).ravel()])
+    if not firsts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(first, second), np.maximum(first, second)
+
+
+def coupled(codes: dict[str, np.ndarray], name: str, n: int, limit: int = PAIR_SAMPLE,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of models that agree on every conditioned hyperparameter but ``name`` and differ in it (the pairs
+    of the granulated Kendall's groups and of the robust sign error's environments), and each pair's group (the
+    values of the others); above ``limit`` pairs, ``limit`` of them drawn uniformly (seeded)."""
+    group = joint_codes([column for other, column in codes.items() if other != name], n)
+    first, second = pairs_within(group)
+    keep = codes[name][first] != codes[name][second]
+    first, second = first[keep], second[keep]
+    if len(first) > limit:
+        pick = np.sort(np.random.default_rng([seed, n, len(first)]).choice(len(first), limit, replace=False))
+        first, second = first[pick], second[pick]
+    return first, second, group[first]
 
 
 @dataclass(frozen=True)
 class Pairs:
-    """The unordered pairs (a < b) of models, the measure's order sign of each, and the codes of the
-    hyperparameters that metrics condition on (`varied_hparams`)."""
+    """A set of pairs (a < b) of models, the measure's order sign of each, the codes of the hyperparameters that
+    metrics condition on (`varied_hparams`), and how many pairs of the population each stands for."""
 
     n: int
     first: np.ndarray
     second: np.ndarray
     value_sign: np.ndarray
     codes: dict[str, np.ndarray]
+    scale: float = 1.0
+    _cells: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, values: Sequence[float], hparams: Hparams) -> "Pairs":
-        """The pairs of ``values`` (one per model); ``hparams`` gives one value per model for each name."""
+    def of(cls, values: Sequence[float], hparams: Hparams, first: np.ndarray | None = None,
+           second: np.ndarray | None = None, scale: float = 1.0) -> "Pairs":
+        """The pairs (``first``, ``second``; default every pair) of ``values``; ``hparams`` gives one value per
+        model for each name."""
         values = np.asarray(values, dtype=float)
         if values.ndim != 1:
             raise ValueError(f"values must be one list of numbers, got shape {values.shape}")
         for name, column in hparams.items():
             if len(column) != len(values):
                 raise ValueError(f"hyperparameter '{name}' has {len(column)} values for {len(values)} models")
-        first, second = np.triu_indices(len(values), k=1)
+        if first is None or second is None:
+            first, second = np.triu_indices(len(values), k=1)
         return cls(len(values), first, second, np.sign(values[first] - values[second]),
-                   {name: codes(hparams[name]) for name in varied_hparams(hparams)})
+                   {name: codes(hparams[name]) for name in varied_hparams(hparams)}, scale)
+
+    @classmethod
+    def every_or_sample(cls, values: Sequence[float], hparams: Hparams, limit: int = PAIR_SAMPLE,
+                        seed: int = 0) -> "Pairs":
+        """Every pair when there are at most ``limit``; otherwise ``limit`` pairs drawn uniformly (seeded)."""
+        n = len(values)
+        total = n * (n - 1) // 2
+        if total <= limit:
+            return cls.of(values, hparams)
+        rng = np.random.default_rng([seed, n])
+        a = rng.integers(0, n, limit)
+        b = rng.integers(0, n - 1, limit)
+        b = b + (b >= a)
+        return cls.of(values, hparams, np.minimum(a, b), np.maximum(a, b), total / limit)
+
+    def subset(self, keep: np.ndarray) -> "Pairs":
+        """The pairs selected by a boolean mask or indices (codes shared)."""
+        return Pairs(self.n, self.first[keep], self.second[keep], self.value_sign[keep], self.codes, self.scale)
 
     def target_sign(self, targets: np.ndarray) -> np.ndarray:
         """resamples x models targets (or models,) -> resamples x pairs signs of target_a - target_b."""
@@ -109,7 +164,7 @@ class Pairs:
 
     def weights(self, counts: np.ndarray) -> np.ndarray:
         """resamples x models multiplicities -> resamples x pairs weights (copies of one model form no pair)."""
-        return counts[:, self.first] * counts[:, self.second]
+        return self.scale * counts[:, self.first] * counts[:, self.second]
 
     def grouped_tau(self, pair_weights: np.ndarray, target_sign: np.ndarray, labels: np.ndarray,
                     groups: int) -> np.ndarray:
@@ -120,32 +175,105 @@ class Pairs:
         ordered_target = sum_by(pair_weights * np.abs(target_sign), indicator)
         return ratio(concordance, np.sqrt(ordered_values * ordered_target))
 
-    def by_target_sign(self, pair_weights: np.ndarray, target_sign: np.ndarray) -> dict[int, np.ndarray]:
-        """The pair weights split by the target's sign: {-1, 0, +1: resamples x pairs}."""
-        return {t: pair_weights * (target_sign == t) for t in (-1, 0, 1)}
-
     def cells(self, condition: tuple[str, ...]) -> tuple[np.ndarray, int]:
         """Each model's code for the joint values of the hyperparameters in ``condition``, and how many codes."""
-        u = joint_codes([self.codes[name] for name in condition], self.n)
-        return u, int(u.max()) + 1 if self.n else 1
+        if condition not in self._cells:
+            u = joint_codes([self.codes[name] for name in condition], self.n)
+            self._cells[condition] = (u, int(u.max()) + 1 if self.n else 1)
+        return self._cells[condition]
 
-    def sign_table(self, by_sign: dict[int, np.ndarray], condition: tuple[str, ...]) -> np.ndarray:
+    def cell_pairs(self, condition: tuple[str, ...]) -> "CellPairs":
+        """The (cell of a, cell of b) combinations that can carry information, indexed compactly: those holding two
+        or more ordered pairs (a model with itself included). A combination with a single ordered pair has one
+        sign in every resample, so neither information nor entropy, and adds nothing to either CMI's sums (PGDL's
+        unweighted means share their count of cells, which cancels); a grid with many values has mostly such
+        combinations. Pairs in a dropped combination get index -1."""
+        key = ("pairs", condition)
+        if key not in self._cells:
+            u, cells = self.cells(condition)
+            forward = u[self.first] * cells + u[self.second]
+            mirror = u[self.second] * cells + u[self.first]
+            diagonal = u * cells + u
+            occupied, entries = np.unique(np.concatenate([forward, mirror, diagonal]), return_counts=True)
+            codes = occupied[entries >= 2]
+
+            def index(found: np.ndarray) -> np.ndarray:
+                at = np.minimum(np.searchsorted(codes, found), max(len(codes) - 1, 0))
+                return np.where((len(codes) > 0) & (codes[at] == found if len(codes) else False), at, -1)
+
+            self._cells[key] = CellPairs(codes, index(forward), index((codes % cells) * cells + codes // cells),
+                                         index(diagonal), cells, len(codes) == len(occupied))
+        return self._cells[key]
+
+    def sign_table(self, pair_weights: np.ndarray | float, target_sign: np.ndarray,
+                   condition: tuple[str, ...]) -> np.ndarray:
         """Over ordered pairs (a, b) of distinct models: measure sign (-1, 0, +1) x target sign (-1, 0, +1) x
-        resamples x (cell of a, cell of b), the summed pair weights; a cell is the joint value of the
-        hyperparameters in ``condition``. Each unordered pair stands for (a, b) with signs (s, t) and (b, a)
-        with (-s, -t). The sign axes come first so that sums over them add whole arrays (much faster than
-        reducing short trailing axes)."""
-        u, cells = self.cells(condition)
-        sign = self.value_sign.astype(np.int64)
-        forward = one_hot((sign + 1) * cells * cells + u[self.first] * cells + u[self.second], 3 * cells * cells)
-        backward = one_hot((1 - sign) * cells * cells + u[self.second] * cells + u[self.first], 3 * cells * cells)
-        resamples = len(by_sign[0])
-        table = np.zeros((3, 3, resamples, cells * cells))
-        for t, selected in by_sign.items():
-            table[:, t + 1] += sum_by(selected, forward).reshape(resamples, 3, cells * cells).transpose(1, 0, 2)
-            table[:, 1 - t] += sum_by(selected, backward).reshape(resamples, 3, cells * cells).transpose(1, 0, 2)
-        return table
+        resamples x (cell of a, cell of b) (the occupied combinations, `cell_pairs`), the summed pair weights; a
+        cell is the joint value of the hyperparameters in ``condition``. Each unordered pair stands for (a, b) with
+        signs (s, t) and (b, a) with (-s, -t): the table of the pairs as listed, plus its mirror (signs negated,
+        cells swapped).
 
-    def tau(self, pair_weights: np.ndarray, target_sign: np.ndarray) -> np.ndarray:
-        """Kendall tau-b over all pairs: (resamples,)."""
-        return self.grouped_tau(pair_weights, target_sign, np.zeros(len(self.first), dtype=np.int64), 1)[:, 0]
+        ``pair_weights`` is resamples x pairs, or one number for every pair of every resample; ``target_sign`` is
+        resamples x pairs, or one row for every resample. Weights that vary with a fixed target: one sparse
+        product; a target that varies with equal weights: segmented counts over the pairs sorted by class; both
+        varying: one weighted count (np.bincount)."""
+        combos = self.cell_pairs(condition)
+        width = len(combos.codes)
+        kept = combos.forward >= 0
+        target = np.asarray(target_sign)[:, kept].astype(np.int64 if np.ndim(pair_weights) else np.int8)
+        static = (self.value_sign[kept].astype(np.int64) + 1) * width + combos.forward[kept]
+        if np.ndim(pair_weights) == 2 and len(target) == 1:
+            weights = np.asarray(pair_weights)[:, kept]
+            table = sum_by(weights, one_hot((target[0] + 1) * 3 * width + static, 9 * width))
+            resamples = len(weights)
+        elif np.ndim(pair_weights) == 0:
+            # equal weights: per row, count the pairs of each class by target sign (a segmented sum over the pairs
+            # sorted by class), in small integers
+            resamples = len(target)
+            order = np.argsort(static, kind="stable")
+            classes, starts = np.unique(static[order], return_index=True)
+            signs = target[:, order]
+            table = np.zeros((resamples, 3, 3 * width))
+            if len(classes):
+                plus = np.add.reduceat((signs == 1).view(np.int8), starts, axis=1, dtype=np.int32)
+                minus = np.add.reduceat((signs == -1).view(np.int8), starts, axis=1, dtype=np.int32)
+                sizes = np.diff(np.r_[starts, len(order)])
+                table[:, 2, classes], table[:, 0, classes] = plus, minus
+                table[:, 1, classes] = sizes[None] - plus - minus
+            table *= float(pair_weights)
+        else:
+            resamples = max(len(target), len(np.atleast_2d(pair_weights)))
+            index = (np.arange(resamples, dtype=np.int64) * 9 * width)[:, None] + (target + 1) * (3 * width)
+            index += static[None]
+            weights = np.broadcast_to(pair_weights, (resamples, len(self.first)))[:, kept]
+            table = np.bincount(index.ravel(), weights.ravel(), minlength=resamples * 9 * width)
+        # resamples x target sign x measure sign x cells -> measure sign x target sign x resamples x cells
+        forward = np.asarray(table, dtype=float).reshape(resamples, 3, 3, width).transpose(2, 1, 0, 3)
+        return forward + forward[::-1, ::-1][..., combos.mirror]
+
+    def marginal(self, table: np.ndarray, condition: tuple[str, ...], coarser: tuple[str, ...]) -> np.ndarray:
+        """The sign table of ``coarser`` (a subset of ``condition``'s hyperparameters) from ``condition``'s: the
+        counts of the finer cell pairs that make each coarser one, summed."""
+        fine, fine_cells = self.cells(condition)
+        coarse, coarse_cells = self.cells(coarser)
+        mapping = np.zeros(fine_cells, dtype=np.int64)
+        mapping[fine] = coarse
+        fine_codes = self.cell_pairs(condition).codes
+        coarse_pairs = self.cell_pairs(coarser)
+        target = np.searchsorted(coarse_pairs.codes, mapping[fine_codes // fine_cells] * coarse_cells
+                                 + mapping[fine_codes % fine_cells])
+        return sum_by(table.reshape(-1, len(fine_codes)), one_hot(target, len(coarse_pairs.codes))).reshape(
+            *table.shape[:-1], len(coarse_pairs.codes))
+
+
+@dataclass(frozen=True)
+class CellPairs:
+    """The occupied (cell of a, cell of b) combinations of a condition: their codes (cell a x cells + cell b), the
+    index of each listed pair's combination, of each combination's mirror (b, a), and of each model with itself."""
+
+    codes: np.ndarray
+    forward: np.ndarray
+    mirror: np.ndarray
+    diagonal: np.ndarray
+    cells: int
+    complete: bool     # no occupied combination was dropped (a coarser table can be summed from this one)

@@ -11,10 +11,13 @@ Competition: Predicting Generalization in Deep Learning", 2020). Its computation
 - the score is the minimum over (h1, h2) (both orders give the same table, so each unordered pair is
   evaluated once). PGDL publishes this fraction x 100; here it is kept as the fraction.
 The measure is read as a complexity (larger means a larger gap), so callers pass it oriented.
-Where this departs from the program, only where the program has no answer: the program averages over every
-combination of the hyperparameters' possible values and returns NaN when one of those cells has no model
-pair (an incomplete grid); here the average is over the cells that hold pairs, which is the same on a complete
-grid. A collection with a single conditioned hyperparameter (the program needs two) conditions on it alone.
+The program's `check_data_validity` refuses a grid that is incomplete (a combination of the hyperparameters'
+values without a model) or not unique (two models with the same hyperparameters); ``grid_refusal`` says why
+and which cells are missing, and the metric ``conditional_mi_pgdl`` is then undefined. Its computation with the
+mean over the cells that hold pairs, the same on a complete grid, is the metric ``conditional_mi_pgdl_filled``.
+The seed is never conditioned on (it marks replicates), but the grid must hold every seed of every
+configuration. A collection with a single conditioned hyperparameter (the program needs two) conditions on it
+alone. Among many models the pairs are a seeded sample (`Pairs.every_or_sample`), each standing for its share.
 PGDL's entropy adds 1e-12 inside its logarithm: the values differ by less than 1e-11, except that a gap whose
 sign has no entropy in any cell scores 0 there (0 / -1e-12), not NaN; so it does here.
 """
@@ -29,7 +32,9 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
-from sharpbench.scoring.pairs import Hparams, Pairs, one_hot, ratio, sum_by
+from sharpbench.scoring.pairs import REPLICATE, Hparams, Pairs, one_hot, ratio, sum_by, varied_hparams
+
+_EXAMPLES = 3   # missing cells named in a refusal
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,34 @@ class ConditionalMI:
     condition: tuple[str, ...]
 
 
+def grid_refusal(hparams: Hparams) -> str | None:
+    """Why PGDL's scoring program would refuse this grid (None when it is complete and unique): over the conditioned
+    hyperparameters and the seed, two models with the same values, or combinations of values without a model."""
+    names = varied_hparams(hparams)
+    if REPLICATE in hparams and len(set(hparams[REPLICATE])) > 1:
+        names = names + [REPLICATE]
+    if not names:
+        return None
+    rows = list(zip(*(hparams[name] for name in names)))
+    present = set(rows)
+    if len(present) < len(rows):
+        return (f"non-unique grid: {len(rows) - len(present)} models repeat another's values of "
+                f"({', '.join(names)})")
+    levels = [sorted(set(hparams[name])) for name in names]
+    cells = math.prod(len(values) for values in levels)
+    if len(present) == cells:
+        return None
+    missing = []
+    for combination in itertools.islice(itertools.product(*levels), 100_000):
+        if combination not in present:
+            missing.append(", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+                                     for name, value in zip(names, combination)))
+            if len(missing) == _EXAMPLES:
+                break
+    return (f"incomplete grid: {cells - len(present)} of the {cells} combinations of ({', '.join(names)}) hold no "
+            f"model, e.g. " + "; ".join(f"({cell})" for cell in missing))
+
+
 def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     """The pairs of distinct hyperparameters; a single hyperparameter (or none) when there are fewer than two."""
     return list(itertools.combinations(names, 2)) if len(names) >= 2 else [tuple(names)]
@@ -48,7 +81,7 @@ def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
 def _clogc(counts: np.ndarray) -> np.ndarray:
     """The sum of c log c over the leading (sign) axes: resamples x cells."""
     terms = special.xlogy(counts, counts)
-    return terms.reshape(-1, *terms.shape[-2:]).sum(axis=0)
+    return terms.sum(axis=tuple(range(terms.ndim - 2)))
 
 
 def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: tuple[str, ...],
@@ -61,8 +94,8 @@ def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: t
     table = np.stack([np.stack([plus[2], rest[2]]),  # gap + (target sign +1): measure +, measure -
                       np.stack([plus[0] + plus[1], rest[0] + rest[1]])])  # gap -
     # a model paired with itself (each copy with each copy in a resample): gap "-", measure "-"
-    u, cells = pairs.cells(condition)
-    table[1, 1] += sum_by(counts ** 2, one_hot(u * cells + u, cells * cells))
+    combos = pairs.cell_pairs(condition)
+    table[1, 1] += sum_by(counts ** 2, one_hot(combos.diagonal, len(combos.codes)))
     # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's
     # table c, its gap margin g and measure margin m; H(gap) = (N log N - sum g log g) / (N ln 2)
     size = table.sum(axis=(0, 1))
@@ -72,20 +105,23 @@ def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: t
     gap_entropy = ratio(cell - gap_part, size * math.log(2))
     # rounding leaves about 1e-16 where a cell's value is exactly 0 (an empty cell gives NaN): both read as 0
     information, gap_entropy = (np.where(np.nan_to_num(x) > 1e-12, x, 0.0) for x in (information, gap_entropy))
-    cells_held = occupied.sum(axis=1)
-    mean_information = ratio((information * occupied).sum(axis=1), cells_held)
-    mean_entropy = ratio((gap_entropy * occupied).sum(axis=1), cells_held)
+    # the program's unweighted means over cells share their count of cells, which cancels in their ratio; the
+    # combinations `Pairs.cell_pairs` leaves out add 0 to both sums
+    total_information = (information * occupied).sum(axis=1)
+    total_entropy = (gap_entropy * occupied).sum(axis=1)
     # The program's 1e-12 inside the logarithm makes a gap without entropy in every cell score 0, not 0/0.
-    return np.where(mean_entropy == 0, 0.0, ratio(mean_information, mean_entropy))
+    return np.where(total_entropy == 0, 0.0, ratio(total_information, total_entropy))
 
 
 def conditional_mi_pgdl(values: Sequence[float], target: Sequence[float], hparams: Hparams,
                         orientation: int = 1) -> ConditionalMI:
-    """PGDL's score of the measure (oriented: +1 when higher means worse) against a target, and its minimizer."""
+    """PGDL's score of the measure (oriented: +1 when higher means worse) against a target, and its minimizer, over
+    the cells that hold pairs (what the program computes on a complete grid; `grid_refusal` says when it would
+    refuse)."""
     pairs = Pairs.of(values, hparams)
     counts = np.ones((1, pairs.n))
-    by_sign = pairs.by_target_sign(pairs.weights(counts), pairs.target_sign(target))
-    return smallest({condition: score(pairs, pairs.sign_table(by_sign, condition), counts, condition, orientation)
+    weights, signs = pairs.weights(counts), pairs.target_sign(target)
+    return smallest({condition: score(pairs, pairs.sign_table(weights, signs, condition), counts, condition, orientation)
                      for condition in condition_sets(list(pairs.codes))})
 
 

@@ -1,34 +1,65 @@
-"""Targets as means of per-example outcomes, and their resampling over test examples.
+"""Targets as exact functions of per-example outcomes, and the resampling of evaluation examples.
 
-A collection keeps, for each evaluation set (``train``, ``test``, ``ood/<shift>``) and each model, the outcome
-on every example: ``error`` (0/1 for a classifier, the squared error for a regression) and ``loss``. Every
-target is a sum of coefficients times means of one outcome over one set's examples, so it can be recomputed
-on a resample of the examples. A two-way resample draws the models with replacement (`Bootstrap.indices`,
-shared with the model-only bootstrap) and, for each set, the examples with replacement, the same example
-indices for every model so that differences between models keep their pairing (two models that err on the
-same hard examples differ less than two independent binomials). The draws of a set depend only on the seed,
-the set's name and its size, so every target and every measure of a collection sees the same resamples.
+A collection keeps, for each evaluation set (``train``, ``test``, ``ood/<shift>``) and each model, the outcome on
+every example: ``error`` (0/1 for a classifier, kept as uint8; the squared error for a regression) and ``loss``.
+Every target is a sum of coefficients times means of one outcome over one set, so it can be recomputed on a
+resample of the examples. 0/1 errors enter as integer counts: a target that reads only them is a rational number
+computed exactly (one division of an integer numerator by the common denominator), so that two models whose
+targets are equal in exact arithmetic tie; losses are summed in float64.
+
+A resample draws each set's examples with replacement, the same indices for every model so that models that err
+on the same hard examples keep their pairing. Sets drawn on the same examples (the test split and the OOD sets
+made by transforming it) share a ``sample`` and are resampled with the same indices. The draws of a sample depend
+only on the seed, the sample's name and its size, so every target and every measure of a collection sees the same
+resamples.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from sharpbench.scoring.metrics import Bootstrap
-
 OUTCOMES = ("error", "loss")
+DEFAULT_RESAMPLES = 1000
+DEFAULT_LEVEL = 0.95
+_CHUNK_ELEMENTS = 25_000_000  # examples x models converted to float32 at once by the resampled sums
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The resamples: how many, the seed of their draws, the intervals' level."""
+
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    level: float = DEFAULT_LEVEL
+
+    def indices(self, n: int) -> np.ndarray:
+        """resamples x n indices of models drawn with replacement (the same for every target and measure)."""
+        return np.random.default_rng(self.seed).integers(0, n, size=(self.resamples, n))
+
+    @property
+    def tails(self) -> tuple[float, float]:
+        """The lower and upper quantile levels of a central interval."""
+        tail = (1 - self.level) / 2
+        return tail, 1 - tail
 
 
 @dataclass(frozen=True)
 class OutcomeSet:
-    """Per-example outcomes of one evaluation set; rows are the models in collection order."""
+    """Per-example outcomes of one evaluation set; rows are the models in collection order.
+
+    ``error`` is uint8 (or bool) for 0/1 errors, float for a regression's squared errors; ``loss`` is float (any
+    width). ``sample`` names the examples the set is drawn on ('' for its own): sets with the same sample are
+    resampled with the same indices."""
 
     error: np.ndarray  # (models, examples)
     loss: np.ndarray  # (models, examples)
+    sample: str = ""
 
     def __post_init__(self) -> None:
         for kind in OUTCOMES:
@@ -37,10 +68,31 @@ class OutcomeSet:
                 raise ValueError(f"outcomes '{kind}' must be models x examples like 'error' "
                                  f"{np.shape(self.error)}, got {np.shape(array)}")
 
+    @classmethod
+    def of(cls, error: np.ndarray, loss: np.ndarray, sample: str = "") -> "OutcomeSet":
+        """A set whose errors are stored compactly (uint8) when they are all 0 or 1."""
+        error = np.asarray(error)
+        if error.dtype != np.uint8 and error.dtype != bool and np.all((error == 0) | (error == 1)):
+            error = error.astype(np.uint8)
+        return cls(error, np.asarray(loss), sample)
+
     @property
     def examples(self) -> int:
         """The number of examples in the set."""
         return int(np.shape(self.error)[1])
+
+    @property
+    def models(self) -> int:
+        return int(np.shape(self.error)[0])
+
+    def counted(self, kind: str) -> bool:
+        """Whether the outcome is 0/1, so that its sums are exact integer counts."""
+        return kind == "error" and np.asarray(self.error).dtype in (np.uint8, np.bool_)
+
+
+def sample_of(name: str, outcome_set: OutcomeSet) -> str:
+    """The name of the examples a set is drawn on."""
+    return outcome_set.sample or name
 
 
 @dataclass(frozen=True)
@@ -59,9 +111,30 @@ class Target:
         """The names of the sets the target reads, in order of first use."""
         return tuple(dict.fromkeys(name for name, _, _ in self.terms))
 
-    def combine(self, means: Mapping[tuple[str, str], np.ndarray]) -> np.ndarray:
-        """The target from the means of its (set, outcome) terms (any leading shape)."""
-        return sum(coefficient * means[(name, kind)] for name, kind, coefficient in self.terms)
+    @property
+    def needed(self) -> set[tuple[str, str]]:
+        return {(name, kind) for name, kind, _ in self.terms}
+
+    def _exact_weights(self, sets: Mapping[str, OutcomeSet]) -> tuple[list[int], int] | None:
+        """Integer weights of the terms' sums and their common denominator, when every term is a count."""
+        if not all(sets[name].counted(kind) for name, kind, _ in self.terms):
+            return None
+        fractions = [Fraction(coefficient).limit_denominator(10 ** 6) / sets[name].examples
+                     for name, _, coefficient in self.terms]
+        denominator = math.lcm(*(f.denominator for f in fractions))
+        return [int(f * denominator) for f in fractions], denominator
+
+    def combine(self, sums: Mapping[tuple[str, str], np.ndarray], sets: Mapping[str, OutcomeSet]) -> np.ndarray:
+        """The target from the sums of its (set, outcome) terms over the examples (any leading shape): exact for
+        counts (equal rationals give equal floats), float64 otherwise."""
+        exact = self._exact_weights(sets)
+        if exact is not None:
+            weights, denominator = exact
+            numerator = sum(weight * np.asarray(sums[(name, kind)], dtype=np.int64)
+                            for weight, (name, kind, _) in zip(weights, self.terms))
+            return numerator / denominator
+        return sum(coefficient * np.asarray(sums[(name, kind)], dtype=float) / sets[name].examples
+                   for name, kind, coefficient in self.terms)
 
 
 def standard_targets(shifts: Sequence[str]) -> dict[str, Target]:
@@ -81,7 +154,7 @@ def standard_targets(shifts: Sequence[str]) -> dict[str, Target]:
             **ood("loss")}
 
 
-def _check_sets(target: Target, sets: Mapping[str, OutcomeSet]) -> None:
+def check_sets(target: Target, sets: Mapping[str, OutcomeSet]) -> None:
     """Refuse a target that reads a set the collection does not have."""
     missing = [name for name in target.sets if name not in sets]
     if missing:
@@ -89,54 +162,65 @@ def _check_sets(target: Target, sets: Mapping[str, OutcomeSet]) -> None:
                          f"(have: {sorted(sets)})")
 
 
-def target_values(target: Target, sets: Mapping[str, OutcomeSet]) -> np.ndarray:
-    """The target of every model on the full sets: (models,)."""
-    _check_sets(target, sets)
-    return target.combine({(name, kind): getattr(sets[name], kind).mean(axis=1)
-                           for name, kind, _ in target.terms})
-
-
-def example_rng(bootstrap: Bootstrap, name: str) -> np.random.Generator:
-    """The generator of one set's example draws: seeded by the bootstrap's seed and the set's name."""
-    return np.random.default_rng([bootstrap.seed, zlib.crc32(name.encode())])
-
-
-def _counts(draws: np.ndarray, examples: int) -> np.ndarray:
-    """resamples x draws indices -> resamples x examples counts of each example."""
-    offsets = np.arange(len(draws))[:, None] * examples
-    return np.bincount((draws + offsets).ravel(), minlength=len(draws) * examples).reshape(len(draws), examples)
-
-
-@dataclass(frozen=True)
-class ResampledMeans:
-    """Means of one outcome over resampled examples, per resample and model: over all n draws, and over the
-    first and the other half of the draws (two independent halves of the resample, the same for every model:
-    the noise ceiling's split-half replicates; splitting the draws rather than the set's examples keeps each
-    half's noise what a half of a test set has)."""
-
-    full: np.ndarray  # (resamples, models)
-    half_a: np.ndarray
-    half_b: np.ndarray
-
-
-def resample_examples(sets: Mapping[str, OutcomeSet], needed: set[tuple[str, str]],
-                      bootstrap: Bootstrap) -> dict[tuple[str, str], ResampledMeans]:
-    """The means of each needed (set, outcome) on every resample of the set's examples."""
-    out: dict[tuple[str, str], ResampledMeans] = {}
-    for name in sorted({name for name, _ in needed}):
-        examples = sets[name].examples
-        draws = example_rng(bootstrap, name).integers(0, examples, size=(bootstrap.resamples, examples))
-        # float32 products: twice as fast; exact for 0/1 errors (integer sums below 2^24), 1e-7 relative for losses
-        counts = _counts(draws, examples).astype(np.float32)
-        half = _counts(draws[:, : examples // 2], examples).astype(np.float32)
-        for kind in sorted(kind for set_name, kind in needed if set_name == name):
-            outcomes = np.asarray(getattr(sets[name], kind), dtype=np.float32).T  # examples x models
-            total, in_half = (counts @ outcomes).astype(float), (half @ outcomes).astype(float)
-            out[(name, kind)] = ResampledMeans(total / examples, in_half / (examples // 2),
-                                               (total - in_half) / (examples - examples // 2))
+def full_sums(sets: Mapping[str, OutcomeSet], needed: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
+    """The sum of each needed (set, outcome) over all of the set's examples, per model: integers for counts."""
+    out = {}
+    for name, kind in needed:
+        array = getattr(sets[name], kind)
+        out[(name, kind)] = (array.sum(axis=1, dtype=np.int64) if sets[name].counted(kind)
+                             else array.sum(axis=1, dtype=np.float64))
     return out
 
 
-def needed_outcomes(targets: Mapping[str, Target]) -> set[tuple[str, str]]:
-    """Every (set, outcome) that some target reads."""
-    return {(name, kind) for target in targets.values() for name, kind, _ in target.terms}
+def target_values(target: Target, sets: Mapping[str, OutcomeSet]) -> np.ndarray:
+    """The target of every model on the full sets: (models,), exact where it reads counts."""
+    check_sets(target, sets)
+    return target.combine(full_sums(sets, target.needed), sets)
+
+
+def example_rng(bootstrap: Bootstrap, sample: str) -> np.random.Generator:
+    """The generator of one sample's example draws: seeded by the bootstrap's seed and the sample's name."""
+    return np.random.default_rng([bootstrap.seed, zlib.crc32(sample.encode())])
+
+
+def example_counts(bootstrap: Bootstrap, sample: str, examples: int) -> np.ndarray:
+    """resamples x examples: how often each example is drawn in each resample (float32, exact small integers)."""
+    draws = example_rng(bootstrap, sample).integers(0, examples, size=(bootstrap.resamples, examples))
+    offsets = np.arange(len(draws))[:, None] * examples
+    counts = np.bincount((draws + offsets).ravel(), minlength=len(draws) * examples)
+    return counts.reshape(len(draws), examples).astype(np.float32)
+
+
+def samples(sets: Mapping[str, OutcomeSet], names: Sequence[str]) -> dict[str, list[str]]:
+    """{sample: the sets among ``names`` drawn on it}, refusing sets of one sample with different sizes."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(sample_of(name, sets[name]), []).append(name)
+    for sample, members in groups.items():
+        sizes = {sets[name].examples for name in members}
+        if len(sizes) > 1:
+            raise ValueError(f"sets {members} are drawn on the examples '{sample}' but have different sizes {sizes}")
+    return groups
+
+
+def resampled_sums(sets: Mapping[str, OutcomeSet], needed: set[tuple[str, str]],
+                   bootstrap: Bootstrap) -> dict[tuple[str, str], np.ndarray]:
+    """The sum of each needed (set, outcome) over the examples of every resample: resamples x models, int32 for
+    counts (exact), float32 for the rest (about 1e-7 relative).
+
+    The sums are one matrix product of the draw counts with the outcomes, in float32 (exact for counts below
+    2^24), over chunks of models so that the outcomes are converted a slice at a time."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for sample, members in samples(sets, sorted({name for name, _ in needed})).items():
+        counts = example_counts(bootstrap, sample, sets[members[0]].examples)
+        for name in members:
+            for kind in sorted(kind for set_name, kind in needed if set_name == name):
+                array = getattr(sets[name], kind)
+                exact = sets[name].counted(kind)
+                result = np.empty((bootstrap.resamples, sets[name].models), dtype=np.int32 if exact else np.float32)
+                step = max(1, _CHUNK_ELEMENTS // max(1, array.shape[1]))
+                for start in range(0, array.shape[0], step):
+                    block = counts @ np.asarray(array[start:start + step], dtype=np.float32).T
+                    result[:, start:start + step] = np.rint(block) if exact else block
+                out[(name, kind)] = result
+    return out

@@ -1,168 +1,229 @@
-"""Scores: every ranking metric of a measure against each generalization target, with intervals that resample
-models only and models and test examples together, beside the target's noise ceiling and the robust sign error.
+"""Scores: every registered ranking metric of a measure against each generalization target, with an interval for
+the test-set noise and one over models, beside the target's noise ceiling and the robust sign error.
 
-The metrics are pure functions in :mod:`sharpbench.scoring.metrics` (and :mod:`sharpbench.scoring.pgdl`); targets and their
-resampling over examples in :mod:`sharpbench.scoring.resampling`; the ceiling in :mod:`sharpbench.scoring.ceiling`; the robust
-sign error in :mod:`sharpbench.scoring.sign_error`. This module names the results as the report and the leaderboard do
-(``kendall_tau``, ``kendall_tau_ci``, ...). Definitions and sources: docs/scoring.md."""
+What each number estimates (docs/scoring.md#intervals):
+- a metric's point value is the metric against the observed target; ``<metric>_ci`` is the 95% interval of its
+  expected value over evaluation sets of the collection's sizes drawn from the same distributions, for these
+  models and these values (the point value is an unbiased estimate of it); the interval comes from evaluation
+  sets resampled around the target's plausible truth (:mod:`sharpbench.scoring.noise`), centred on the point;
+- ``<metric>_ci_models``: the percentile interval over models drawn with replacement, the target held as observed:
+  how the metric would vary over other models from the same population, ignoring the test-set noise;
+- ``noise_ceiling``: the same expected value for the oracle measure (the true expected target), with its
+  interval (:mod:`sharpbench.scoring.ceiling`); ``kendall_tau_of_ceiling``: the oriented tau as a fraction of
+  it, with an interval from the paired replicates, and undefined where the ceiling's interval reaches 0.
+
+The metrics are declared in :mod:`sharpbench.scoring.metrics`; targets and their resampling over examples in
+:mod:`sharpbench.scoring.resampling`; the robust sign error in :mod:`sharpbench.scoring.sign_error`."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sharpbench.scoring.ceiling import ceiling_replicates, noise_ceiling, split_half_estimate
 from sharpbench.jsonsafe import finite_or_none
-from sharpbench.scoring.metrics import (Bootstrap, Hparams, conditional_mutual_information, granulated_kendall, kendall_tau,
-                                metric_replicates, spearman)
-from sharpbench.scoring.pgdl import conditional_mi_pgdl
-from sharpbench.scoring.resampling import (OutcomeSet, ResampledMeans, Target, needed_outcomes, resample_examples,
-                                   standard_targets, target_values)
+from sharpbench.scoring.ceiling import noise_ceiling as ceiling_of
+from sharpbench.scoring.metrics import METRICS, Context, evaluate
+from sharpbench.scoring.noise import pair_noise, plausible_truth, shrink_factor
+from sharpbench.scoring.pairs import Hparams
+from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, resampled_sums,
+                                           standard_targets, target_values)
 from sharpbench.scoring.sign_error import robust_sign_error
 
 __all__ = ["Bootstrap", "OutcomeSet", "Scores", "Target", "noise_ceiling", "numeric_hparams", "score_targets",
            "standard_targets", "target_values"]
 
 NO_OUTCOMES = ("the collection keeps no per-example outcomes (e.g. imported from a table of errors), so the "
-               "targets cannot be resampled over examples")
+               "test-set noise cannot be resampled")
+RANKED = "kendall_tau"
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Per target, the JSON-able score entry; and the oriented Kendall tau on each two-way resample (each
-    model-only resample when there are no per-example outcomes), which the leaderboard ranks measures with."""
+    """Per target, the JSON-able score entry; and the oriented Kendall tau's replicates (the point minus each
+    replicate's deviation, on the same resamples for every measure of a collection), which the leaderboard ranks
+    measures with."""
 
     targets: dict[str, dict[str, Any]]
     replicates: dict[str, np.ndarray]
 
 
-def _oriented_interval(interval: list[float], orientation: int) -> list[float]:
-    """An interval of a score multiplied by the orientation."""
+def _finite(replicates: np.ndarray) -> np.ndarray:
+    return replicates[np.isfinite(replicates)]
+
+
+def noise_interval(replicates: np.ndarray, point: float, bounds: tuple[float, float],
+                   bootstrap: Bootstrap) -> list[float]:
+    """The point minus the upper and lower quantiles of the replicates' deviations from their mean, clipped to the
+    metric's range and widened to hold the point; NaN without a defined replicate or point."""
+    finite = _finite(replicates)
+    if not len(finite) or not math.isfinite(point):
+        return [math.nan, math.nan]
+    low_q, high_q = bootstrap.tails
+    center = finite.mean()
+    low = point - (np.quantile(finite, high_q) - center)
+    high = point - (np.quantile(finite, low_q) - center)
+    return [float(min(max(low, bounds[0]), point)), float(max(min(high, bounds[1]), point))]
+
+
+def models_interval(replicates: np.ndarray, point: float, bootstrap: Bootstrap) -> list[float]:
+    """The percentile interval of the replicates over models, widened to hold the point."""
+    finite = _finite(replicates)
+    if not len(finite) or not math.isfinite(point):
+        return [math.nan, math.nan]
+    low, high = np.quantile(finite, bootstrap.tails)
+    return [float(min(low, point)), float(max(high, point))]
+
+
+def _oriented(interval: list[float], orientation: int) -> list[float]:
     low, high = orientation * interval[0], orientation * interval[1]
     return [min(low, high), max(low, high)]
 
 
-def _sign_error_entry(name: str, target: Target, sets: Mapping[str, OutcomeSet] | None, values: np.ndarray,
-                      observed: np.ndarray, hparams: Hparams, orientation: int,
-                      notes: dict[str, str]) -> tuple[dict[str, Any] | None, int | None]:
+def _pivoted(replicates: np.ndarray, point: float) -> np.ndarray:
+    """Replicates of the point itself: the point minus each replicate's deviation from their mean."""
+    finite = _finite(replicates)
+    return point - (replicates - finite.mean()) if len(finite) else np.full(len(replicates), np.nan)
+
+
+@dataclass
+class _Target:
+    """One target's observations: its values, and (with per-example outcomes) each resample's noise and its pair
+    noise."""
+
+    observed: np.ndarray
+    noise: np.ndarray | None = None
+    pair_noise: float | None = None
+
+
+def _entry(name: str, target: Target, found: _Target, context: Context, point: dict[str, np.ndarray],
+           models: dict[str, np.ndarray], noise: dict[str, np.ndarray] | None, sets: Mapping[str, OutcomeSet] | None,
+           bootstrap: Bootstrap) -> dict[str, Any]:
+    """The score entry of one target (floats, NaN where undefined; made JSON-able by the caller)."""
+    orientation = context.orientation
+    notes: dict[str, str] = {}
+    entry: dict[str, Any] = {}
+    oriented: dict[str, Any] = {}
+    for metric in METRICS.values():
+        keys = [metric.name] + sorted(key for key in point if key.startswith(metric.name + "/"))
+        for key in keys:
+            value = float(point[key][0])
+            interval = (noise_interval(noise[key], value, metric.bounds, bootstrap) if noise is not None
+                        else [math.nan, math.nan])
+            interval_models = models_interval(models[key], value, bootstrap)
+            if key == metric.name:
+                entry.update({key: value, f"{key}_ci": interval, f"{key}_ci_models": interval_models})
+                if metric.oriented:
+                    oriented.update({key: orientation * value, f"{key}_ci": _oriented(interval, orientation),
+                                     f"{key}_ci_models": _oriented(interval_models, orientation)})
+            else:
+                part = key.split("/", 1)[1]
+                entry.setdefault(f"{metric.name}_per_{metric.parts}", {})[part] = value
+                entry.setdefault(f"{metric.name}_per_{metric.parts}_ci", {})[part] = interval
+        if metric.details is not None:
+            entry.update(metric.details(context, found.observed))
+    refusal = entry.get("conditional_mi_pgdl_refused")
+    if refusal:
+        notes["conditional_mi_pgdl"] = f"refused as PGDL's scoring program refuses it: {refusal}"
+    entry["oriented"] = oriented
+    if noise is None or found.noise is None or found.pair_noise is None:
+        notes["intervals"] = notes["noise_ceiling"] = NO_OUTCOMES
+        entry.update({"noise_ceiling": None, "noise_ceiling_ci": [None, None], "reliability": None,
+                      "kendall_tau_of_ceiling": None, "kendall_tau_of_ceiling_ci": [None, None]})
+    else:
+        ceiling, ceiling_ci, ceiling_replicates = ceiling_of(found.observed, found.noise, found.pair_noise, bootstrap)
+        entry.update({"noise_ceiling": ceiling, "noise_ceiling_ci": ceiling_ci,
+                      "reliability": shrink_factor(found.observed, found.pair_noise) ** 2})
+        entry.update(_fraction_of_ceiling(orientation * entry[RANKED], orientation * noise[RANKED], ceiling,
+                                          ceiling_ci, ceiling_replicates, bootstrap, notes))
+    sign_errors, n_examples = _sign_error_entry(name, target, sets, context, found.observed, notes)
+    entry.update({"robust_sign_error": sign_errors, "n_examples": n_examples,
+                  "examples_resampled": noise is not None, "notes": notes})
+    return entry
+
+
+def _fraction_of_ceiling(tau: float, tau_replicates: np.ndarray, ceiling: float, ceiling_ci: list[float],
+                         ceiling_replicates: np.ndarray, bootstrap: Bootstrap, notes: dict[str, str]) -> dict[str, Any]:
+    """The oriented tau over the ceiling, and the percentile interval of the ratio of their paired replicates;
+    undefined where the ceiling's interval reaches 0 (the ratio is then unbounded)."""
+    if not (math.isfinite(tau) and math.isfinite(ceiling)) or not ceiling_ci[0] > 0:
+        notes["kendall_tau_of_ceiling"] = "not shown: the ceiling's interval reaches 0"
+        return {"kendall_tau_of_ceiling": None, "kendall_tau_of_ceiling_ci": [None, None]}
+    paired = _pivoted(tau_replicates, tau)[: len(ceiling_replicates)] / ceiling_replicates
+    return {"kendall_tau_of_ceiling": tau / ceiling,
+            "kendall_tau_of_ceiling_ci": models_interval(paired, tau / ceiling, bootstrap)}
+
+
+def _sign_error_entry(name: str, target: Target, sets: Mapping[str, OutcomeSet] | None, context: Context,
+                      observed: np.ndarray, notes: dict[str, str]) -> tuple[dict[str, Any] | None, int | None]:
     """The robust sign error of a target whose outcomes are 0/1 errors (Hoeffding's weights need outcomes in
-    [0, 1]), with n the smallest of its sets; otherwise None and a note saying why."""
+    [0, 1]), with n the size of the set the target is measured on (its first term's: the test set for the gap);
+    otherwise None and a note saying why."""
     if sets is None:
         notes["robust_sign_error"] = NO_OUTCOMES + " (its weights need the test set's size)"
         return None, None
-    bounded = all(kind == "error" and np.all((sets[set_name].error >= 0) & (sets[set_name].error <= 1))
-                  for set_name, kind, _ in target.terms)
-    if not bounded:
-        notes["robust_sign_error"] = (f"'{name}' reads outcomes outside [0, 1] (a loss or a squared error), "
+    if not all(sets[set_name].counted(kind) for set_name, kind, _ in target.terms):
+        notes["robust_sign_error"] = (f"'{name}' reads outcomes outside {{0, 1}} (a loss or a squared error), "
                                       "where Hoeffding's weights do not apply")
         return None, None
-    n_examples = min(sets[set_name].examples for set_name in target.sets)
-    return robust_sign_error(values, observed, hparams, n_examples, orientation), n_examples
-
-
-def _entry(name: str, target: Target, values: np.ndarray, observed: np.ndarray, hparams: Hparams,
-           bootstrap: Bootstrap, orientation: int, model_only: dict[str, np.ndarray],
-           two_way: dict[str, np.ndarray] | None, sets: Mapping[str, OutcomeSet] | None,
-           means: Mapping[tuple[str, str], ResampledMeans] | None, indices: np.ndarray) -> dict[str, Any]:
-    """The score entry of one target (floats, NaN where undefined; made JSON-able by the caller)."""
-    notes: dict[str, str] = {}
-
-    def models(key: str) -> list[float]:
-        return list(bootstrap.interval(model_only[key]))
-
-    granulated = granulated_kendall(values, observed, hparams)
-    conditional = conditional_mutual_information(values, observed, hparams)
-    pgdl = conditional_mi_pgdl(values, observed, hparams, orientation)
-    tau, rho = kendall_tau(values, observed), spearman(values, observed)
-    estimates = {"kendall_tau": tau, "spearman": rho, "granulated_kendall": granulated.mean,
-                 "conditional_mi": conditional.value, "conditional_mi_pgdl": pgdl.value,
-                 **{f"granulated_kendall/{h}": value for h, value in granulated.per_hparam.items()}}
-
-    def both(key: str) -> list[float | None]:
-        if two_way is None:
-            return [None, None]
-        bounds = (0.0, 1.0) if key.startswith("conditional_mi") else (-1.0, 1.0)
-        return list(bootstrap.basic_interval(two_way[key], estimates[key], bounds))
-
-    if two_way is None or sets is None or means is None:
-        notes["two_way"] = notes["noise_ceiling"] = NO_OUTCOMES
-        ceiling, ceiling_ci = None, [None, None]
-    else:
-        ceiling = split_half_estimate(target, sets, seed=bootstrap.seed)
-        ceiling_ci = list(bootstrap.interval(ceiling_replicates(target, means, indices)))
-    sign_errors, n_examples = _sign_error_entry(name, target, sets, values, observed, hparams, orientation, notes)
-    tau_ci = both("kendall_tau")
-    return {
-        "kendall_tau": tau, "kendall_tau_ci": tau_ci, "kendall_tau_ci_models": models("kendall_tau"),
-        "spearman": rho, "spearman_ci": both("spearman"), "spearman_ci_models": models("spearman"),
-        "granulated_kendall": granulated.mean, "granulated_kendall_ci": both("granulated_kendall"),
-        "granulated_kendall_ci_models": models("granulated_kendall"),
-        "granulated_kendall_per_hparam": granulated.per_hparam,
-        "granulated_kendall_per_hparam_ci": {h: both(f"granulated_kendall/{h}") for h in granulated.per_hparam},
-        "granulated_kendall_groups": granulated.groups,
-        "conditional_mi": conditional.value, "conditional_mi_ci": both("conditional_mi"),
-        "conditional_mi_ci_models": models("conditional_mi"), "conditional_mi_condition": list(conditional.condition),
-        "conditional_mi_pgdl": pgdl.value, "conditional_mi_pgdl_ci": both("conditional_mi_pgdl"),
-        "conditional_mi_pgdl_ci_models": models("conditional_mi_pgdl"),
-        "conditional_mi_pgdl_condition": list(pgdl.condition),
-        "oriented": {
-            "kendall_tau": orientation * tau,
-            "kendall_tau_ci": _oriented_interval(tau_ci, orientation) if two_way is not None else [None, None],
-            "kendall_tau_ci_models": _oriented_interval(models("kendall_tau"), orientation),
-            "spearman": orientation * rho,
-            "spearman_ci": _oriented_interval(both("spearman"), orientation) if two_way is not None else [None, None],
-            "granulated_kendall": orientation * granulated.mean,
-            "granulated_kendall_ci": (_oriented_interval(both("granulated_kendall"), orientation)
-                                      if two_way is not None else [None, None]),
-        },
-        "noise_ceiling": ceiling, "noise_ceiling_ci": ceiling_ci,
-        "kendall_tau_of_ceiling": orientation * tau / ceiling if ceiling else None,
-        "robust_sign_error": sign_errors, "n_examples": n_examples,
-        "two_way": two_way is not None,
-        "notes": notes,
-    }
+    n_examples = sets[target.terms[0][0]].examples
+    return robust_sign_error(context.values, observed, context.hparams, n_examples, context.orientation), n_examples
 
 
 def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: Mapping[str, OutcomeSet] | None,
                   hparams: Hparams, *, bootstrap: Bootstrap = Bootstrap(), orientation: int = 1,
                   aggregates: Mapping[str, Sequence[float]] | None = None) -> Scores:
-    """Every metric of the measure against every target, with model-only and two-way intervals.
+    """Every metric of the measure against every target, with its test-set-noise and model intervals.
 
     ``orientation`` is +1 when the card says ``higher_means: worse`` and -1 for ``better``. ``sets`` holds the
     per-example outcomes of every evaluation set; ``sets=None`` (a collection without them) takes each target's
-    values from ``aggregates``, and then only the model-only intervals are computed."""
+    values from ``aggregates``, and then only the model intervals are computed."""
     if orientation not in (1, -1):
         raise ValueError(f"orientation must be +1 (higher means worse) or -1 (better), got {orientation}")
-    values = np.asarray(values, dtype=float)
-    indices = bootstrap.indices(len(values))
+    context = Context.of(values, hparams, orientation)
+    model_draws = bootstrap.indices(context.n)
     if sets is None:
         missing = [name for name in targets if name not in (aggregates or {})]
         if missing:
             raise ValueError(f"without per-example outcomes every target needs its values in `aggregates`; "
                              f"missing: {missing}")
-        observed = {name: np.asarray(aggregates[name], dtype=float) for name in targets}
-        means = None
     else:
-        observed = {name: target_values(target, sets) for name, target in targets.items()}
-        means = resample_examples(sets, needed_outcomes(targets), bootstrap)
+        for target in targets.values():
+            check_sets(target, sets)
+        needed = {key for target in targets.values() for key in target.needed}
+        full, resampled = full_sums(sets, needed), resampled_sums(sets, needed, bootstrap)
     entries: dict[str, dict[str, Any]] = {}
     replicates: dict[str, np.ndarray] = {}
     for name, target in targets.items():
-        fixed = np.broadcast_to(observed[name], (len(indices), len(values)))
-        if means is None:
-            model_only, two_way = metric_replicates(values, fixed, hparams, indices, orientation), None
-        else:  # both bootstraps in one pass: the fixed target's resamples, then the resampled targets'
-            both = metric_replicates(values, np.concatenate([fixed, target.combine({key: value.full for key, value
-                                                                                     in means.items()})]),
-                                     hparams, np.concatenate([indices, indices]), orientation)
-            model_only = {key: value[: len(indices)] for key, value in both.items()}
-            two_way = {key: value[len(indices):] for key, value in both.items()}
-        entries[name] = finite_or_none(_entry(name, target, values, observed[name], hparams, bootstrap, orientation,
-                                              model_only, two_way, sets, means, indices))
-        replicates[name] = orientation * (two_way if two_way is not None else model_only)["kendall_tau"]
+        # one target at a time: its resampled noise is resamples x models
+        if sets is None:
+            found = _Target(np.asarray(aggregates[name], dtype=float))
+        else:
+            observed = target.combine(full, sets)
+            found = _Target(observed, target.combine(resampled, sets) - observed, pair_noise(target, sets))
+        observed = found.observed
+        point = evaluate(context, observed[None])
+        models = evaluate(context, observed[None], model_draws)
+        noise = None
+        if found.noise is not None:
+            noise = evaluate(context, plausible_truth(observed, found.pair_noise) + found.noise)
+        entries[name] = finite_or_none(_entry(name, target, found, context, point, models, noise, sets, bootstrap))
+        tau = orientation * float(point[RANKED][0])
+        replicates[name] = (_pivoted(orientation * noise[RANKED], tau) if noise is not None
+                            else orientation * models[RANKED])
     return Scores(entries, replicates)
+
+
+def noise_ceiling(target: Target, sets: Mapping[str, OutcomeSet], *,
+                  bootstrap: Bootstrap = Bootstrap()) -> tuple[float, list[float]]:
+    """(estimate, [low, high]): one target's noise ceiling and its interval."""
+    check_sets(target, sets)
+    observed = target_values(target, sets)
+    resampled = target.combine(resampled_sums(sets, target.needed, bootstrap), sets)
+    estimate, interval, _ = ceiling_of(observed, resampled - observed, pair_noise(target, sets), bootstrap)
+    return estimate, interval
 
 
 def numeric_hparams(hparams: Sequence[Mapping[str, Any]], grid: Mapping[str, Sequence[Any]]) -> dict[str, list[float]]:
