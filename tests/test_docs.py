@@ -577,6 +577,9 @@ def test_pages_name_every_registered_thing() -> None:
     missing += [f"collection card field {name}" for name in collection_fields if f"`{name}`" not in collections]
     for kind, names in registry_kinds().items():
         missing += [f"{kind} {name}" for name in names if f"`{name}`" not in collections]
+    from sharpbench.scoring.metrics import METRICS
+    scoring = (ROOT / "docs" / "scoring.md").read_text(encoding="utf-8")
+    missing += [f"metric {name}" for name in METRICS if f"`{name}`" not in scoring]
     assert not missing, "not documented: " + ", ".join(missing)
 
 

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from sharpbench.scoring.noise import mean_pair_square, pair_noise, plausible_truth, shrink_factor, truth_variance
-from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, resampled_sums, standard_targets,
-                                           target_values)
+from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, rare_count_noise, resampled_sums,
+                                           standard_targets, target_values)
 
 
 def outcomes(rng: np.random.Generator, models: int, examples: int, p: float = 0.2, sample: str = "") -> OutcomeSet:
@@ -153,3 +153,19 @@ def test_the_plausible_truth_keeps_the_order_and_the_mean():
     # a spread within the noise: the truth's variance is a small part of a model's noise, yet not 0
     within = 10 * mean_pair_square(observed)
     assert 0 < truth_variance(mean_pair_square(observed) / 2, within, 60) < within / 2 / 20
+
+
+def test_rare_count_noise_is_what_resampling_misses_for_models_with_few_errors():
+    n = 599
+    error = np.zeros((3, n), dtype=np.uint8)
+    error[1, :1] = 1                   # one error
+    error[2, :60] = 1                  # sixty errors: resampling's own variance is about Agresti-Coull's
+    sets = {"test": OutcomeSet(error, error.astype(np.float32))}
+    noise = rare_count_noise(sets, Target((("test", "error", 1.0),)), Bootstrap(resamples=20000))
+    smoothed = 2 / (n + 4)
+    assert noise[:, 0].std() == pytest.approx(np.sqrt(smoothed * (1 - smoothed) / (n + 4)), rel=0.03)
+    # one error: about as much again; sixty: under 3% of the variance resampling gives it
+    assert noise[:, 1].std() == pytest.approx(noise[:, 0].std(), rel=0.03)
+    assert noise[:, 2].var() < 0.03 * (60 / n) * (1 - 60 / n) / n
+    # a loss is not a count: nothing is added
+    assert rare_count_noise(sets, Target((("test", "loss", 1.0),)), Bootstrap(resamples=5)) == 0.0

@@ -74,4 +74,4 @@ def _ceiling_text(collection: Collection) -> str:
         return "n/a (no per-example outcomes: run `sharpbench collection build`)"
     value, bounds = noise_ceiling(standard_targets(collection.shifts)["test_error"], sets)
     text = f"{number(value)} {interval(bounds)}"
-    return text + (f" (below {LOW_CEILING}: mostly test-set noise)" if value < LOW_CEILING else "")
+    return text + (f" (below {LOW_CEILING}: test-set noise blurs much of the ranking)" if value < LOW_CEILING else "")

@@ -60,21 +60,27 @@ def _kendall_pairs(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None) ->
     m = rows.shape[1]
     first, second = _pairs(m)
     x = np.asarray(x, dtype=float)
+    fixed = np.sign(x[first] - x[second]) if x.ndim == 1 else None
     out = np.empty(len(rows))
     step = max(1, _CHUNK_ELEMENTS // max(1, len(first)))
     for start in range(0, len(rows), step):
         block = rows[start:start + step]
         sign_y = np.sign(block[:, first] - block[:, second])
-        sign_x = (np.sign(x[first] - x[second])[None] if x.ndim == 1
-                  else np.sign(x[start:start + step, first] - x[start:start + step, second]))
+        sign_x = fixed if fixed is not None else np.sign(x[start:start + step, first] - x[start:start + step, second])
         if draws is None:
-            weight = 1.0
+            if fixed is not None:      # one x: a matrix-vector product
+                concordance = sign_y @ fixed
+                ordered_x = np.full(len(block), float(np.count_nonzero(fixed)))
+            else:
+                concordance = np.einsum("ij,ij->i", sign_x, sign_y)
+                ordered_x = np.count_nonzero(sign_x, axis=1).astype(float)
+            ordered_y = np.count_nonzero(sign_y, axis=1).astype(float)
         else:
             counts = multiplicities(draws[start:start + step], m)
             weight = counts[:, first] * counts[:, second]
-        concordance = (weight * sign_x * sign_y).sum(axis=1)
-        ordered_x = (weight * np.abs(sign_x)).sum(axis=1)
-        ordered_y = (weight * np.abs(sign_y)).sum(axis=1)
+            concordance = (weight * sign_x * sign_y).sum(axis=1)
+            ordered_x = (weight * np.abs(sign_x)).sum(axis=1)
+            ordered_y = (weight * np.abs(sign_y)).sum(axis=1)
         out[start:start + step] = _ratio(concordance, np.sqrt(ordered_x * ordered_y))
     return out
 

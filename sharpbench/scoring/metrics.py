@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 from sharpbench.scoring import correlation, pgdl
 from sharpbench.scoring.pairs import Hparams, Pairs, coupled, nanmean, nanmin, ratio, varied_hparams
@@ -240,7 +240,7 @@ def _condition_sets(names: list[str]) -> list[tuple[str, ...]]:
 
 def _clogc(counts: np.ndarray) -> np.ndarray:
     """Per resample, the sum of c log c over ``counts`` (leading sign axes, then resamples, then cells)."""
-    terms = special.xlogy(counts, counts)
+    terms = pgdl.xlogx(counts)
     return terms.sum(axis=tuple(range(terms.ndim - 2))).sum(axis=-1)
 
 

@@ -78,9 +78,14 @@ def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.combinations(names, 2)) if len(names) >= 2 else [tuple(names)]
 
 
+def xlogx(counts: np.ndarray) -> np.ndarray:
+    """c log c elementwise, 0 at 0."""
+    return special.xlogy(counts, counts)
+
+
 def _clogc(counts: np.ndarray) -> np.ndarray:
     """The sum of c log c over the leading (sign) axes: resamples x cells."""
-    terms = special.xlogy(counts, counts)
+    terms = xlogx(counts)
     return terms.sum(axis=tuple(range(terms.ndim - 2)))
 
 
@@ -100,7 +105,7 @@ def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: t
     # table c, its gap margin g and measure margin m; H(gap) = (N log N - sum g log g) / (N ln 2)
     size = table.sum(axis=(0, 1))
     occupied = size > 0
-    cell, gap_part = special.xlogy(size, size), _clogc(table.sum(axis=1))
+    cell, gap_part = xlogx(size), _clogc(table.sum(axis=1))
     information = ratio(_clogc(table) - gap_part - _clogc(table.sum(axis=0)) + cell, size * math.log(2))
     gap_entropy = ratio(cell - gap_part, size * math.log(2))
     # rounding leaves about 1e-16 where a cell's value is exactly 0 (an empty cell gives NaN): both read as 0

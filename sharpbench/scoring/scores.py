@@ -28,8 +28,8 @@ from sharpbench.scoring.ceiling import noise_ceiling as ceiling_of
 from sharpbench.scoring.metrics import METRICS, Context, evaluate
 from sharpbench.scoring.noise import pair_noise, plausible_truth, shrink_factor
 from sharpbench.scoring.pairs import Hparams
-from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, resampled_sums,
-                                           standard_targets, target_values)
+from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, rare_count_noise,
+                                           resampled_sums, standard_targets, target_values)
 from sharpbench.scoring.sign_error import robust_sign_error
 
 __all__ = ["Bootstrap", "OutcomeSet", "Scores", "Target", "noise_ceiling", "numeric_hparams", "score_targets",
@@ -202,7 +202,8 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
             found = _Target(np.asarray(aggregates[name], dtype=float))
         else:
             observed = target.combine(full, sets)
-            found = _Target(observed, target.combine(resampled, sets) - observed, pair_noise(target, sets))
+            noise = target.combine(resampled, sets) - observed + rare_count_noise(sets, target, bootstrap)
+            found = _Target(observed, noise, pair_noise(target, sets))
         observed = found.observed
         point = evaluate(context, observed[None])
         models = evaluate(context, observed[None], model_draws)
@@ -221,8 +222,9 @@ def noise_ceiling(target: Target, sets: Mapping[str, OutcomeSet], *,
     """(estimate, [low, high]): one target's noise ceiling and its interval."""
     check_sets(target, sets)
     observed = target_values(target, sets)
-    resampled = target.combine(resampled_sums(sets, target.needed, bootstrap), sets)
-    estimate, interval, _ = ceiling_of(observed, resampled - observed, pair_noise(target, sets), bootstrap)
+    noise = (target.combine(resampled_sums(sets, target.needed, bootstrap), sets) - observed
+             + rare_count_noise(sets, target, bootstrap))
+    estimate, interval, _ = ceiling_of(observed, noise, pair_noise(target, sets), bootstrap)
     return estimate, interval
 
 

@@ -25,6 +25,7 @@ RATIOS = [
     ("average", "forwards", "average case / its plain forwards + noise draws", "<= 1.15"),
     ("study", "sharpbench", "the study's released code / sharpbench (speed-up)", "> 1"),
     ("ray", "local", "Ray executor (2 workers) / local executor", "< 1 one model per task"),
+    ("scoring", "floor", "one target's scoring / its resampled targets + one tau per resample", ""),
 ]
 # (group, the larger label, the smaller, what the difference per model says): seconds, not ratios
 DIFFERENCES = [("overhead", "ray", "local", "Ray's overhead per task (s), param-norm one model per task")]
