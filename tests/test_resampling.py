@@ -158,14 +158,14 @@ def test_the_plausible_truth_keeps_the_order_and_the_mean():
 def test_rare_count_noise_is_what_resampling_misses_for_models_with_few_errors():
     n = 599
     error = np.zeros((3, n), dtype=np.uint8)
-    error[1, :1] = 1                   # one error
-    error[2, :60] = 1                  # sixty errors: resampling's own variance is about Agresti-Coull's
+    error[1, :10] = 1                  # ten errors
+    error[2, :60] = 1                  # sixty errors
     sets = {"test": OutcomeSet(error, error.astype(np.float32))}
     noise = rare_count_noise(sets, Target((("test", "error", 1.0),)), Bootstrap(resamples=20000))
-    smoothed = 2 / (n + 4)
-    assert noise[:, 0].std() == pytest.approx(np.sqrt(smoothed * (1 - smoothed) / (n + 4)), rel=0.03)
-    # one error: about as much again; sixty: under 3% of the variance resampling gives it
-    assert noise[:, 1].std() == pytest.approx(noise[:, 0].std(), rel=0.03)
-    assert noise[:, 2].var() < 0.03 * (60 / n) * (1 - 60 / n) / n
+    # no error: the posterior mean of p (1 - p) / n under Jeffreys' prior, (1/2)(n + 1/2) / ((n + 1)(n + 2) n)
+    assert noise[:, 0].var() == pytest.approx(0.5 * (n + 0.5) / ((n + 1) * (n + 2) * n), rel=0.03)
+    # ten and sixty errors: a few percent of resampling's own variance
+    for row, k in ((1, 10), (2, 60)):
+        assert noise[:, row].var() < 0.06 * k * (n - k) / n ** 3
     # a loss is not a count: nothing is added
     assert rare_count_noise(sets, Target((("test", "loss", 1.0),)), Bootstrap(resamples=5)) == 0.0

@@ -54,9 +54,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         help="redo the whole publication: every built-in measure on every published collection (building those "
              "not built here) at its defaults, and the study's radius sweeps of the sharpness variants; publish "
              "each and build the tables (values the results store holds for the current code are reused)")
-    reproduce_action.add_argument("--collection", action="append", metavar="NAME",
-                                  help="only this collection (repeatable; default: every collection with results "
-                                       "under DIR/results)")
+    _collection_option(reproduce_action)
     reproduce_action.add_argument("--measure", action="append", metavar="NAME",
                                   help="only this measure (repeatable; default: every built-in measure)")
     reproduce_action.add_argument("--no-sweeps", action="store_true", help="the defaults only, no radius sweeps")
@@ -67,9 +65,14 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         help="score every result file under DIR/results again with this checkout's scoring code, from the file's "
              "own values and the published build's per-example outcomes (a file computed by other code is left "
              "as it is and listed; exit 1 then); then build the tables")
-    rescore_action.add_argument("--collection", action="append", metavar="NAME",
-                                help="only this collection (repeatable; default: every collection with results)")
+    _collection_option(rescore_action)
     rescore_action.set_defaults(run=rescore_results)
+
+
+def _collection_option(action: argparse.ArgumentParser) -> None:
+    action.add_argument("--collection", action="append", metavar="NAME",
+                        help="only this collection (repeatable; default: every collection with results under "
+                             "DIR/results)")
 
 
 def sample_size(text: str) -> int:
