@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from sharpbench.scoring.noise import mean_pair_square, pair_noise, plausible_truth, shrink_factor, truth_variance
-from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, rare_count_noise, resampled_sums,
-                                           standard_targets, target_values)
+from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, resampled_sums, standard_targets,
+                                           target_values)
 
 
 def outcomes(rng: np.random.Generator, models: int, examples: int, p: float = 0.2, sample: str = "") -> OutcomeSet:
@@ -154,18 +154,3 @@ def test_the_plausible_truth_keeps_the_order_and_the_mean():
     within = 10 * mean_pair_square(observed)
     assert 0 < truth_variance(mean_pair_square(observed) / 2, within, 60) < within / 2 / 20
 
-
-def test_rare_count_noise_is_what_resampling_misses_for_models_with_few_errors():
-    n = 599
-    error = np.zeros((3, n), dtype=np.uint8)
-    error[1, :10] = 1                  # ten errors
-    error[2, :60] = 1                  # sixty errors
-    sets = {"test": OutcomeSet(error, error.astype(np.float32))}
-    noise = rare_count_noise(sets, Target((("test", "error", 1.0),)), Bootstrap(resamples=20000))
-    # no error: the posterior mean of p (1 - p) / n under Jeffreys' prior, (1/2)(n + 1/2) / ((n + 1)(n + 2) n)
-    assert noise[:, 0].var() == pytest.approx(0.5 * (n + 0.5) / ((n + 1) * (n + 2) * n), rel=0.03)
-    # ten and sixty errors: a few percent of resampling's own variance
-    for row, k in ((1, 10), (2, 60)):
-        assert noise[:, row].var() < 0.06 * k * (n - k) / n ** 3
-    # a loss is not a count: nothing is added
-    assert rare_count_noise(sets, Target((("test", "loss", 1.0),)), Bootstrap(resamples=5)) == 0.0

@@ -225,23 +225,3 @@ def resampled_sums(sets: Mapping[str, OutcomeSet], needed: set[tuple[str, str]],
                 out[(name, kind)] = result
     return out
 
-
-def rare_count_noise(sets: Mapping[str, OutcomeSet], target: Target, bootstrap: Bootstrap) -> np.ndarray | float:
-    """The noise that resampling cannot give a model with few errors in a set, added to each resample: resampling
-    a model's k errors among n examples varies its error rate by k (n - k) / n^3, exactly 0 for k = 0, while a
-    fresh test set would give such a model some errors. Per counted set and model, independent Gaussian noise with
-    the variance by which the posterior mean of p (1 - p) / n under Jeffreys' prior, (k + 1/2)(n - k + 1/2) /
-    ((n + 1)(n + 2) n), exceeds it: 1 / (2 n^2) at k = 0, a few percent of it at k = 10, so that models with no or
-    one error do not stay tied in every resample while the others keep resampling's variance. Seeded by the set's
-    name: every measure sees the same. resamples x models, or 0.0 when no term is a count."""
-    extra: np.ndarray | float = 0.0
-    for name, kind, coefficient in target.terms:
-        if not sets[name].counted(kind):
-            continue
-        n = sets[name].examples
-        k = np.asarray(sets[name].error, dtype=np.int64).sum(axis=1).astype(float)
-        posterior = (k + 0.5) * (n - k + 0.5) / ((n + 1) * (n + 2) * n)
-        variance = np.maximum(posterior - k * (n - k) / n ** 3, 0.0)
-        rng = np.random.default_rng([bootstrap.seed, zlib.crc32(f"rare/{name}".encode())])
-        extra = extra + coefficient * np.sqrt(variance) * rng.standard_normal((bootstrap.resamples, len(k)))
-    return extra

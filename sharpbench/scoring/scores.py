@@ -28,8 +28,8 @@ from sharpbench.scoring.ceiling import noise_ceiling as ceiling_of
 from sharpbench.scoring.metrics import METRICS, Context, evaluate
 from sharpbench.scoring.noise import pair_noise, plausible_truth, shrink_factor
 from sharpbench.scoring.pairs import Hparams
-from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, rare_count_noise,
-                                           resampled_sums, standard_targets, target_values)
+from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, resampled_sums,
+                                           standard_targets, target_values)
 from sharpbench.scoring.sign_error import robust_sign_error
 
 __all__ = ["Bootstrap", "OutcomeSet", "Scores", "Target", "noise_ceiling", "numeric_hparams", "score_targets",
@@ -148,8 +148,10 @@ def _fraction_of_ceiling(tau: float, tau_replicates: np.ndarray, ceiling: float,
                          ceiling_replicates: np.ndarray, bootstrap: Bootstrap, notes: dict[str, str]) -> dict[str, Any]:
     """The oriented tau over the ceiling, and the percentile interval of the ratio of their paired replicates;
     undefined where the ceiling's interval reaches 0 (the ratio is then unbounded)."""
-    if not (math.isfinite(tau) and math.isfinite(ceiling)) or not ceiling_ci[0] > 0:
-        notes["kendall_tau_of_ceiling"] = "not shown: the ceiling's interval reaches 0"
+    if not (math.isfinite(tau) and math.isfinite(ceiling)):
+        return {"kendall_tau_of_ceiling": None, "kendall_tau_of_ceiling_ci": [None, None]}
+    if not ceiling_ci[0] > 0:
+        notes["kendall_tau_of_ceiling"] = "not shown: the ceiling's interval reaches 0, so the ratio is unbounded"
         return {"kendall_tau_of_ceiling": None, "kendall_tau_of_ceiling_ci": [None, None]}
     paired = _pivoted(tau_replicates, tau)[: len(ceiling_replicates)] / ceiling_replicates
     return {"kendall_tau_of_ceiling": tau / ceiling,
@@ -202,8 +204,7 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
             found = _Target(np.asarray(aggregates[name], dtype=float))
         else:
             observed = target.combine(full, sets)
-            noise = target.combine(resampled, sets) - observed + rare_count_noise(sets, target, bootstrap)
-            found = _Target(observed, noise, pair_noise(target, sets))
+            found = _Target(observed, target.combine(resampled, sets) - observed, pair_noise(target, sets))
         observed = found.observed
         point = evaluate(context, observed[None])
         models = evaluate(context, observed[None], model_draws)
@@ -222,8 +223,7 @@ def noise_ceiling(target: Target, sets: Mapping[str, OutcomeSet], *,
     """(estimate, [low, high]): one target's noise ceiling and its interval."""
     check_sets(target, sets)
     observed = target_values(target, sets)
-    noise = (target.combine(resampled_sums(sets, target.needed, bootstrap), sets) - observed
-             + rare_count_noise(sets, target, bootstrap))
+    noise = target.combine(resampled_sums(sets, target.needed, bootstrap), sets) - observed
     estimate, interval, _ = ceiling_of(observed, noise, pair_noise(target, sets), bootstrap)
     return estimate, interval
 
