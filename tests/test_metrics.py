@@ -13,7 +13,7 @@ from sharpbench.scoring.metrics import (METRICS, Context, conditional_mutual_inf
                                         granulated_kendall, kendall_tau, spearman, tau_vs_hparams)
 from sharpbench.scoring.pgdl import conditional_mi_pgdl
 from sharpbench.scoring.resampling import Bootstrap
-from sharpbench.scoring.scores import models_interval
+from sharpbench.scoring.intervals import models_interval
 
 
 def tau_b_by_counting(x, y):
@@ -200,12 +200,12 @@ def test_model_intervals_are_seeded_percentiles_that_drop_undefined_resamples():
     second = replicates_of(values, target, {}, bootstrap)["kendall_tau"]
     assert np.array_equal(first, second, equal_nan=True)
     point = kendall_tau(values, target)
-    low, high = models_interval(first, point, bootstrap)
+    low, high = models_interval(first, point, bootstrap=bootstrap)
     assert low <= point <= high and high - low > 0.01
-    assert models_interval(np.array([np.nan, 1.0, 2.0, 3.0]), 2.0, bootstrap) == pytest.approx([1.05, 2.95])
+    assert models_interval(np.array([np.nan, 1.0, 2.0, 3.0]), 2.0, bootstrap=bootstrap) == pytest.approx([1.05, 2.95])
     # the point is always inside: the interval widens to hold it
-    assert models_interval(np.array([1.0, 2.0, 3.0]), 5.0, bootstrap)[1] == 5.0
-    assert all(math.isnan(x) for x in models_interval(np.array([np.nan, np.nan]), 0.5, bootstrap))
+    assert models_interval(np.array([1.0, 2.0, 3.0]), 5.0, bootstrap=bootstrap)[1] == 5.0
+    assert all(math.isnan(x) for x in models_interval(np.array([np.nan, np.nan]), 0.5, bootstrap=bootstrap))
     # two models: half the resamples draw one model twice (undefined); the others give +-1
     two = replicates_of([1, 2], [1, 2], {}, Bootstrap(resamples=200))["kendall_tau"]
     assert set(two[np.isfinite(two)]) == {1.0} and np.isnan(two).sum() > 50

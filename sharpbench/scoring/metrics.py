@@ -5,8 +5,8 @@ symbol for tables, whether it is multiplied by the card's orientation (``oriente
 is a better prediction; an unoriented metric is one where larger is better whatever the sign), its range (where
 intervals are clipped), and a function that evaluates it on many resamples at once. Every score entry, the result
 schema, the report and the leaderboard's tables read these declarations (``METRICS``); a new metric is one
-decorated function. How every metric aggregates over resamples is the same and lives in
-:mod:`sharpbench.scoring.scores` (docs/scoring.md#intervals).
+decorated function. How its replicates become intervals is declared too (``intervals``; every metric here uses
+:mod:`sharpbench.scoring.intervals`' two, docs/scoring.md#intervals).
 
 Inputs: ``values`` (the measure, one per model), target rows (one target per resample, over all models) and
 optionally the models each resample draws; ``hparams`` ({hyperparameter: one value per model}). The
@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats
 
 from sharpbench.scoring import correlation, pgdl
+from sharpbench.scoring.intervals import Interval, models_interval, noise_interval
 from sharpbench.scoring.pairs import Hparams, Pairs, coupled, nanmean, nanmin, ratio, varied_hparams
 
 _CHUNK_ELEMENTS = 4_000_000  # resamples x pairs evaluated at once, to bound memory
@@ -135,7 +136,8 @@ class Metric:
 
     ``compute(context, rows, draws)`` gives, for target rows (resamples x models, or one row held fixed for every
     resample of models) and the models each resample draws (None: every model once), {name: (resamples,)} and, for a metric with parts, {name/part: (resamples,)}.
-    ``details(context, target)`` gives the entry's other fields at the point estimate."""
+    ``details(context, target)`` gives the entry's other fields at the point estimate; ``intervals`` how the
+    replicates become the interval for the test-set noise and the one over models (`sharpbench.scoring.intervals`)."""
 
     name: str
     title: str
@@ -148,6 +150,8 @@ class Metric:
     pairwise: bool = False            # evaluated over pairs of models (chunked over resamples)
     source: str = ""
     fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # the JSON Schema of each field of `details`
+    # how its replicates become intervals: (for the test-set noise, over models)
+    intervals: tuple[Interval, Interval] = (noise_interval, models_interval)
 
 
 METRICS: dict[str, Metric] = {}

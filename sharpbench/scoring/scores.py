@@ -25,6 +25,7 @@ import numpy as np
 
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.scoring.ceiling import noise_ceiling as ceiling_of
+from sharpbench.scoring.intervals import models_interval, pivoted
 from sharpbench.scoring.metrics import METRICS, Context, evaluate
 from sharpbench.scoring.noise import pair_noise, plausible_truth, shrink_factor
 from sharpbench.scoring.pairs import Hparams
@@ -50,42 +51,9 @@ class Scores:
     replicates: dict[str, np.ndarray]
 
 
-def _finite(replicates: np.ndarray) -> np.ndarray:
-    return replicates[np.isfinite(replicates)]
-
-
-def noise_interval(replicates: np.ndarray, point: float, bounds: tuple[float, float],
-                   bootstrap: Bootstrap) -> list[float]:
-    """The point minus the upper and lower quantiles of the replicates' deviations from their mean, clipped to the
-    metric's range and widened to hold the point; NaN without a defined replicate or point."""
-    finite = _finite(replicates)
-    if not len(finite) or not math.isfinite(point):
-        return [math.nan, math.nan]
-    low_q, high_q = bootstrap.tails
-    center = finite.mean()
-    low = point - (np.quantile(finite, high_q) - center)
-    high = point - (np.quantile(finite, low_q) - center)
-    return [float(min(max(low, bounds[0]), point)), float(max(min(high, bounds[1]), point))]
-
-
-def models_interval(replicates: np.ndarray, point: float, bootstrap: Bootstrap) -> list[float]:
-    """The percentile interval of the replicates over models, widened to hold the point."""
-    finite = _finite(replicates)
-    if not len(finite) or not math.isfinite(point):
-        return [math.nan, math.nan]
-    low, high = np.quantile(finite, bootstrap.tails)
-    return [float(min(low, point)), float(max(high, point))]
-
-
 def _oriented(interval: list[float], orientation: int) -> list[float]:
     low, high = orientation * interval[0], orientation * interval[1]
     return [min(low, high), max(low, high)]
-
-
-def _pivoted(replicates: np.ndarray, point: float) -> np.ndarray:
-    """Replicates of the point itself: the point minus each replicate's deviation from their mean."""
-    finite = _finite(replicates)
-    return point - (replicates - finite.mean()) if len(finite) else np.full(len(replicates), np.nan)
 
 
 @dataclass
@@ -110,9 +78,10 @@ def _entry(name: str, target: Target, found: _Target, context: Context, point: d
         keys = [metric.name] + sorted(key for key in point if key.startswith(metric.name + "/"))
         for key in keys:
             value = float(point[key][0])
-            interval = (noise_interval(noise[key], value, metric.bounds, bootstrap) if noise is not None
+            noise_ci, models_ci = metric.intervals
+            interval = (noise_ci(noise[key], value, metric.bounds, bootstrap) if noise is not None
                         else [math.nan, math.nan])
-            interval_models = models_interval(models[key], value, bootstrap)
+            interval_models = models_ci(models[key], value, metric.bounds, bootstrap)
             if key == metric.name:
                 entry.update({key: value, f"{key}_ci": interval, f"{key}_ci_models": interval_models})
                 if metric.oriented:
@@ -153,9 +122,9 @@ def _fraction_of_ceiling(tau: float, tau_replicates: np.ndarray, ceiling: float,
     if not ceiling_ci[0] > 0:
         notes["kendall_tau_of_ceiling"] = "not shown: the ceiling's interval reaches 0, so the ratio is unbounded"
         return {"kendall_tau_of_ceiling": None, "kendall_tau_of_ceiling_ci": [None, None]}
-    paired = _pivoted(tau_replicates, tau)[: len(ceiling_replicates)] / ceiling_replicates
+    paired = pivoted(tau_replicates, tau)[: len(ceiling_replicates)] / ceiling_replicates
     return {"kendall_tau_of_ceiling": tau / ceiling,
-            "kendall_tau_of_ceiling_ci": models_interval(paired, tau / ceiling, bootstrap)}
+            "kendall_tau_of_ceiling_ci": models_interval(paired, tau / ceiling, bootstrap=bootstrap)}
 
 
 def _sign_error_entry(name: str, target: Target, sets: Mapping[str, OutcomeSet] | None, context: Context,
@@ -213,7 +182,7 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
             noise = evaluate(context, plausible_truth(observed, found.pair_noise) + found.noise)
         entries[name] = finite_or_none(_entry(name, target, found, context, point, models, noise, sets, bootstrap))
         tau = orientation * float(point[RANKED][0])
-        replicates[name] = (_pivoted(orientation * noise[RANKED], tau) if noise is not None
+        replicates[name] = (pivoted(orientation * noise[RANKED], tau) if noise is not None
                             else orientation * models[RANKED])
     return Scores(entries, replicates)
 
