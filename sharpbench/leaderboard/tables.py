@@ -247,7 +247,8 @@ ORDER_NOTE = ("Scores are oriented by each card's expected sign (×−1 when a l
               "generalization), so larger is a better prediction; sorted by oriented Kendall τ against test error. "
               "A [95% CI] is the interval of the score's expected value over test sets of the collection's sizes, "
               "for these models (test-set noise); the rank interval is the ranks a measure takes over the same "
-              "resamples (overlapping intervals: not ordered). "
+              "resamples (overlapping intervals: not ordered). Neither includes how the scores would move over other "
+              "models from the same grid (each result file's _ci_models intervals) or over a rebuild. "
               f"Measures that read unlabeled test inputs or other models (rank marked {APART_MARK}) are listed and "
               "ranked after, and apart from, those that read the weights and training data alone.")
 

@@ -18,6 +18,7 @@ The metrics are declared in :mod:`sharpbench.scoring.metrics`; targets and their
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -163,17 +164,24 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
     else:
         for target in targets.values():
             check_sets(target, sets)
-        needed = {key for target in targets.values() for key in target.needed}
-        full, resampled = full_sums(sets, needed), resampled_sums(sets, needed, bootstrap)
+        full = full_sums(sets, {key for target in targets.values() for key in target.needed})
+        uses = Counter(key for target in targets.values() for key in target.needed)
+        resampled: dict[tuple[str, str], np.ndarray] = {}
     entries: dict[str, dict[str, Any]] = {}
     replicates: dict[str, np.ndarray] = {}
     for name, target in targets.items():
-        # one target at a time: its resampled noise is resamples x models
+        # one target at a time: its resampled noise is resamples x models; each set's resampled sums are drawn
+        # when a target first reads them and let go after the last one has (the draws depend on the seed alone)
         if sets is None:
             found = _Target(np.asarray(aggregates[name], dtype=float))
         else:
+            resampled.update(resampled_sums(sets, target.needed - resampled.keys(), bootstrap))
             observed = target.combine(full, sets)
             found = _Target(observed, target.combine(resampled, sets) - observed, pair_noise(target, sets))
+            for key in target.needed:
+                uses[key] -= 1
+                if not uses[key]:
+                    del resampled[key]
         observed = found.observed
         point = evaluate(context, observed[None])
         models = evaluate(context, observed[None], model_draws)
