@@ -1,111 +1,74 @@
 """Kendall tau-b and Spearman of one vector against many rows (resamples), in time near m log m per row.
 
 ``x`` is one value per model (or one row per resample), ``rows`` one target per resample; ``draws`` (optional)
-are the models each resample draws (a resample of models), which weights every pair by the product of the two
-models' multiplicities, copies of one model forming no pair. Few models: over the pairs, as a product of sign
-matrices (vectorized over resamples); many models: scipy.stats per row on the drawn models (Knight's O(m log m)
-algorithm; tau-b over a sample with copies leaves the pairs of copies out, as they are tied on both sides).
+are the models each resample draws (a resample of models), which weights every model by its multiplicity: the
+statistic of the drawn sample, where copies of one model are tied on both sides (tau-b leaves their pairs out).
+numpy sorts the rows; the compiled kernels of :mod:`sharpbench.scoring._rank_kernels` do the rest (scipy.stats
+per row was the bulk of scoring a large population: docs/benchmarks.md#scoring-at-scale).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numpy as np
-from scipy import stats
 
-PAIRS_LIMIT = 200_000          # at most this many pairs of models: the pair form; above, scipy row by row
-_CHUNK_ELEMENTS = 4_000_000    # resamples x pairs per sign product
+from sharpbench.scoring import _rank_kernels
 
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    out = np.full(np.shape(numerator), np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
+_CHUNK_ELEMENTS = 4_000_000    # rows x models sorted at once
 
 
-def _fixed_rows(rows: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
-    """One row repeated for every resample of models."""
-    return np.broadcast_to(rows, (len(draws), rows.shape[1])) if draws is not None and len(rows) == 1 else rows
+def _rows(values: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(np.asarray(values, dtype=np.float64))
 
 
-def _as_rows(x: np.ndarray, resamples: int) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    return np.broadcast_to(x, (resamples, x.shape[-1])) if x.ndim == 1 else x
+def _weights(draws: np.ndarray | None, m: int) -> np.ndarray:
+    """Each model's multiplicity in each resample (one row of ones without draws), made a chunk at a time."""
+    return np.ones((1, m)) if draws is None else multiplicities(draws, m)
+
+
+def _chunks(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None):
+    """(x, rows, weights) over slices of the resamples; an array of one row is shared by every resample."""
+    total = max(len(x), len(rows), 1 if draws is None else len(draws))
+    step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    for start in range(0, total, step):
+        part = slice(start, start + step)
+        yield (x if len(x) == 1 else x[part], rows if len(rows) == 1 else rows[part],
+               _weights(None if draws is None else draws[part], rows.shape[1]))
+
+
+def _check(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None) -> None:
+    if x.shape[1] != rows.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} values per row and the rows {rows.shape[1]}")
+    lengths = {len(a) for a in (x, rows) if len(a) > 1} | ({len(draws)} if draws is not None else set())
+    if len(lengths) > 1:
+        raise ValueError(f"x, rows and draws give different numbers of resamples: {sorted(lengths)}")
 
 
 def kendall(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None = None) -> np.ndarray:
     """Kendall tau-b of ``x`` against each row: (resamples,); NaN where either side is constant. One row with
     ``draws`` is the target held fixed for every resample of models."""
-    rows = _fixed_rows(np.atleast_2d(np.asarray(rows, dtype=float)), draws)
-    m = rows.shape[1]
-    if m * (m - 1) // 2 <= PAIRS_LIMIT:
-        return _kendall_pairs(x, rows, draws)
-    xs = _as_rows(x, len(rows))
-    out = np.empty(len(rows))
-    for r in range(len(rows)):
-        pick = slice(None) if draws is None else draws[r]
-        a, b = xs[r][pick], rows[r][pick]
-        out[r] = stats.kendalltau(a, b).statistic if len(a) > 1 else math.nan
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _pairs(m: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(m, k=1)
-
-
-def _kendall_pairs(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
-    m = rows.shape[1]
-    first, second = _pairs(m)
-    x = np.asarray(x, dtype=float)
-    fixed = np.sign(x[first] - x[second]) if x.ndim == 1 else None
-    out = np.empty(len(rows))
-    step = max(1, _CHUNK_ELEMENTS // max(1, len(first)))
-    for start in range(0, len(rows), step):
-        block = rows[start:start + step]
-        sign_y = np.sign(block[:, first] - block[:, second])
-        sign_x = fixed if fixed is not None else np.sign(x[start:start + step, first] - x[start:start + step, second])
-        if draws is None:
-            if fixed is not None:      # one x: a matrix-vector product
-                concordance = sign_y @ fixed
-                ordered_x = np.full(len(block), float(np.count_nonzero(fixed)))
-            else:
-                concordance = np.einsum("ij,ij->i", sign_x, sign_y)
-                ordered_x = np.count_nonzero(sign_x, axis=1).astype(float)
-            ordered_y = np.count_nonzero(sign_y, axis=1).astype(float)
-        else:
-            counts = multiplicities(draws[start:start + step], m)
-            weight = counts[:, first] * counts[:, second]
-            concordance = (weight * sign_x * sign_y).sum(axis=1)
-            ordered_x = (weight * np.abs(sign_x)).sum(axis=1)
-            ordered_y = (weight * np.abs(sign_y)).sum(axis=1)
-        out[start:start + step] = _ratio(concordance, np.sqrt(ordered_x * ordered_y))
-    return out
+    x, rows = _rows(x), _rows(rows)
+    _check(x, rows, draws)
+    x_ranks = (_rank_kernels.dense_ranks(x, np.argsort(x, axis=1)) if len(x) == 1 else None)
+    out = []
+    for part_x, part_rows, part_weights in _chunks(x, rows, draws):
+        ranks = x_ranks if x_ranks is not None else _rank_kernels.dense_ranks(part_x, np.argsort(part_x, axis=1))
+        order = np.argsort(part_rows, axis=1)
+        out.append(_rank_kernels.kendall_rows(ranks, _rank_kernels.dense_ranks(part_rows, order), order,
+                                              part_weights))
+    return np.concatenate(out)
 
 
 def spearman(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None = None) -> np.ndarray:
     """Spearman's rho (average ranks) of ``x`` against each row, over the drawn models: (resamples,)."""
-    rows = _fixed_rows(np.atleast_2d(np.asarray(rows, dtype=float)), draws)
-    x = np.asarray(x, dtype=float)
-    if draws is not None:
-        rows = np.take_along_axis(rows, draws, axis=1)
-        x = np.take_along_axis(_as_rows(x, len(rows)), draws, axis=1)
-    ranks_x = _centred_ranks(x)      # once for a fixed x
-    out = np.empty(len(rows))
-    step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[1]))
-    for start in range(0, len(rows), step):
-        ranks_y = _centred_ranks(rows[start:start + step])
-        part_x = ranks_x if ranks_x.ndim == 1 else ranks_x[start:start + step]
-        out[start:start + step] = _ratio((part_x * ranks_y).sum(axis=-1),
-                                         np.sqrt((part_x ** 2).sum(axis=-1) * (ranks_y ** 2).sum(axis=-1)))
-    return out
-
-
-def _centred_ranks(values: np.ndarray) -> np.ndarray:
-    ranks = stats.rankdata(values, axis=-1)
-    return ranks - ranks.mean(axis=-1, keepdims=True)
+    x, rows = _rows(x), _rows(rows)
+    _check(x, rows, draws)
+    x_order = np.argsort(x, axis=1) if len(x) == 1 else None
+    out = []
+    for part_x, part_rows, part_weights in _chunks(x, rows, draws):
+        order = x_order if x_order is not None else np.argsort(part_x, axis=1)
+        out.append(_rank_kernels.spearman_rows(part_x, order, part_rows, np.argsort(part_rows, axis=1),
+                                               part_weights))
+    return np.concatenate(out)
 
 
 def multiplicities(draws: np.ndarray, n: int) -> np.ndarray:
