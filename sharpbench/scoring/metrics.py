@@ -12,7 +12,8 @@ Inputs: ``values`` (the measure, one per model), target rows (one target per res
 optionally the models each resample draws; ``hparams`` ({hyperparameter: one value per model}). The
 hyperparameter ``seed`` marks replicates, not a hyperparameter; hyperparameters with a single value are left out.
 
-- Kendall tau-b and Spearman: scipy.stats (:mod:`sharpbench.scoring.correlation` for many rows).
+- Kendall tau-b and Spearman: scipy.stats for one evaluation; for many rows :mod:`sharpbench.scoring.correlation`
+  (compiled kernels, checked against scipy).
 - Granulated Kendall Psi (Jiang et al. 2020): for hyperparameter i, the groups are the models that agree on every
   other hyperparameter; Psi_i is the mean tau-b over the groups where it is defined, over the pairs of a group
   that differ in i (two models that differ only in their seed say nothing about i); Psi is the mean of the
@@ -33,9 +34,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from sharpbench.scoring import correlation, pgdl
+from sharpbench.scoring import _pair_kernels, correlation, pgdl
 from sharpbench.scoring.intervals import Interval, models_interval, noise_interval
-from sharpbench.scoring.pairs import Hparams, Pairs, coupled, nanmean, nanmin, ratio, varied_hparams
+from sharpbench.scoring.pairs import PAIR_SAMPLE, Hparams, Pairs, coupled, nanmean, nanmin, ratio, varied_hparams
 
 _CHUNK_ELEMENTS = 4_000_000  # resamples x pairs evaluated at once, to bound memory
 
@@ -97,18 +98,24 @@ class Context:
             self._pairs["every"] = Pairs.every_or_sample(self.values, self.hparams)
         return self._pairs["every"]
 
+    def coupled(self, limit: int = PAIR_SAMPLE) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per conditioned hyperparameter: the pairs of models that differ in it alone and their groups (`coupled`,
+        a uniform sample of ``limit`` where there are more), listed once for every target."""
+        key = ("coupled", limit)
+        if key not in self._pairs:
+            codes = Pairs.of(self.values, self.hparams, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).codes
+            self._pairs[key] = {name: coupled(codes, name, self.n, limit) for name in codes}
+        return self._pairs[key]
+
     def granulated_groups(self) -> dict[str, tuple[Pairs, np.ndarray, int]]:
         """Per conditioned hyperparameter i: the pairs within groups of models that agree on every other one and
         differ in i (a uniform sample of `PAIR_SAMPLE` of them where there are more), each pair's group label, and
         the number of groups."""
         if "granulated" not in self._pairs:
-            codes = Pairs.of(self.values, self.hparams, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).codes
-            out = {}
-            for name in codes:
-                first, second, labels = coupled(codes, name, self.n)
-                out[name] = (Pairs.of(self.values, self.hparams, first, second), labels,
-                             int(labels.max()) + 1 if len(labels) else 1)
-            self._pairs["granulated"] = out
+            self._pairs["granulated"] = {
+                name: (Pairs.of(self.values, self.hparams, first, second), labels,
+                       int(labels.max()) + 1 if len(labels) else 1)
+                for name, (first, second, labels) in self.coupled().items()}
         return self._pairs["granulated"]
 
 
@@ -242,23 +249,16 @@ def _condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return [(name,) for name in names] + list(itertools.combinations(names, 2))
 
 
-def _clogc(counts: np.ndarray) -> np.ndarray:
-    """Per resample, the sum of c log c over ``counts`` (leading sign axes, then resamples, then cells)."""
-    terms = pgdl.xlogx(counts)
-    return terms.sum(axis=tuple(range(terms.ndim - 2))).sum(axis=-1)
-
-
 def _conditional_mi(table: np.ndarray) -> np.ndarray:
     """I(V_mu; V_g | U) / H(V_g | U) for each resample, from `Pairs.sign_table`."""
     # In counts (c log c summed over a table's entries, no division per cell): N I(V_mu; V_g | U) =
     # sum c(u, v, t) log c(u, v, t) - sum c(u, v) log c(u, v) - sum c(u, t) log c(u, t) + sum c(u) log c(u),
     # and N H(V_g | U) = sum c(u) log c(u) - sum c(u, t) log c(u, t).
-    cell = _clogc(table.sum(axis=(0, 1)))
-    target_part = _clogc(table.sum(axis=0))
-    information = _clogc(table) - _clogc(table.sum(axis=1)) - target_part + cell
+    entries, measure_part, target_part, cell, total = _pair_kernels.information_sums(
+        np.ascontiguousarray(table, dtype=float)).T
+    information = entries - measure_part - target_part + cell
     entropy = cell - target_part
     # rounding leaves about 1e-16 of the total where the entropy is exactly 0: that is undefined, not 0/tiny
-    total = table.sum(axis=(0, 1)).sum(axis=-1)
     return ratio(information, np.where(entropy > 1e-9 * total, entropy, 0.0))
 
 

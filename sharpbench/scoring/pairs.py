@@ -7,10 +7,10 @@ of the two models' multiplicities in a resample of models. Summing such terms ov
 matrix product for every group and every resample at once; a per-resample call to scipy.stats was about a hundred
 times slower, which is why these sums are written by hand (the tests check them against scipy and plain loops).
 
-Which pairs: the granulated Kendall reads only pairs within groups of models that agree on every hyperparameter
-but one, which are few (linear in the models); the conditional mutual informations read every pair, all of them up
-to ``PAIR_SAMPLE`` pairs and above that a seeded uniform sample of that many (an incomplete U-statistic, Blom 1976),
-each sampled pair standing for (all pairs / sampled pairs) of them.
+Which pairs: the granulated Kendall reads the pairs within groups of models that agree on every hyperparameter but
+one, the conditional mutual informations every pair; each reads all of them up to ``PAIR_SAMPLE`` pairs and above
+that a seeded uniform sample of that many (an incomplete U-statistic, Blom 1976), each sampled pair standing for
+(all pairs / sampled pairs) of them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
+
+from sharpbench.scoring import _pair_kernels
 
 REPLICATE = "seed"
 PAIR_SAMPLE = 50_000
@@ -97,14 +99,30 @@ def coupled(codes: dict[str, np.ndarray], name: str, n: int, limit: int = PAIR_S
             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pairs of models that agree on every conditioned hyperparameter but ``name`` and differ in it (the pairs
     of the granulated Kendall's groups and of the robust sign error's environments), and each pair's group (the
-    values of the others); above ``limit`` pairs, ``limit`` of them drawn uniformly (seeded)."""
+    values of the others); above ``limit`` pairs, ``limit`` of them drawn uniformly with replacement (seeded),
+    without listing them all (at 50,000 models a family holds some 30 million)."""
     group = joint_codes([column for other, column in codes.items() if other != name], n)
-    first, second = pairs_within(group)
-    keep = codes[name][first] != codes[name][second]
-    first, second = first[keep], second[keep]
-    if len(first) > limit:
-        pick = np.sort(np.random.default_rng([seed, n, len(first)]).choice(len(first), limit, replace=False))
-        first, second = first[pick], second[pick]
+    within = joint_codes([group, codes[name]], n)          # the models of a group that share `name`'s value
+    sizes, equal = np.bincount(group).astype(np.int64), np.bincount(within).astype(np.int64)
+    if int((sizes * (sizes - 1) // 2).sum() - (equal * (equal - 1) // 2).sum()) <= limit:
+        first, second = pairs_within(group)
+        keep = codes[name][first] != codes[name][second]
+        return first[keep], second[keep], group[first[keep]]
+    # a group with the chance of its pairs, two distinct members of it at random, and a redraw where they share
+    # `name`'s value: uniform over the coupled pairs
+    order = np.argsort(group, kind="stable")
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    chance = (sizes * (sizes - 1)).astype(float)
+    rng = np.random.default_rng([seed, n, limit])
+    first, second = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    while len(first) < limit:
+        drawn = rng.choice(len(sizes), 2 * (limit - len(first)), p=chance / chance.sum())
+        a = rng.integers(0, sizes[drawn])
+        b = rng.integers(0, sizes[drawn] - 1)
+        a, b = order[starts[drawn] + a], order[starts[drawn] + b + (b >= a)]
+        keep = codes[name][a] != codes[name][b]
+        first = np.r_[first, np.minimum(a, b)[keep]][:limit]
+        second = np.r_[second, np.maximum(a, b)[keep]][:limit]
     return first, second, group[first]
 
 
@@ -156,15 +174,16 @@ class Pairs:
         return Pairs(self.n, self.first[keep], self.second[keep], self.value_sign[keep], self.codes, self.scale)
 
     def target_sign(self, targets: np.ndarray) -> np.ndarray:
-        """resamples x models targets (or models,) -> resamples x pairs signs of target_a - target_b."""
+        """resamples x models targets (or models,) -> resamples x pairs signs of target_a - target_b (int8)."""
         targets = np.atleast_2d(np.asarray(targets, dtype=float))
         if targets.shape[1] != self.n:
             raise ValueError(f"a target has {targets.shape[1]} values for {self.n} models")
-        return np.sign(targets[:, self.first] - targets[:, self.second])
+        # np.take keeps the rows C-ordered (fancy indexing of columns gives a Fortran-ordered result)
+        return np.sign(np.take(targets, self.first, axis=1) - np.take(targets, self.second, axis=1)).astype(np.int8)
 
     def weights(self, counts: np.ndarray) -> np.ndarray:
         """resamples x models multiplicities -> resamples x pairs weights (copies of one model form no pair)."""
-        return self.scale * counts[:, self.first] * counts[:, self.second]
+        return self.scale * np.take(counts, self.first, axis=1) * np.take(counts, self.second, axis=1)
 
     def grouped_tau(self, pair_weights: np.ndarray, target_sign: np.ndarray, labels: np.ndarray,
                     groups: int) -> np.ndarray:
@@ -201,55 +220,34 @@ class Pairs:
                 at = np.minimum(np.searchsorted(codes, found), max(len(codes) - 1, 0))
                 return np.where((len(codes) > 0) & (codes[at] == found if len(codes) else False), at, -1)
 
-            self._cells[key] = CellPairs(codes, index(forward), index((codes % cells) * cells + codes // cells),
-                                         index(diagonal), cells, len(codes) == len(occupied))
+            found, mirror = index(forward), index((codes % cells) * cells + codes // cells)
+            # the listed pairs grouped by class (measure sign, combination), for the kernel's counts
+            listed = np.flatnonzero(found >= 0)
+            classes = (self.value_sign[listed].astype(np.int64) + 1) * len(codes) + found[listed]
+            order = np.argsort(classes, kind="stable")
+            kinds, starts = np.unique(classes[order], return_index=True)
+            self._cells[key] = CellPairs(codes, found, mirror, index(diagonal), cells, len(codes) == len(occupied),
+                                         listed[order], np.r_[starts, len(order)].astype(np.int64),
+                                         kinds // max(len(codes), 1), kinds % max(len(codes), 1))
         return self._cells[key]
 
     def sign_table(self, pair_weights: np.ndarray | float, target_sign: np.ndarray,
                    condition: tuple[str, ...]) -> np.ndarray:
-        """Over ordered pairs (a, b) of distinct models: measure sign (-1, 0, +1) x target sign (-1, 0, +1) x
-        resamples x (cell of a, cell of b) (the occupied combinations, `cell_pairs`), the summed pair weights; a
-        cell is the joint value of the hyperparameters in ``condition``. Each unordered pair stands for (a, b) with
-        signs (s, t) and (b, a) with (-s, -t): the table of the pairs as listed, plus its mirror (signs negated,
-        cells swapped).
+        """Over ordered pairs (a, b) of distinct models: resamples x measure sign (-1, 0, +1) x target sign (-1, 0,
+        +1) x (cell of a, cell of b) (the occupied combinations, `cell_pairs`), the summed pair weights; a cell is
+        the joint value of the hyperparameters in ``condition``. Each unordered pair stands for (a, b) with signs
+        (s, t) and (b, a) with (-s, -t).
 
-        ``pair_weights`` is resamples x pairs, or one number for every pair of every resample; ``target_sign`` is
-        resamples x pairs, or one row for every resample. Weights that vary with a fixed target: one sparse
-        product; a target that varies with equal weights: segmented counts over the pairs sorted by class; both
-        varying: one weighted count (np.bincount)."""
+        ``pair_weights`` is resamples x pairs, or one number for every pair of every resample (counted, then
+        multiplied by it); ``target_sign`` is resamples x pairs (int8), or one row for every resample."""
         combos = self.cell_pairs(condition)
-        width = len(combos.codes)
-        kept = combos.forward >= 0
-        target = np.asarray(target_sign)[:, kept].astype(np.int64 if np.ndim(pair_weights) else np.int8)
-        static = (self.value_sign[kept].astype(np.int64) + 1) * width + combos.forward[kept]
-        if np.ndim(pair_weights) == 2 and len(target) == 1:
-            weights = np.asarray(pair_weights)[:, kept]
-            table = sum_by(weights, one_hot((target[0] + 1) * 3 * width + static, 9 * width))
-            resamples = len(weights)
-        elif np.ndim(pair_weights) == 0:
-            # equal weights: per row, count the pairs of each class by target sign (a segmented sum over the pairs
-            # sorted by class), in small integers
-            resamples = len(target)
-            order = np.argsort(static, kind="stable")
-            classes, starts = np.unique(static[order], return_index=True)
-            signs = target[:, order]
-            table = np.zeros((resamples, 3, 3 * width))
-            if len(classes):
-                plus = np.add.reduceat((signs == 1).view(np.int8), starts, axis=1, dtype=np.int32)
-                minus = np.add.reduceat((signs == -1).view(np.int8), starts, axis=1, dtype=np.int32)
-                sizes = np.diff(np.r_[starts, len(order)])
-                table[:, 2, classes], table[:, 0, classes] = plus, minus
-                table[:, 1, classes] = sizes[None] - plus - minus
+        weights = np.ones((1, len(self.first))) if np.ndim(pair_weights) == 0 else pair_weights
+        table = _pair_kernels.sign_counts(combos.grouped, combos.bounds, combos.class_measure, combos.class_cell,
+                                          combos.mirror, np.ascontiguousarray(target_sign, dtype=np.int8),
+                                          np.ascontiguousarray(weights, dtype=float), len(combos.codes))
+        if np.ndim(pair_weights) == 0:
             table *= float(pair_weights)
-        else:
-            resamples = max(len(target), len(np.atleast_2d(pair_weights)))
-            index = (np.arange(resamples, dtype=np.int64) * 9 * width)[:, None] + (target + 1) * (3 * width)
-            index += static[None]
-            weights = np.broadcast_to(pair_weights, (resamples, len(self.first)))[:, kept]
-            table = np.bincount(index.ravel(), weights.ravel(), minlength=resamples * 9 * width)
-        # resamples x target sign x measure sign x cells -> measure sign x target sign x resamples x cells
-        forward = np.asarray(table, dtype=float).reshape(resamples, 3, 3, width).transpose(2, 1, 0, 3)
-        return forward + forward[::-1, ::-1][..., combos.mirror]
+        return table
 
     def marginal(self, table: np.ndarray, condition: tuple[str, ...], coarser: tuple[str, ...]) -> np.ndarray:
         """The sign table of ``coarser`` (a subset of ``condition``'s hyperparameters) from ``condition``'s: the
@@ -269,7 +267,8 @@ class Pairs:
 @dataclass(frozen=True)
 class CellPairs:
     """The occupied (cell of a, cell of b) combinations of a condition: their codes (cell a x cells + cell b), the
-    index of each listed pair's combination, of each combination's mirror (b, a), and of each model with itself."""
+    index of each listed pair's combination, of each combination's mirror (b, a), and of each model with itself;
+    and the listed pairs grouped by class, as the kernel counts them."""
 
     codes: np.ndarray
     forward: np.ndarray
@@ -277,3 +276,7 @@ class CellPairs:
     diagonal: np.ndarray
     cells: int
     complete: bool     # no occupied combination was dropped (a coarser table can be summed from this one)
+    grouped: np.ndarray          # the pairs of the kept combinations, by class (measure sign, combination)
+    bounds: np.ndarray           # where each class starts in `grouped` (and the end)
+    class_measure: np.ndarray    # each class's measure sign + 1
+    class_cell: np.ndarray       # and its combination

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import special
 
+from sharpbench.scoring import _pair_kernels
 from sharpbench.scoring.pairs import REPLICATE, Hparams, Pairs, one_hot, ratio, sum_by, varied_hparams
 
 _EXAMPLES = 3   # missing cells named in a refusal
@@ -78,42 +78,20 @@ def condition_sets(names: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.combinations(names, 2)) if len(names) >= 2 else [tuple(names)]
 
 
-def xlogx(counts: np.ndarray) -> np.ndarray:
-    """c log c elementwise, 0 at 0."""
-    return special.xlogy(counts, counts)
-
-
-def _clogc(counts: np.ndarray) -> np.ndarray:
-    """The sum of c log c over the leading (sign) axes: resamples x cells."""
-    terms = xlogx(counts)
-    return terms.sum(axis=tuple(range(terms.ndim - 2)))
-
-
 def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: tuple[str, ...],
           orientation: int) -> np.ndarray:
     """PGDL's normalized CMI for one condition, per resample, from `Pairs.sign_table` (ordered pairs of distinct
-    models: measure sign x target sign x resamples x cells) and the models' multiplicities (resamples x models)."""
+    models: resamples x measure sign x target sign x cells) and the models' multiplicities (resamples x models)."""
     measure_plus = 2 if orientation > 0 else 0  # the index of sign(mu_a - mu_b) that makes the oriented measure +
-    plus = sign_table[measure_plus]  # target sign x resamples x cells
-    rest = sign_table.sum(axis=0) - plus
-    table = np.stack([np.stack([plus[2], rest[2]]),  # gap + (target sign +1): measure +, measure -
-                      np.stack([plus[0] + plus[1], rest[0] + rest[1]])])  # gap -
-    # a model paired with itself (each copy with each copy in a resample): gap "-", measure "-"
+    # a model paired with itself (each copy with each copy in a resample) counts as gap "-", measure "-"
     combos = pairs.cell_pairs(condition)
-    table[1, 1] += sum_by(counts ** 2, one_hot(combos.diagonal, len(combos.codes)))
-    # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's
-    # table c, its gap margin g and measure margin m; H(gap) = (N log N - sum g log g) / (N ln 2)
-    size = table.sum(axis=(0, 1))
-    occupied = size > 0
-    cell, gap_part = xlogx(size), _clogc(table.sum(axis=1))
-    information = ratio(_clogc(table) - gap_part - _clogc(table.sum(axis=0)) + cell, size * math.log(2))
-    gap_entropy = ratio(cell - gap_part, size * math.log(2))
-    # rounding leaves about 1e-16 where a cell's value is exactly 0 (an empty cell gives NaN): both read as 0
-    information, gap_entropy = (np.where(np.nan_to_num(x) > 1e-12, x, 0.0) for x in (information, gap_entropy))
-    # the program's unweighted means over cells share their count of cells, which cancels in their ratio; the
-    # combinations `Pairs.cell_pairs` leaves out add 0 to both sums
-    total_information = (information * occupied).sum(axis=1)
-    total_entropy = (gap_entropy * occupied).sum(axis=1)
+    itself = np.ascontiguousarray(sum_by(counts ** 2, one_hot(combos.diagonal, len(combos.codes))), dtype=float)
+    # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's 2 x 2
+    # table c (gap +/-, oriented measure +/-), its gap margin g and measure margin m; H(gap) = (N log N - sum g log g)
+    # / (N ln 2). The program's unweighted means over cells share their count of cells, which cancels in their
+    # ratio; the combinations `Pairs.cell_pairs` leaves out add 0 to both sums.
+    total_information, total_entropy = _pair_kernels.pgdl_sums(np.ascontiguousarray(sign_table, dtype=float),
+                                                               itself, measure_plus).T
     # The program's 1e-12 inside the logarithm makes a gap without entropy in every cell score 0, not 0/0.
     return np.where(total_entropy == 0, 0.0, ratio(total_information, total_entropy))
 

@@ -32,7 +32,7 @@ from sharpbench.scoring.noise import pair_noise, plausible_truth, shrink_factor
 from sharpbench.scoring.pairs import Hparams
 from sharpbench.scoring.resampling import (Bootstrap, OutcomeSet, Target, check_sets, full_sums, resampled_sums,
                                            standard_targets, target_values)
-from sharpbench.scoring.sign_error import robust_sign_error
+from sharpbench.scoring.sign_error import PAIRS_PER_FAMILY, robust_sign_error
 
 __all__ = ["Bootstrap", "OutcomeSet", "Scores", "Target", "noise_ceiling", "numeric_hparams", "score_targets",
            "standard_targets", "target_values"]
@@ -141,7 +141,8 @@ def _sign_error_entry(name: str, target: Target, sets: Mapping[str, OutcomeSet] 
                                       "where Hoeffding's weights do not apply")
         return None, None
     n_examples = sets[target.terms[0][0]].examples
-    return robust_sign_error(context.values, observed, context.hparams, n_examples, context.orientation), n_examples
+    return (robust_sign_error(context.values, observed, context.hparams, n_examples, context.orientation,
+                              listed=context.coupled(PAIRS_PER_FAMILY)), n_examples)
 
 
 def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: Mapping[str, OutcomeSet] | None,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -56,8 +56,11 @@ class FamilySignError:
 
 
 def robust_sign_error(values: Sequence[float], target: Sequence[float], hparams: Hparams, n_examples: int,
-                      orientation: int = 1, min_ess: float = MIN_ESS) -> dict[str, dict[str, Any]]:
-    """{family: {mean, p90, max, kept, total}} for each conditioned hyperparameter and ``all``."""
+                      orientation: int = 1, min_ess: float = MIN_ESS,
+                      listed: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """{family: {mean, p90, max, kept, total}} for each conditioned hyperparameter and ``all``. ``listed``: each
+    hyperparameter's coupled pairs (`coupled` with ``PAIRS_PER_FAMILY``) where the caller has them already."""
     values = orientation * np.asarray(values, dtype=float)
     target = np.asarray(target, dtype=float)
     codes = Pairs.of(values, hparams, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).codes
@@ -66,7 +69,8 @@ def robust_sign_error(values: Sequence[float], target: Sequence[float], hparams:
         return {"all": asdict(_summary(np.zeros(0), 0, "no hyperparameter varies: there is no environment"))}
     config = joint_codes(list(codes.values()), len(values))
     per_config = np.bincount(config)
-    found = [coupled(codes, name, len(values), PAIRS_PER_FAMILY) for name in names]
+    found = [listed[name] if listed is not None else coupled(codes, name, len(values), PAIRS_PER_FAMILY)
+             for name in names]
     first = np.concatenate([f for f, _, _ in found])
     second = np.concatenate([s for _, s, _ in found])
     family_of = np.concatenate([np.full(len(f), index) for index, (f, _, _) in enumerate(found)])
@@ -74,7 +78,9 @@ def robust_sign_error(values: Sequence[float], target: Sequence[float], hparams:
     gap_difference = target[first] - target[second]
     weight = np.maximum(hoeffding_weight(gap_difference, n_examples) - 0.5, 0.0)
     loss = (1 - np.sign(values[first] - values[second]) * np.sign(gap_difference)) / 2
-    environments, label = np.unique(np.stack([low, high], axis=1), axis=0, return_inverse=True)
+    configs = int(config.max()) + 1
+    environment_codes, label = np.unique(low * configs + high, return_inverse=True)   # in (low, high) order
+    environments = np.stack([environment_codes // configs, environment_codes % configs], axis=1)
     label = label.reshape(-1)
     weight_sum = np.bincount(label, weight, len(environments))
     squared_sum = np.bincount(label, weight ** 2, len(environments))
