@@ -35,6 +35,7 @@ from sharpbench.scoring.resampling import Bootstrap
 
 INNER = 5           # inner resamples per replicate
 REPLICATES = 200    # replicates of the estimator
+_CHUNK_ELEMENTS = 8_000_000
 
 
 def plug_in(truth: np.ndarray, noise: np.ndarray) -> tuple[float, np.ndarray]:
@@ -63,8 +64,11 @@ def noise_ceiling(observed: np.ndarray, noise: np.ndarray, pair_noise: float,
     truths = plausible_truth(truth + noise[:count], pair_noise)                       # count x models
     rng = np.random.default_rng([bootstrap.seed, len(noise)])
     others = (np.arange(count)[:, None] + 1 + rng.integers(0, len(noise) - 1, (count, inner))) % len(noise)
-    x = np.repeat(truths, inner, axis=0)
-    taus = correlation.kendall(x, x + noise[others.ravel()]).reshape(count, inner)
+    taus = np.empty((count, inner))
+    step = max(1, _CHUNK_ELEMENTS // (inner * truths.shape[1]))      # replicates at once, to bound memory
+    for start in range(0, count, step):
+        x = np.repeat(truths[start:start + step], inner, axis=0)
+        taus[start:start + step] = correlation.kendall(x, x + noise[others[start:start + step].ravel()]).reshape(-1, inner)
     taus[np.ptp(truths, axis=1) == 0] = 0.0        # a constant truth: no difference beyond the noise
     finite = np.isfinite(taus)
     counted = finite.sum(axis=1)

@@ -24,7 +24,6 @@ too narrow and off centre where the noise is large (docs/scoring.md#intervals).
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
@@ -79,37 +78,48 @@ def pair_noise(target: Target, sets: Mapping[str, OutcomeSet]) -> float:
     return float(total)
 
 
-def truth_variance(variance: float, noise: float, models: int) -> float:
+def truth_variance(variance: float | np.ndarray, noise: float, models: int) -> float | np.ndarray:
     """The posterior mean of the truth's variance V given the observed variance s^2 of ``models`` values whose
     noise has variance n0 = ``noise`` / 2: (m - 1) s^2 / (V + n0) ~ chi-square(m - 1), prior 1 / (V + n0) on
     V >= 0. Then V + n0 is inverse-gamma (shape (m - 1) / 2, scale (m - 1) s^2 / 2) cut to [n0, inf), whose mean is
     scale / (shape - 1) x sf(n0; shape - 1) / sf(n0; shape) (x f_a(x) = scale / (a - 1) f_(a-1)(x)). Few models
-    (shape <= 1.5): the method of moments, max(0, s^2 - n0)."""
+    (shape <= 1.5): the method of moments, max(0, s^2 - n0). ``variance`` may be an array (one per row)."""
+    observed = np.asarray(variance, dtype=float)
     floor = noise / 2
     shape = (models - 1) / 2
-    scale = (models - 1) * variance / 2
-    if shape <= 1.5 or not scale > 0:
-        return max(0.0, variance - floor)
-    kept = stats.invgamma.sf(floor, shape, scale=scale)
-    if not kept > 0:
-        return max(0.0, variance - floor)
-    return float(scale / (shape - 1) * stats.invgamma.sf(floor, shape - 1, scale=scale) / kept - floor)
+    scale = (models - 1) * observed / 2
+    moments = np.maximum(0.0, observed - floor)
+    if shape <= 1.5:
+        return float(moments) if moments.ndim == 0 else moments
+    positive = scale > 0
+    safe = np.where(positive, scale, 1.0)
+    kept = stats.invgamma.sf(floor, shape, scale=safe)
+    defined = positive & (kept > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        posterior = safe / (shape - 1) * stats.invgamma.sf(floor, shape - 1, scale=safe) / kept - floor
+    out = np.where(defined, posterior, moments)
+    return float(out) if out.ndim == 0 else out
+
+
+def _shrink_factors(observed: np.ndarray, noise: float) -> np.ndarray:
+    """k for each row of ``observed`` (rows x models): `shrink_factor` row by row, in one pass."""
+    spread = np.asarray(mean_pair_square(observed), dtype=float)
+    defined = (spread > 0) & np.isfinite(spread)
+    safe = np.where(defined, spread / 2, 1.0)
+    ratio = np.minimum(1.0, np.asarray(truth_variance(safe, noise, observed.shape[-1])) / safe)
+    return np.where(defined, np.sqrt(np.maximum(ratio, 0.0)), 0.0)
 
 
 def shrink_factor(observed: np.ndarray, noise: float) -> float:
     """k = sqrt(V / s^2): how far the observed targets' spread is the truth's (`truth_variance`)."""
-    observed = np.asarray(observed, dtype=float)
-    spread = float(mean_pair_square(observed))
-    if not spread > 0 or not math.isfinite(spread):
-        return 0.0
-    return math.sqrt(min(1.0, truth_variance(spread / 2, noise, len(observed)) / (spread / 2)))
+    return float(_shrink_factors(np.asarray(observed, dtype=float)[None], noise)[0])
 
 
 def plausible_truth(observed: np.ndarray, noise: float) -> np.ndarray:
-    """The observed targets pulled toward their mean by the shrink factor (``observed`` may have leading axes:
+    """The observed targets pulled toward their mean by the shrink factor (``observed`` may have a leading axis:
     each row is shrunk with its own spread)."""
     observed = np.asarray(observed, dtype=float)
-    if observed.ndim == 1:
-        k = shrink_factor(observed, noise)
-        return observed.mean() + k * (observed - observed.mean())
-    return np.stack([plausible_truth(row, noise) for row in observed])
+    rows = np.atleast_2d(observed)
+    mean = rows.mean(axis=1, keepdims=True)
+    truth = mean + _shrink_factors(rows, noise)[:, None] * (rows - mean)
+    return truth.reshape(observed.shape)

@@ -16,6 +16,7 @@ resamples.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -183,12 +184,16 @@ def example_rng(bootstrap: Bootstrap, sample: str) -> np.random.Generator:
     return np.random.default_rng([bootstrap.seed, zlib.crc32(sample.encode())])
 
 
+@functools.lru_cache(maxsize=4)
 def example_counts(bootstrap: Bootstrap, sample: str, examples: int) -> np.ndarray:
-    """resamples x examples: how often each example is drawn in each resample (float32, exact small integers)."""
+    """resamples x examples: how often each example is drawn in each resample (float32, exact small integers;
+    read-only, kept for the next target or measure that reads the same sample)."""
     draws = example_rng(bootstrap, sample).integers(0, examples, size=(bootstrap.resamples, examples))
-    offsets = np.arange(len(draws))[:, None] * examples
-    counts = np.bincount((draws + offsets).ravel(), minlength=len(draws) * examples)
-    return counts.reshape(len(draws), examples).astype(np.float32)
+    counts = np.empty(draws.shape, dtype=np.float32)
+    for row, drawn in enumerate(draws):      # row by row: one bincount of all rows needs 3 arrays of R x n int64
+        counts[row] = np.bincount(drawn, minlength=examples)
+    counts.flags.writeable = False
+    return counts
 
 
 def samples(sets: Mapping[str, OutcomeSet], names: Sequence[str]) -> dict[str, list[str]]:
