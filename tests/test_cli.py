@@ -102,12 +102,12 @@ def test_the_json_report_recomputes_its_own_scores(capsys, tiny_collection_card,
         assert f"{expected:+.3f}" in out
         # the tiny collection keeps per-example outcomes: every target has a ceiling and both intervals
         assert score["noise_ceiling"] is not None and len(score["kendall_tau_ci_models"]) == 2, target
-    assert report["orientation"] == 1 and report["scoring"]["two_way"]
+    assert report["orientation"] == 1 and report["scoring"]["examples_resampled"]
     assert len(report["replicates"]["test_error"]) == report["scoring"]["bootstrap_resamples"]
     assert "computed 6, reused 0" in out
 
 
-def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_way_intervals(
+def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_test_set_intervals(
         capsys, tiny_collection_card, tmp_path, monkeypatch):
     run_cli(capsys, "collection", "build", "tiny-digits", "--include-path", str(tiny_collection_card), "--no-progress")
     registry = Registry.discover([tiny_collection_card])
@@ -120,7 +120,7 @@ def test_evaluate_gives_a_collection_built_before_outcomes_its_outcomes_and_two_
     assert code == 0, err
     assert "has no per-example outcomes yet" in err
     report = json.loads(report_path.read_text())
-    assert report["scoring"]["two_way"] and report["scores"]["test_error"]["noise_ceiling"] is not None
+    assert report["scoring"]["examples_resampled"] and report["scores"]["test_error"]["noise_ceiling"] is not None
     reopened = open_collection(registry.collection("tiny-digits"), sharpbench_home())
     assert reopened.has_outcomes and {m.id: m.sha256 for m in reopened.models} == checkpoints
 
@@ -131,7 +131,7 @@ def test_a_second_identical_run_computes_nothing_and_prints_the_same_scores(caps
     assert code == 0
     assert "nothing computed: all 6 values came from the results store" in second
     table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
-    assert table(first) == table(second) and len(table(first)) == 11   # header, rule, 9 targets
+    assert table(first) == table(second) and len(table(first)) == 22   # two tables: header, rule, 9 targets
     _, third, _ = evaluate(capsys, tiny_collection_card, "--set", "rho=0.004")
     assert "computed 6, reused 0" in third
 

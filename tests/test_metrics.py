@@ -8,9 +8,12 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from scipy import stats
 
 from sharpbench.scoring.metrics import (METRICS, Context, conditional_mutual_information, evaluate,
                                         granulated_kendall, kendall_tau, spearman, tau_vs_hparams)
+from sharpbench.scoring import correlation
+from sharpbench.scoring.pairs import coupled
 from sharpbench.scoring.pgdl import conditional_mi_pgdl
 from sharpbench.scoring.resampling import Bootstrap
 from sharpbench.scoring.intervals import models_interval
@@ -87,6 +90,63 @@ def test_tau_b_agrees_with_pairwise_counting(pairs):
     x, y = [p[0] for p in pairs], [p[1] for p in pairs]
     expected, got = tau_b_by_counting(x, y), kendall_tau(x, y)
     assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=30), st.integers(0, 2 ** 16))
+def test_the_compiled_rank_correlations_agree_with_pairwise_counting_and_scipy_on_drawn_samples(pairs, seed):
+    # the kernels of sharpbench.scoring._rank_kernels against tau_b_by_counting and scipy on each drawn sample
+    # (copies of a model tied on both sides), with x one row or one row per resample, the target one row or many
+    x = np.array([p[0] for p in pairs], dtype=float)
+    y = np.array([p[1] for p in pairs], dtype=float)
+    rng = np.random.default_rng(seed)
+    rows = np.vstack([y, rng.permutation(y), y[::-1]])
+    draws = rng.integers(0, len(x), (3, len(x)))
+    xs = np.vstack([x, rng.permutation(x), x + rng.integers(0, 2, len(x))])
+    checks = [(correlation.kendall(x, rows), lambda r: tau_b_by_counting(x, rows[r])),
+              (correlation.kendall(x, rows, draws), lambda r: tau_b_by_counting(x[draws[r]], rows[r][draws[r]])),
+              (correlation.kendall(x, y, draws), lambda r: tau_b_by_counting(x[draws[r]], y[draws[r]])),
+              (correlation.kendall(xs, rows), lambda r: tau_b_by_counting(xs[r], rows[r])),
+              (correlation.spearman(x, rows), lambda r: spearman(x, rows[r])),
+              (correlation.spearman(xs, rows, draws), lambda r: spearman(xs[r][draws[r]], rows[r][draws[r]]))]
+    for got, expected in checks:
+        for r in range(3):
+            want = expected(r)
+            assert (math.isnan(want) and math.isnan(got[r])) or got[r] == pytest.approx(want, abs=1e-12)
+
+
+def test_the_compiled_rank_correlations_agree_with_scipy_at_a_thousand_models():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 300, 1_000).astype(float)        # ties on both sides
+    rows = x + rng.integers(0, 200, (4, 1_000))
+    draws = rng.integers(0, 1_000, (4, 1_000))
+    taus, rhos = correlation.kendall(x, rows, draws), correlation.spearman(x, rows, draws)
+    for r in range(4):
+        assert taus[r] == pytest.approx(stats.kendalltau(x[draws[r]], rows[r][draws[r]]).statistic, abs=1e-12)
+        assert rhos[r] == pytest.approx(stats.spearmanr(x[draws[r]], rows[r][draws[r]]).statistic, abs=1e-12)
+
+
+def test_coupled_pairs_above_the_limit_are_a_uniform_sample_of_the_pairs_that_differ_in_one_hparam():
+    lr, bs, seed = (column.ravel() for column in np.meshgrid(range(3), range(2), range(4), indexing="ij"))
+    keep = (bs == 0) | (seed < 2)               # bs 0: 3 lr x 4 seeds; bs 1: 3 lr x 2 seeds (groups of unequal size)
+    codes = {"lr": lr[keep], "bs": bs[keep]}
+    n = int(keep.sum())
+    every = coupled(codes, "lr", n, limit=10 ** 6)
+    # bs 0: 12 models, 66 pairs - 3 x 6 sharing lr = 48; bs 1: 6 models, 15 - 3 = 12
+    assert len(every[0]) == 60 and (codes["lr"][every[0]] != codes["lr"][every[1]]).all()
+    assert (codes["bs"][every[0]] == codes["bs"][every[1]]).all()
+    listed = set(zip(every[0].tolist(), every[1].tolist()))
+    tally: dict = {}
+    for draw in range(100):
+        first, second, group = coupled(codes, "lr", n, limit=40, seed=draw)
+        assert len(first) == 40
+        assert len(set(zip(group.tolist(), codes["bs"][first].tolist()))) == len(set(group.tolist()))  # group: bs
+        for pair in zip(first.tolist(), second.tolist()):
+            assert pair in listed
+            tally[pair] = tally.get(pair, 0) + 1
+    # 4,000 draws over 60 pairs: uniform by a chi-square test (a bias toward a group or a value would fail it)
+    observed = [tally.get(pair, 0) for pair in sorted(listed)]
+    assert stats.chisquare(observed).pvalue > 0.001
 
 
 def test_granulated_kendall_by_hand_on_an_incomplete_grid():

@@ -1,6 +1,6 @@
-"""Rank intervals: the ranks a measure takes among a collection's published measures across the two-way
-resamples (models and test examples resampled together), so that two measures whose intervals overlap are not
-presented as ordered.
+"""Rank intervals: the ranks a measure takes among a collection's published measures across the resamples of the
+evaluation sets' examples (the test-set noise: docs/scoring.md#intervals), so that two measures whose intervals
+overlap are not presented as ordered.
 
 Every result file of a collection keeps its oriented Kendall tau against test error on each resample
 (``replicates.test_error``) and a fingerprint of the resamples (the model ids, the evaluation sets' sizes, the

@@ -12,7 +12,7 @@ import pytest
 
 from populations import population
 from sharpbench.scoring import correlation
-from sharpbench.scoring.resampling import Bootstrap, resampled_sums, standard_targets
+from sharpbench.scoring.resampling import Bootstrap, example_counts, resampled_sums, standard_targets
 from sharpbench.scoring.scores import score_targets
 
 
@@ -26,10 +26,12 @@ def test_one_target(benchmark, setup, record, models, label):
     bootstrap = Bootstrap()
 
     def scoring():
+        example_counts.cache_clear()     # every round draws its resamples, as a first scoring does
         return score_targets(found.values, target, found.sets, found.hparams, bootstrap=bootstrap)
 
     def floor():
         # the resampled targets and one Kendall tau per resample: what any two-interval scoring must do at least
+        example_counts.cache_clear()
         sums = resampled_sums(found.sets, target["test_error"].needed, bootstrap)
         return correlation.kendall(found.values, target["test_error"].combine(sums, found.sets))
 
