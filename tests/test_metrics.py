@@ -126,6 +126,18 @@ def test_the_compiled_rank_correlations_agree_with_scipy_at_a_thousand_models():
         assert rhos[r] == pytest.approx(stats.spearmanr(x[draws[r]], rows[r][draws[r]]).statistic, abs=1e-12)
 
 
+def test_a_nan_among_the_drawn_models_makes_the_rank_correlations_nan_as_in_scipy():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    rows = np.array([[1.0, 3.0, 2.0, np.nan, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]])
+    draws = np.array([[0, 1, 2, 4, 4], [0, 3, 3, 1, 2]])        # the first resample leaves the NaN model out
+    for statistic, reference in ((correlation.kendall, stats.kendalltau), (correlation.spearman, stats.spearmanr)):
+        assert np.isnan(statistic(x, rows)[0]) and np.isfinite(statistic(x, rows)[1])
+        drawn = statistic(x, rows, draws)
+        assert drawn[0] == pytest.approx(reference(x[draws[0]], rows[0][draws[0]]).statistic, abs=1e-12)
+        assert drawn[1] == pytest.approx(reference(x[draws[1]], rows[1][draws[1]]).statistic, abs=1e-12)
+        assert np.isnan(statistic(np.r_[np.nan, x[1:]], rows[1:], draws[1:])[0])   # model 0 drawn, NaN in x
+
+
 def test_coupled_pairs_above_the_limit_are_a_uniform_sample_of_the_pairs_that_differ_in_one_hparam():
     lr, bs, seed = (column.ravel() for column in np.meshgrid(range(3), range(2), range(4), indexing="ij"))
     keep = (bs == 0) | (seed < 2)               # bs 0: 3 lr x 4 seeds; bs 1: 3 lr x 2 seeds (groups of unequal size)

@@ -122,8 +122,8 @@ def _average_ranks(order: np.ndarray, values: np.ndarray, w: np.ndarray, out: np
     position = 0.0
     k = 0
     while k < m:
-        end = k
-        weight = 0.0
+        end = k + 1                  # a NaN equals nothing, itself included: a run of one (the caller masks it)
+        weight = w[order[k]]
         while end < m and values[order[end]] == values[order[k]]:
             weight += w[order[end]]
             end += 1

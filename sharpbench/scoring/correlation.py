@@ -43,6 +43,21 @@ def _check(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None) -> None:
         raise ValueError(f"x, rows and draws give different numbers of resamples: {sorted(lengths)}")
 
 
+def _with_nan(x: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """The resamples whose drawn models include a NaN on either side (their statistic is NaN, as scipy's), or
+    None where there is no NaN at all."""
+    missing_x, missing_rows = np.isnan(x), np.isnan(rows)
+    if not (missing_x.any() or missing_rows.any()):
+        return None
+    return ((missing_x | missing_rows) & (weights > 0)).any(axis=1)
+
+
+def _masked(values: np.ndarray, undefined: np.ndarray | None) -> np.ndarray:
+    if undefined is not None:
+        values[np.broadcast_to(undefined, values.shape)] = np.nan
+    return values
+
+
 def kendall(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None = None) -> np.ndarray:
     """Kendall tau-b of ``x`` against each row: (resamples,); NaN where either side is constant. One row with
     ``draws`` is the target held fixed for every resample of models."""
@@ -53,8 +68,8 @@ def kendall(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None = None) ->
     for part_x, part_rows, part_weights in _chunks(x, rows, draws):
         ranks = x_ranks if x_ranks is not None else _rank_kernels.dense_ranks(part_x, np.argsort(part_x, axis=1))
         order = np.argsort(part_rows, axis=1)
-        out.append(_rank_kernels.kendall_rows(ranks, _rank_kernels.dense_ranks(part_rows, order), order,
-                                              part_weights))
+        out.append(_masked(_rank_kernels.kendall_rows(ranks, _rank_kernels.dense_ranks(part_rows, order), order,
+                                                      part_weights), _with_nan(part_x, part_rows, part_weights)))
     return np.concatenate(out)
 
 
@@ -66,8 +81,8 @@ def spearman(x: np.ndarray, rows: np.ndarray, draws: np.ndarray | None = None) -
     out = []
     for part_x, part_rows, part_weights in _chunks(x, rows, draws):
         order = x_order if x_order is not None else np.argsort(part_x, axis=1)
-        out.append(_rank_kernels.spearman_rows(part_x, order, part_rows, np.argsort(part_rows, axis=1),
-                                               part_weights))
+        out.append(_masked(_rank_kernels.spearman_rows(part_x, order, part_rows, np.argsort(part_rows, axis=1),
+                                                       part_weights), _with_nan(part_x, part_rows, part_weights)))
     return np.concatenate(out)
 
 
