@@ -188,7 +188,10 @@ class Pairs:
     def grouped_tau(self, pair_weights: np.ndarray, target_sign: np.ndarray, labels: np.ndarray,
                     groups: int) -> np.ndarray:
         """Kendall tau-b within each group of pairs (label -1: no group): resamples x groups, NaN if undefined."""
-        indicator = one_hot(labels, groups)
+        cached = self._cells.get("groups")           # (labels, groups, indicator): built once per labelling
+        if cached is None or cached[0] is not labels or cached[1] != groups:
+            cached = self._cells["groups"] = (labels, groups, one_hot(labels, groups))
+        indicator = cached[2]
         concordance = sum_by(pair_weights * (self.value_sign * target_sign), indicator)
         ordered_values = sum_by(pair_weights * np.abs(self.value_sign), indicator)
         ordered_target = sum_by(pair_weights * np.abs(target_sign), indicator)
@@ -252,16 +255,27 @@ class Pairs:
     def marginal(self, table: np.ndarray, condition: tuple[str, ...], coarser: tuple[str, ...]) -> np.ndarray:
         """The sign table of ``coarser`` (a subset of ``condition``'s hyperparameters) from ``condition``'s: the
         counts of the finer cell pairs that make each coarser one, summed."""
-        fine, fine_cells = self.cells(condition)
-        coarse, coarse_cells = self.cells(coarser)
-        mapping = np.zeros(fine_cells, dtype=np.int64)
-        mapping[fine] = coarse
-        fine_codes = self.cell_pairs(condition).codes
-        coarse_pairs = self.cell_pairs(coarser)
-        target = np.searchsorted(coarse_pairs.codes, mapping[fine_codes // fine_cells] * coarse_cells
-                                 + mapping[fine_codes % fine_cells])
-        return sum_by(table.reshape(-1, len(fine_codes)), one_hot(target, len(coarse_pairs.codes))).reshape(
-            *table.shape[:-1], len(coarse_pairs.codes))
+        key = ("marginal", condition, coarser)
+        if key not in self._cells:
+            fine, fine_cells = self.cells(condition)
+            coarse, coarse_cells = self.cells(coarser)
+            mapping = np.zeros(fine_cells, dtype=np.int64)
+            mapping[fine] = coarse
+            fine_codes = self.cell_pairs(condition).codes
+            target = np.searchsorted(self.cell_pairs(coarser).codes, mapping[fine_codes // fine_cells] * coarse_cells
+                                     + mapping[fine_codes % fine_cells])
+            self._cells[key] = one_hot(target, len(self.cell_pairs(coarser).codes))
+        indicator = self._cells[key]
+        return sum_by(table.reshape(-1, indicator.shape[0]), indicator).reshape(*table.shape[:-1], indicator.shape[1])
+
+    def itself(self, counts: np.ndarray, condition: tuple[str, ...]) -> np.ndarray:
+        """resamples x cell pairs: the ordered pairs of each model with itself (each copy with each copy, counts
+        squared), summed into its (cell, cell) combination."""
+        key = ("itself", condition)
+        if key not in self._cells:
+            combos = self.cell_pairs(condition)
+            self._cells[key] = one_hot(combos.diagonal, len(combos.codes))
+        return sum_by(counts ** 2, self._cells[key])
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from sharpbench.scoring import _pair_kernels
-from sharpbench.scoring.pairs import REPLICATE, Hparams, Pairs, one_hot, ratio, sum_by, varied_hparams
+from sharpbench.scoring.pairs import REPLICATE, Hparams, Pairs, ratio, varied_hparams
 
 _EXAMPLES = 3   # missing cells named in a refusal
 
@@ -84,8 +84,7 @@ def score(pairs: Pairs, sign_table: np.ndarray, counts: np.ndarray, condition: t
     models: resamples x measure sign x target sign x cells) and the models' multiplicities (resamples x models)."""
     measure_plus = 2 if orientation > 0 else 0  # the index of sign(mu_a - mu_b) that makes the oriented measure +
     # a model paired with itself (each copy with each copy in a resample) counts as gap "-", measure "-"
-    combos = pairs.cell_pairs(condition)
-    itself = np.ascontiguousarray(sum_by(counts ** 2, one_hot(combos.diagonal, len(combos.codes))), dtype=float)
+    itself = np.ascontiguousarray(pairs.itself(counts, condition), dtype=float)
     # per cell, in bits: I = (sum c log c - sum g log g - sum m log m + N log N) / (N ln 2) over the cell's 2 x 2
     # table c (gap +/-, oriented measure +/-), its gap margin g and measure margin m; H(gap) = (N log N - sum g log g)
     # / (N ln 2). The program's unweighted means over cells share their count of cells, which cancels in their
