@@ -156,7 +156,7 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
     if orientation not in (1, -1):
         raise ValueError(f"orientation must be +1 (higher means worse) or -1 (better), got {orientation}")
     context = Context.of(values, hparams, orientation)
-    model_draws = bootstrap.indices(context.n)
+    model_draws = bootstrap.indices(context.n).astype(np.int32)     # the same draws in half the memory
     if sets is None:
         missing = [name for name in targets if name not in (aggregates or {})]
         if missing:
@@ -178,7 +178,9 @@ def score_targets(values: Sequence[float], targets: Mapping[str, Target], sets: 
         else:
             resampled.update(resampled_sums(sets, target.needed - resampled.keys(), bootstrap))
             observed = target.combine(full, sets)
-            found = _Target(observed, target.combine(resampled, sets) - observed, pair_noise(target, sets))
+            noise = target.combine(resampled, sets)
+            noise -= observed                     # in place: resamples x models is the largest array here
+            found = _Target(observed, noise, pair_noise(target, sets))
             for key in target.needed:
                 uses[key] -= 1
                 if not uses[key]:
