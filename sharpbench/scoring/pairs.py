@@ -4,8 +4,10 @@ in a form that scores many resamples at once.
 A pairwise metric is a sum over unordered pairs (a < b) of terms that depend on the order of the two models on the
 measure (a fixed sign per pair) and on the target (a sign per pair and resample), each pair weighted by the product
 of the two models' multiplicities in a resample of models. Summing such terms over groups of pairs is one sparse
-matrix product for every group and every resample at once; a per-resample call to scipy.stats was about a hundred
-times slower, which is why these sums are written by hand (the tests check them against scipy and plain loops).
+matrix product for every group and every resample at once (Psi's groups, the coarser CMI tables), and the CMIs'
+sign tables are counted by the compiled kernel of :mod:`sharpbench.scoring._pair_kernels`; a per-resample call to
+scipy.stats was about a hundred times slower, which is why these sums are written by hand (the tests check them
+against scipy and plain loops).
 
 Which pairs: the granulated Kendall reads the pairs within groups of models that agree on every hyperparameter but
 one, the conditional mutual informations every pair; each reads all of them up to ``PAIR_SAMPLE`` pairs and above
