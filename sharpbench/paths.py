@@ -1,4 +1,4 @@
-"""Where sharpbench keeps its state and finds its built-in cards."""
+"""Where sharpbench keeps its state and finds its built-in cards, and how a file is written there atomically."""
 
 from __future__ import annotations
 
@@ -39,6 +39,17 @@ def sharpbench_home() -> Path:
     if not os.access(home, os.W_OK | os.X_OK):
         raise _unwritable(home, "no permission to write there")
     return home
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def _unwritable(home: Path, reason: str) -> SharpbenchError:

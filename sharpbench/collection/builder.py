@@ -24,6 +24,7 @@ from sharpbench.collection.records import AGGREGATE_KEYS, MODEL_KEYS, ModelRecor
 from sharpbench.collection.sources import ModelSource, Produced, evaluation_sets, source_for
 from sharpbench.collection.spec import ModelPoint
 from sharpbench.data.outcomes import Outcomes, aggregates, encode, mismatches, set_names
+from sharpbench.data.registry import DATASETS
 from sharpbench.data.sets import DatasetSplits, EvalSet, score_outcomes
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.jsonsafe import finite_or_none
@@ -148,33 +149,57 @@ class Builder:
 
     def _produce(self, todo: list[ModelPoint], score: bool) -> Iterator[dict[str, Any]]:
         """Produce the points in this process, or train them in ``workers`` spawned processes; yields each record.
-        Only a grid is trained in worker processes; a source that fetches or imports runs here."""
+        Only a grid is trained in worker processes (in groups where its card trains models together); a source
+        that fetches or imports runs here."""
         if self.executor is not None:
             for point, produced, seconds, device in self.executor.produce(self.collection, self.source, todo, score):
                 yield self.save(point, produced, seconds, device)
             return
         data = self.collection.data() if score else None
-        if self.workers == 1 or len(todo) == 1 or not self.spec.trained:
+        groups = self._groups(todo) if score else [[point] for point in todo]
+        wanted = frozenset(point.id for point in todo)
+        if self.workers == 1 or len(groups) == 1 or not self.spec.trained:
             trained = self.spec.trained        # fetched or imported models are not trained: no deterministic mode
             if trained and data is not None:
                 data = data.to(self.device)
             with deterministic(self.device) if trained else contextlib.nullcontext():
-                for point in todo:
-                    yield self.produce_one(point, data)
+                for group in groups:
+                    yield from self.produce_group(group, data, wanted)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)),
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(groups)),
                                    mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
                                    initargs=(self.collection, self.source, self.device))
         try:
-            futures = [pool.submit(_worker_produce, point) for point in todo]
+            futures = [pool.submit(_worker_produce, group, wanted) for group in groups]
             for future in as_completed(futures):
-                yield future.result()
+                yield from future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _groups(self, todo: list[ModelPoint]) -> list[list[ModelPoint]]:
+        """The groups of the source's points that hold a point to do (each point alone for a source that does not
+        train models together)."""
+        grouping = getattr(self.source, "groups", None)
+        if grouping is None:
+            return [[point] for point in todo]
+        wanted = {point.id for point in todo}
+        return [group for group in grouping(self.source.points()) if any(point.id in wanted for point in group)]
+
+    def produce_group(self, group: list[ModelPoint], data: DatasetSplits | None,
+                      wanted: frozenset[str]) -> list[dict[str, Any]]:
+        """Produce a group of models (one model, for a source that trains one at a time) and save those still to
+        do; a group is trained whole, so a resumed build gives its finished members the same bits again."""
+        if len(group) == 1:
+            return [self.produce_one(group[0], data)]
+        started = time.perf_counter()
+        produced = self.source.produce_group(group, data, self.score)  # type: ignore[attr-defined]
+        seconds = (time.perf_counter() - started) / len(group)
+        return [self.save(point, made, seconds, str(self.device))
+                for point, made in zip(group, produced) if point.id in wanted]
 
     def score(self, model: nn.Module, sets: dict[str, EvalSet]) -> dict[str, Outcomes]:
         """Per-example outcomes of ``model`` on ``sets`` (on the build's device; streamed sets show a bar of
@@ -266,6 +291,9 @@ class Builder:
         if scored:
             data = self.collection.data()
             dataset.update(num_train=len(data.train), num_test=len(data.test), num_classes=spec.num_classes)
+            generated = DATASETS[spec.dataset["name"]].data_files
+            if generated is not None:       # data generated here: the sha256 of each set's file, as generated
+                dataset["data_sha256"] = generated(spec.dataset, [(s.name, s.kind, s.params) for s in spec.shifts])
             measured = {"set_sizes": self._set_sizes(data)}
         manifest = {
             "format": MANIFEST_FORMAT, "collection": spec.name, "description": spec.description,
@@ -374,8 +402,8 @@ def _worker_start(collection: Collection, source: ModelSource, device: torch.dev
     _WORKER = (Builder(collection, source, device, 1, False), collection.data().to(device))
 
 
-def _worker_produce(point: ModelPoint) -> dict[str, Any]:
+def _worker_produce(group: list[ModelPoint], wanted: frozenset[str]) -> list[dict[str, Any]]:
     assert _WORKER is not None, "_worker_start did not run"
     builder, data = _WORKER
     with deterministic(builder.device):
-        return builder.produce_one(point, data)
+        return builder.produce_group(group, data, wanted)

@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import torch
 
+from sharpbench.paths import atomic_write  # noqa: F401  (the collection modules write through it)
+
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 RECORDS = "records"
@@ -41,17 +43,6 @@ def model_files(entry: dict[str, Any]) -> list[tuple[str, str]]:
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, as the manifest records it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

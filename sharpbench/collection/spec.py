@@ -201,9 +201,11 @@ def load_collection_spec(path: Path) -> CollectionSpec:
         if any(s.name == shift_name for s in shifts):
             raise CardError(path, f"{where}.name", "a name not used by another shift", shift_name)
         # a streamed dataset offers OOD sets of its own (with their own labels) instead of shifts of its test set
-        schemas = dataset_kind.ood_sets if dataset_kind.stream else {k: v.params for k, v in SHIFTS.items()}
+        # (and an in-memory one may offer sets of its own beside the shifts: MNIST-1D's generator)
+        schemas = (dataset_kind.ood_sets if dataset_kind.stream
+                   else {**{k: v.params for k, v in SHIFTS.items()}, **dataset_kind.ood_sets})
         kind = _choice(entry.get("kind"), path, f"{where}.kind", schemas)
-        if not dataset_kind.stream:
+        if not dataset_kind.stream and kind in SHIFTS:
             _check_shift_applies(kind, dataset_name, path, f"{where}.kind")
         params = validate(entry.get("params", {}) or {}, path, f"{where}.params.", schemas[kind])
         shifts.append(ShiftSpec(shift_name, kind, params))

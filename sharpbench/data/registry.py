@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 from sharpbench.data import shifts
 from sharpbench.data.digits import load_digits
 from sharpbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID, load_fashion_mnist
-from sharpbench.data import cifar10, imagenet, mnli, synthetic_nli
+from sharpbench.data import cifar10, imagenet, mnist1d, mnli, synthetic_nli
 from sharpbench.data.sparse_regression import load_sparse_regression
 from sharpbench.cards.schema import Param, at_least, in_range, length, non_negative, one_of, positive
 from sharpbench.data.locate import DataPaths
@@ -51,6 +51,11 @@ class DatasetKind:
     # a streamed dataset: (card's dataset section, OOD sets asked for, data folders) -> DatasetSplits
     stream: Callable[[dict[str, Any], Sequence[OodRequest], DataPaths], DatasetSplits] | None = None
     ood_sets: dict[str, dict[str, Param]] = field(default_factory=dict)  # OOD set kind -> its card params
+    # an in-memory dataset's OOD sets of its own, beside the shifts of its test split (MNIST-1D's generator with
+    # other arguments): (card's dataset section, the set's params) -> (inputs, labels), the kind in ``ood_sets``
+    own_ood: Callable[[dict[str, Any], dict[str, Any]], tuple[Tensor, Tensor]] | None = None
+    # the sha256 of each data file a build generated, by set, for the manifest: (dataset section, OOD requests)
+    data_files: Callable[[dict[str, Any], Sequence[OodRequest]], dict[str, str]] | None = None
 
     def architecture_fields(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """Architecture fields that follow from the dataset (a card never sets them to something else)."""
@@ -147,6 +152,20 @@ DATASETS["synthetic-nli"] = DatasetKind(
     fields=lambda cfg: {"in_features": int(cfg["max_length"]), "vocab_size": synthetic_nli.VOCAB_SIZE,
                         "pad_token_id": synthetic_nli.PAD},
 )
+DATASETS["mnist1d"] = DatasetKind(
+    loader=lambda cfg, paths: mnist1d.load_mnist1d(cfg),
+    params=mnist1d.DATASET_PARAMS,
+    input_shape=(40,),              # final_seq_length samples; in_features follows the card's value
+    image_shape=(1, 1, 40),         # a signal is a 1 x length image to the shifts that move or mask samples
+    num_classes=10,
+    description="MNIST-1D (the mnist1d package): 1-D digit signals generated from a seed, any number, cached; OOD "
+                "sets generated with other generator arguments, or corruptions of the test set",
+    fields=lambda cfg: {"in_features": int(cfg["final_seq_length"]),
+                        "image_shape": [1, 1, int(cfg["final_seq_length"])]},
+    ood_sets={"generator": mnist1d.OOD_PARAMS},
+    own_ood=mnist1d.generated_ood_set,
+    data_files=mnist1d.data_files,
+)
 _MEAN_STD = Param(list, check=length(3, float), note="one per RGB channel")
 DATASETS["imagenet"] = DatasetKind(
     loader=None,
@@ -197,7 +216,9 @@ def load_splits(cfg: dict[str, Any], shifts: Sequence[OodRequest], paths: DataPa
     if kind.stream is not None:
         return kind.stream(cfg, shifts, paths)
     x_train, y_train, x_test, y_test = load_dataset(cfg, paths)
-    ood = {name: EvalSet(TensorDataset(apply_shift(shift, x_test, params, kind.image_shape, paths), y_test))
+    image_shape = tuple(kind.architecture_fields(cfg)["image_shape"])
+    ood = {name: EvalSet(TensorDataset(*kind.own_ood(cfg, params)) if kind.own_ood and shift in kind.ood_sets
+                         else TensorDataset(apply_shift(shift, x_test, params, image_shape, paths), y_test))
            for name, shift, params in shifts}
     return DatasetSplits(TensorDataset(x_train, y_train), EvalSet(TensorDataset(x_test, y_test)), ood)
 
