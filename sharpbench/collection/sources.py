@@ -29,9 +29,10 @@ from sharpbench.data.outcomes import Outcomes
 from sharpbench.data.sets import DatasetSplits, EvalSet, seeded_subset
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LOSSES
-from sharpbench.models.registry import build_model
+from sharpbench.models.registry import architecture_config, build_model
 from sharpbench.training.labels import noisy_labels
-from sharpbench.training.recipe import recipe_config
+from sharpbench.training.recipe import RECIPE_PARAMS, recipe_config
+from sharpbench.training.grouped import group_key, train_group
 from sharpbench.training.loop import train_model
 
 # a kept model's evaluation sets -> its per-example outcomes on each (the builder binds device, loss, progress)
@@ -89,14 +90,55 @@ class GridTraining:
         return TensorDataset(x_train, noisy)
 
     def produce(self, point: ModelPoint, data: DatasetSplits, score: Scorer) -> Produced:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(point.seed)
-            model = build_model(self.spec.architecture, point.hparams)    # on the CPU: the same init everywhere
-        initial = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        model, initial = self._initialized(point)
         sets = evaluation_sets(self, data, point.hparams, point.seed)
         x, y = sets["train"].dataset.tensors  # type: ignore[attr-defined]
         model.to(x.device)
         epochs = train_model(model, x, y, self.spec.training, point.hparams, point.seed, self.spec.loss)
+        return self._finished(model, initial, epochs, sets, score)
+
+    def groups(self, points: list[ModelPoint]) -> list[list[ModelPoint]]:
+        """The points trained together (``training.group_size`` > 1): in the card's order, chunks of at most that
+        many among points whose architecture and shared recipe agree (:func:`group_key`); a point whose recipe
+        cannot be grouped is a group of one. Formed from every point of the card, so that a resumed build trains
+        the same groups."""
+        size = int(self.spec.training.get("group_size", RECIPE_PARAMS["group_size"].default))
+        by_key: dict[Any, list[ModelPoint]] = {}
+        alone: list[list[ModelPoint]] = []
+        for point in points:
+            key = None if size == 1 else group_key(self.spec.training, point.hparams,
+                                                   architecture_config(self.spec.architecture, point.hparams))
+            if key is None:
+                alone.append([point])
+            else:
+                by_key.setdefault(key, []).append(point)
+        chunks = [members[i:i + size] for members in by_key.values() for i in range(0, len(members), size)]
+        return sorted(chunks + alone, key=lambda group: group[0].index)
+
+    def produce_group(self, points: list[ModelPoint], data: DatasetSplits, score: Scorer) -> list[Produced]:
+        """The finished models of one group (:meth:`groups`), trained at once (:func:`train_group`)."""
+        if len(points) == 1:
+            return [self.produce(points[0], data, score)]
+        started = [self._initialized(point) for point in points]
+        sets = [evaluation_sets(self, data, point.hparams, point.seed) for point in points]
+        x = sets[0]["train"].dataset.tensors[0]  # type: ignore[attr-defined]
+        labels = [s["train"].dataset.tensors[1] for s in sets]  # type: ignore[attr-defined]
+        models = [model.to(x.device) for model, _ in started]
+        epochs = train_group(models, x, labels, self.spec.training, [p.hparams for p in points],
+                             [p.seed for p in points], self.spec.loss, group_seed=points[0].index)
+        return [self._finished(model, initial, ran, evalsets, score)
+                for (model, initial), ran, evalsets in zip(started, epochs, sets)]
+
+    def _initialized(self, point: ModelPoint) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        """The point's model, initialized from its seed on the CPU (the same init everywhere), and a copy of it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(point.seed)
+            model = build_model(self.spec.architecture, point.hparams)
+        return model, {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+    def _finished(self, model: nn.Module, initial: dict[str, torch.Tensor], epochs: int, sets: dict[str, EvalSet],
+                  score: Scorer) -> Produced:
+        """A trained model through the convergence filter; a kept one scored on every set."""
         train = score(model, {"train": sets["train"]})["train"]
         train_error, train_loss = train.means()
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error

@@ -1,4 +1,4 @@
-"""Small pieces the model families share: activations by card name, and a reshape to image shape."""
+"""Small pieces the model families share: activations by card name, dropout, and a reshape to image shape."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from torch import nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
+
+def dropout_layers(rate: float | None) -> list[nn.Module]:
+    """A dropout layer when the card names a rate (even 0, so that every model of a grid over the rate has the same
+    layers and parameter names), none when it does not (the layer indices of cards without dropout stay as
+    they were)."""
+    return [] if rate is None else [nn.Dropout(float(rate))]
 
 
 class ToImage(nn.Module):

@@ -22,6 +22,7 @@ from sharpbench.cards.schema import Param, at_least, in_range, length, non_negat
 from sharpbench.data.locate import DataPaths
 from sharpbench.models.clip import build_clip_classifier
 from sharpbench.models.cnn import build_cnn
+from sharpbench.models.cnn1d import build_cnn1d
 from sharpbench.models.diagonal import DiagonalLinearNet
 from sharpbench.models.image_models import build_timm
 from sharpbench.models.layers import ACTIVATIONS
@@ -44,6 +45,8 @@ class ArchitectureKind:
 
 _IMAGE_SHAPE = Param(list, check=length(3, int, positive), note="[channels, height, width] of an image dataset")
 _NUM_CLASSES = Param(int, check=at_least(2))
+_DROPOUT = Param(float, default=None, check=in_range(0, 1, closed="left"),
+                 note="after each hidden activation; left out: no dropout layers")
 
 ARCHITECTURES: dict[str, ArchitectureKind] = {
     "mlp": ArchitectureKind(
@@ -55,8 +58,21 @@ ARCHITECTURES: dict[str, ArchitectureKind] = {
             "depth": Param(int, default=1, check=non_negative),
             "activation": Param(str, default="relu", check=one_of(*sorted(ACTIVATIONS))),
             "bias": Param(bool, default=True),
+            "dropout": _DROPOUT,
         },
         "fully connected network on flat inputs",
+    ),
+    "cnn1d": ArchitectureKind(
+        build_cnn1d,
+        {
+            "in_features": Param(int, check=positive, note="the signal's length"),
+            "num_classes": _NUM_CLASSES,
+            "width": Param(int, default=25, check=positive, note="channels of every convolution"),
+            "depth": Param(int, default=3, check=positive),
+            "activation": Param(str, default="relu", check=one_of(*sorted(ACTIVATIONS))),
+            "dropout": _DROPOUT,
+        },
+        "1-D CNN on signals (MNIST-1D): strided convolutions, kernel 5 then 3, and a linear head",
     ),
     "cnn": ArchitectureKind(
         build_cnn,

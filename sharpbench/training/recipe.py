@@ -57,6 +57,8 @@ RECIPE_PARAMS: dict[str, Param] = {
     "crop_padding": Param(int, default=2, check=non_negative),
     "label_noise": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
     "sam_rho": Param(float, default=0.0, check=non_negative, note="0: no SAM"),
+    "group_size": Param(int, default=1, check=positive,
+                        note="models trained at once, stacked and vmapped, where the grid allows; 1: one at a time"),
 }
 
 
