@@ -113,3 +113,25 @@ def test_a_grouped_build_gives_the_same_bits_twice_and_when_resumed(tmp_path: Pa
     again = open_collection(spec, home=tmp_path / "two")
     assert [(r.id, r.sha256, r.outcomes_sha256) for r in one.models] == \
            [(r.id, r.sha256, r.outcomes_sha256) for r in again.models]
+
+
+def test_models_trained_on_prefixes_of_the_training_set_are_measured_on_the_prefix_they_all_saw(tmp_path: Path):
+    card = {**CARD, "name": "tiny-subsets", "grid": {"train_subset": [100, 200], "learning_rate": [0.1]},
+            "architecture": {**CARD["architecture"], "width": 8},
+            "sharpness_data": {"n": 150, "m": 50, "seed": 0}}
+    spec = load_collection_spec(_card(tmp_path / "cards", card))
+    assert spec.shared_train_subset == 100
+    collection = open_collection(spec, home=tmp_path / "home")
+    build_collection(collection, progress=False)
+    assert collection.set_sizes()["train"] == 100
+    x_train = collection.data().train.tensors[0]
+    batches = collection.sharpness_batches()
+    assert sum(len(inputs) for inputs, _ in batches) == 100               # n = 150, but only 100 shared
+    seen = {tuple(row.tolist()) for row in x_train[:100]}
+    assert all(tuple(row.tolist()) in seen for inputs, _ in batches for row in inputs)
+    sizes = sorted(model.hparams["train_subset"] for model in collection.models)
+    assert sizes == [100, 100, 200, 200]
+    too_large = {**card, "name": "tiny-too-large", "grid": {"train_subset": [100, 500], "learning_rate": [0.1]}}
+    with pytest.raises(Exception, match="train_subset 500 .* larger than its training set"):
+        build_collection(open_collection(load_collection_spec(_card(tmp_path / "big", too_large)),
+                                         home=tmp_path / "home"), progress=False)

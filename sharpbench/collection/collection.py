@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from sharpbench.collection.files import MANIFEST
 from sharpbench.collection.manifest import read_manifest
@@ -129,11 +130,15 @@ class Collection:
         return self._data
 
     def _num_train(self) -> int:
+        """The number of training examples every model was trained on (the first ``train_subset`` of them where
+        the card trains on part of the training set)."""
+        shared = self.spec.shared_train_subset
         if self._data is None and self.is_built():
             num_train = self.manifest.get("dataset", {}).get("num_train")
             if isinstance(num_train, int):
-                return num_train
-        return len(self.data().train)  # type: ignore[arg-type]
+                return min(num_train, shared) if shared else num_train
+        total = len(self.data().train)  # type: ignore[arg-type]
+        return min(total, shared) if shared else total
 
     def protocol(self, n: int | None = None, m: int | None = None) -> dict[str, Any]:
         """The sharpness-data protocol as a JSON-able dict (part of every cache key)."""
@@ -155,9 +160,15 @@ class Collection:
 
     def sharpness_batches(self, n: int | None = None, m: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """A fixed subset of n training points (all if fewer), the same for every model and call, in a fixed
-        seeded order, no augmentation, split into consecutive batches of m (the last may be smaller)."""
+        seeded order, no augmentation, split into consecutive batches of m (the last may be smaller). Where the card
+        trains models on the first ``train_subset`` examples, the points come from the smallest such prefix, so
+        that every model was trained on them."""
         protocol = self.protocol(n, m)
-        x, y = stack(seeded_subset(self.data().train, protocol["n_used"], protocol["subset_seed"]))
+        train = self.data().train
+        shared = self.spec.shared_train_subset
+        if shared:
+            train = TensorDataset(*(t[:shared] for t in train.tensors))  # type: ignore[attr-defined]
+        x, y = stack(seeded_subset(train, protocol["n_used"], protocol["subset_seed"]))
         m = protocol["m"]
         return [(x[i:i + m].clone(), y[i:i + m].clone()) for i in range(0, x.shape[0], m)]
 

@@ -83,19 +83,38 @@ class GridTraining:
     def points(self) -> list[ModelPoint]:
         return self.spec.model_points()
 
-    def train_set(self, data: DatasetSplits, hparams: dict[str, Any], seed: int) -> Dataset:
+    def training_set(self, data: DatasetSplits, hparams: dict[str, Any], seed: int) -> TensorDataset:
+        """What a model trains on: the training set (its first ``train_subset`` examples, where the card says so;
+        a generated or shuffled set, so a random subset), with its labels (with label noise: the noisy ones)."""
         x_train, y_train = data.train_tensors()
-        fraction = recipe_config(self.spec.training, hparams)["label_noise"]
-        noisy = noisy_labels(y_train.cpu(), fraction, self.spec.num_classes, seed).to(y_train.device)
+        config = recipe_config(self.spec.training, hparams)
+        if config["train_subset"]:
+            if config["train_subset"] > len(x_train):
+                raise CollectionError(f"train_subset {config['train_subset']} of {self.spec.name} is larger than its "
+                                      f"training set ({len(x_train)} examples): lower it in {self.spec.path.name} "
+                                      f"or enlarge the dataset's training set")
+            x_train, y_train = x_train[:config["train_subset"]], y_train[:config["train_subset"]]
+        noisy = noisy_labels(y_train.cpu(), config["label_noise"], self.spec.num_classes, seed).to(y_train.device)
         return TensorDataset(x_train, noisy)
+
+    def train_set(self, data: DatasetSplits, hparams: dict[str, Any], seed: int) -> Dataset:
+        """Where a kept model's train error and outcomes are measured: its training set, or, where the card's
+        models train on prefixes of different sizes, the smallest prefix, which every model trained on (one set of
+        examples for every model, as the per-example outcomes need)."""
+        trained_on = self.training_set(data, hparams, seed)
+        shared = self.spec.shared_train_subset
+        if shared and shared < len(trained_on):
+            return TensorDataset(*(t[:shared] for t in trained_on.tensors))
+        return trained_on
 
     def produce(self, point: ModelPoint, data: DatasetSplits, score: Scorer) -> Produced:
         model, initial = self._initialized(point)
-        sets = evaluation_sets(self, data, point.hparams, point.seed)
-        x, y = sets["train"].dataset.tensors  # type: ignore[attr-defined]
+        trained_on = self.training_set(data, point.hparams, point.seed)
+        x, y = trained_on.tensors
         model.to(x.device)
         epochs = train_model(model, x, y, self.spec.training, point.hparams, point.seed, self.spec.loss)
-        return self._finished(model, initial, epochs, sets, score)
+        return self._finished(model, initial, epochs, trained_on, evaluation_sets(self, data, point.hparams,
+                                                                                   point.seed), score)
 
     def groups(self, points: list[ModelPoint]) -> list[list[ModelPoint]]:
         """The points trained together (``training.group_size`` > 1): in the card's order, chunks of at most that
@@ -120,14 +139,15 @@ class GridTraining:
         if len(points) == 1:
             return [self.produce(points[0], data, score)]
         started = [self._initialized(point) for point in points]
-        sets = [evaluation_sets(self, data, point.hparams, point.seed) for point in points]
-        x = sets[0]["train"].dataset.tensors[0]  # type: ignore[attr-defined]
-        labels = [s["train"].dataset.tensors[1] for s in sets]  # type: ignore[attr-defined]
+        trained_on = [self.training_set(data, point.hparams, point.seed) for point in points]
+        x = trained_on[0].tensors[0]                  # a group shares its train_subset, so its inputs
         models = [model.to(x.device) for model, _ in started]
-        epochs = train_group(models, x, labels, self.spec.training, [p.hparams for p in points],
-                             [p.seed for p in points], self.spec.loss, group_seed=points[0].index)
-        return [self._finished(model, initial, ran, evalsets, score)
-                for (model, initial), ran, evalsets in zip(started, epochs, sets)]
+        epochs = train_group(models, x, [t.tensors[1] for t in trained_on], self.spec.training,
+                             [p.hparams for p in points], [p.seed for p in points], self.spec.loss,
+                             group_seed=points[0].index)
+        return [self._finished(model, initial, ran, fit, evaluation_sets(self, data, point.hparams, point.seed),
+                               score)
+                for (model, initial), ran, fit, point in zip(started, epochs, trained_on, points)]
 
     def _initialized(self, point: ModelPoint) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         """The point's model, initialized from its seed on the CPU (the same init everywhere), and a copy of it."""
@@ -136,15 +156,18 @@ class GridTraining:
             model = build_model(self.spec.architecture, point.hparams)
         return model, {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
-    def _finished(self, model: nn.Module, initial: dict[str, torch.Tensor], epochs: int, sets: dict[str, EvalSet],
-                  score: Scorer) -> Produced:
-        """A trained model through the convergence filter; a kept one scored on every set."""
-        train = score(model, {"train": sets["train"]})["train"]
-        train_error, train_loss = train.means()
+    def _finished(self, model: nn.Module, initial: dict[str, torch.Tensor], epochs: int, trained_on: TensorDataset,
+                  sets: dict[str, EvalSet], score: Scorer) -> Produced:
+        """A trained model through the convergence filter (its error on everything it trained on); a kept one
+        scored on every evaluation set."""
+        fit = score(model, {"train": EvalSet(trained_on)})["train"]
+        train_error, train_loss = fit.means()
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
         outcomes = None
         if converged:       # the other sets are scored only for a kept model
-            outcomes = {"train": train, **score(model, {k: v for k, v in sets.items() if k != "train"})}
+            same = sets["train"].dataset is trained_on or len(sets["train"]) == len(trained_on)
+            outcomes = {"train": fit} if same else {}
+            outcomes.update(score(model, {k: v for k, v in sets.items() if k not in outcomes}))
         return Produced(model.state_dict(), initial, converged, train_error, train_loss, epochs, outcomes)
 
 

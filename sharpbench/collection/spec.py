@@ -94,6 +94,13 @@ class CollectionSpec:
         arch = ARCHITECTURES[self.architecture["kind"]].params
         return frozenset(k for c in self.checkpoints for k in c.hparams if k in arch)
 
+    @property
+    def shared_train_subset(self) -> int:
+        """The number of training examples every model was trained on where the card trains models on the first
+        ``train_subset`` examples (the smallest value); 0 when every model trains on the whole training set."""
+        sizes = self.grid.get("train_subset") or [self.training.get("train_subset", 0)]
+        return 0 if 0 in sizes else int(min(sizes))
+
     def grid_size(self) -> int:
         """Number of models the grid defines (grid points x seeds), before the convergence filter; for a card of
         checkpoints, their number; 0 if imported."""

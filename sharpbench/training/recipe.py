@@ -56,6 +56,8 @@ RECIPE_PARAMS: dict[str, Param] = {
     "augmentation": Param(str, default="none", check=one_of(*AUGMENTATIONS)),
     "crop_padding": Param(int, default=2, check=non_negative),
     "label_noise": Param(float, default=0.0, check=in_range(0, 1, closed="left")),
+    "train_subset": Param(int, default=0, check=non_negative,
+                          note="train on the first n training examples; 0: all of them"),
     "sam_rho": Param(float, default=0.0, check=non_negative, note="0: no SAM"),
     "group_size": Param(int, default=1, check=positive,
                         note="models trained at once, stacked and vmapped, where the grid allows; 1: one at a time"),

@@ -21,6 +21,7 @@ RATIOS = [
     ("oracle", "fast", "straightforward oracle / fast path (speed-up)", ">= 1.6 ResNet-18, >= 2 / >= 5 MLP L-inf / L2"),
     ("sequential", "vmapped", "one batch at a time / vmapped batches (speed-up)", "> 1 where vmap is used"),
     ("one-at-a-time", "grouped", "one model at a time / same-architecture models together", "> 1 small models"),
+    ("one-model-training", "grouped-training", "training one model at a time / in a group (speed-up)", "> 1"),
     ("whole-call", "passes", "one whole call / the passes it makes, done plainly", "<= 1.5 digits MLP compute_measure"),
     ("average", "forwards", "average case / its plain forwards + noise draws", "<= 1.15"),
     ("study", "sharpbench", "the study's released code / sharpbench (speed-up)", "> 1"),
