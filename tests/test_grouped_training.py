@@ -77,5 +77,7 @@ def test_the_group_key_separates_what_shapes_or_counts_steps_and_refuses_early_s
     assert group_key(recipe, {**HPARAMS[0], "batch_size": 32}, arch) != group_key(recipe, HPARAMS[0], arch)
     assert group_key(recipe, HPARAMS[0], {**arch, "width": 8}) != group_key(recipe, HPARAMS[0], arch)
     assert group_key({**recipe, "stop_train_loss": 0.01}, HPARAMS[0], arch) is None
+    with pytest.raises(ValueError, match="one model at a time"):      # train_group never drops the early stop
+        train_group(_models(arch, [1, 2]), *_data(), {**recipe, "stop_train_loss": 0.01}, HPARAMS[:2], [1, 2])
     with pytest.raises(ValueError, match="share"):
         train_group(_models(arch, [1, 2]), *_data(), recipe, [HPARAMS[0], {**HPARAMS[1], "epochs": 3}], [1, 2])

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from sharpbench.collection.collection import Collection
-from sharpbench.collection.files import (CHECKPOINTS, OUTCOMES, RECORDS, atomic_write, build_lock, deterministic,
-                                         file_sha256, model_files)
+from sharpbench.collection.files import (CHECKPOINTS, OUTCOMES, RECORDS, build_lock, deterministic, file_sha256,
+                                         model_files)
 from sharpbench.collection.manifest import MANIFEST_FORMAT, write_manifest
 from sharpbench.collection.records import AGGREGATE_KEYS, MODEL_KEYS, ModelRecord
 from sharpbench.collection.sources import ModelSource, Produced, evaluation_sets, source_for
@@ -29,6 +29,7 @@ from sharpbench.data.sets import DatasetSplits, EvalSet, score_outcomes
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.jsonsafe import finite_or_none
 from sharpbench.losses import LOSSES
+from sharpbench.paths import atomic_write
 from sharpbench.version import __version__
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from sharpbench.collection.files import MANIFEST
 from sharpbench.collection.manifest import read_manifest
@@ -20,7 +19,7 @@ from sharpbench.collection.spec import CollectionSpec
 from sharpbench.data.outcomes import Outcomes, decode
 from sharpbench.data.locate import DataPaths
 from sharpbench.data.registry import SHIFTS, load_splits
-from sharpbench.data.sets import DatasetSplits, seeded_subset, stack
+from sharpbench.data.sets import DatasetSplits, prefix, seeded_subset, stack
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LossFn
 from sharpbench.models.registry import ARCHITECTURES, build_model
@@ -132,12 +131,12 @@ class Collection:
     def _num_train(self) -> int:
         """The number of training examples every model was trained on (the first ``train_subset`` of them where
         the card trains on part of the training set)."""
-        shared = self.spec.shared_train_subset
+        total = None
         if self._data is None and self.is_built():
-            num_train = self.manifest.get("dataset", {}).get("num_train")
-            if isinstance(num_train, int):
-                return min(num_train, shared) if shared else num_train
-        total = len(self.data().train)  # type: ignore[arg-type]
+            total = self.manifest.get("dataset", {}).get("num_train")
+        if not isinstance(total, int):
+            total = len(self.data().train)  # type: ignore[arg-type]
+        shared = self.spec.shared_train_subset
         return min(total, shared) if shared else total
 
     def protocol(self, n: int | None = None, m: int | None = None) -> dict[str, Any]:
@@ -165,9 +164,8 @@ class Collection:
         that every model was trained on them."""
         protocol = self.protocol(n, m)
         train = self.data().train
-        shared = self.spec.shared_train_subset
-        if shared:
-            train = TensorDataset(*(t[:shared] for t in train.tensors))  # type: ignore[attr-defined]
+        if self.spec.shared_train_subset:
+            train = prefix(train, self.spec.shared_train_subset)  # type: ignore[arg-type]
         x, y = stack(seeded_subset(train, protocol["n_used"], protocol["subset_seed"]))
         m = protocol["m"]
         return [(x[i:i + m].clone(), y[i:i + m].clone()) for i in range(0, x.shape[0], m)]

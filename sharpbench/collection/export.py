@@ -12,8 +12,9 @@ import hashlib
 from pathlib import Path
 
 from sharpbench.collection.collection import Collection
-from sharpbench.collection.files import CHECKPOINTS, MANIFEST, OUTCOMES, atomic_write, file_sha256, model_files
+from sharpbench.collection.files import CHECKPOINTS, MANIFEST, OUTCOMES, file_sha256, model_files
 from sharpbench.errors import CollectionError, Hint
+from sharpbench.paths import atomic_write
 
 
 def export_collection(collection: Collection, target: Path) -> int:

@@ -1,4 +1,4 @@
-"""A collection's folder on disk: its layout, atomic writes, sha256 checks, the build lock and deterministic mode.
+"""A collection's folder on disk: its layout, sha256 checks, the build lock and deterministic mode.
 
 Layout of ``sharpbench_home()/collections/NAME``::
 
@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-
-from sharpbench.paths import atomic_write  # noqa: F401  (the collection modules write through it)
 
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"

@@ -16,10 +16,10 @@ from typing import Any, Sequence
 
 import jsonschema
 
-from sharpbench.collection.files import atomic_write
 from sharpbench.collection.records import MODEL_KEYS
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.jsonsafe import finite_or_none
+from sharpbench.paths import atomic_write
 
 MANIFEST_FORMAT = 2
 

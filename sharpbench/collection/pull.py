@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sharpbench.collection.collection import Collection
-from sharpbench.collection.files import (CHECKPOINTS, MANIFEST, OUTCOMES, atomic_write, build_lock, file_sha256,
-                                         model_files)
+from sharpbench.collection.files import CHECKPOINTS, MANIFEST, OUTCOMES, build_lock, file_sha256, model_files
 from sharpbench.collection.manifest import parse_manifest
 from sharpbench.errors import CollectionError
+from sharpbench.paths import atomic_write
 
 
 def _is_url(source: str) -> bool:

@@ -26,7 +26,7 @@ from sharpbench.collection.records import AGGREGATE_KEYS
 from sharpbench.collection.spec import CollectionSpec, ModelPoint, model_id_for
 from sharpbench.data.locate import DataPaths
 from sharpbench.data.outcomes import Outcomes
-from sharpbench.data.sets import DatasetSplits, EvalSet, seeded_subset
+from sharpbench.data.sets import DatasetSplits, EvalSet, prefix, seeded_subset
 from sharpbench.errors import CollectionError, Hint
 from sharpbench.losses import LOSSES
 from sharpbench.models.registry import architecture_config, build_model
@@ -103,9 +103,7 @@ class GridTraining:
         examples for every model, as the per-example outcomes need)."""
         trained_on = self.training_set(data, hparams, seed)
         shared = self.spec.shared_train_subset
-        if shared and shared < len(trained_on):
-            return TensorDataset(*(t[:shared] for t in trained_on.tensors))
-        return trained_on
+        return prefix(trained_on, shared) if shared else trained_on
 
     def produce(self, point: ModelPoint, data: DatasetSplits, score: Scorer) -> Produced:
         model, initial = self._initialized(point)
@@ -165,8 +163,7 @@ class GridTraining:
         converged = math.isfinite(train_loss) and train_error <= self.spec.max_train_error
         outcomes = None
         if converged:       # the other sets are scored only for a kept model
-            same = sets["train"].dataset is trained_on or len(sets["train"]) == len(trained_on)
-            outcomes = {"train": fit} if same else {}
+            outcomes = {"train": fit} if len(sets["train"]) == len(trained_on) else {}   # the same examples
             outcomes.update(score(model, {k: v for k, v in sets.items() if k not in outcomes}))
         return Produced(model.state_dict(), initial, converged, train_error, train_loss, epochs, outcomes)
 

@@ -92,6 +92,11 @@ def _to(dataset: Dataset, device: torch.device | str) -> Dataset:
     return dataset
 
 
+def prefix(dataset: TensorDataset, size: int) -> TensorDataset:
+    """The first ``size`` items of an in-memory dataset (all when fewer)."""
+    return TensorDataset(*(t[:size] for t in dataset.tensors))
+
+
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
     """``size`` items (all when fewer) of ``dataset`` drawn without replacement by a generator seeded ``seed``:
     the same items on every machine, in a fixed order."""

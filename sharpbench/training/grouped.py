@@ -54,6 +54,8 @@ def train_group(models: Sequence[nn.Module], x: Tensor, labels: Sequence[Tensor]
     """Train ``models`` (same architecture, no buffers) in place on (x, labels[k]) as one group; returns the epochs
     each ran (as train_model reports them: the epoch at whose end a model's loss was no longer finite, where
     train_model stops it; here its weights go on as NaN, and its train error excludes it either way)."""
+    if group_key(recipe, hparams[0], {}) is None:
+        raise ValueError("a stop at a training loss, augmentation and SAM are trained one model at a time")
     configs = [recipe_config(recipe, h) for h in hparams]
     first = configs[0]
     for config in configs[1:]:
